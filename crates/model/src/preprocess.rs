@@ -1,0 +1,248 @@
+//! The one pre-processing path, shared by serving and training: decode, colour order, resize,
+//! normalise, and lay out as CHW floats.
+
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::{imgcodecs, imgproc};
+
+use crate::card::{ColorOrder, InputSpec, Normalization};
+use crate::ModelError;
+
+/// Decoded images larger than this many pixels are refused (about 8K x 4K).
+pub const DEFAULT_MAX_PIXELS: u64 = 33_177_600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    Rgb8,
+    Bgr8,
+    Gray8,
+}
+
+impl PixelFormat {
+    pub fn channels(self) -> usize {
+        match self {
+            PixelFormat::Rgb8 | PixelFormat::Bgr8 => 3,
+            PixelFormat::Gray8 => 1,
+        }
+    }
+}
+
+/// An image as it arrives: encoded bytes, or raw pixels.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageInput<'a> {
+    Encoded(&'a [u8]),
+    Raw { width: u32, height: u32, format: PixelFormat, pixels: &'a [u8] },
+}
+
+/// One image ready for a model: `spec.numel()` floats in CHW order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocessed {
+    pub spec: InputSpec,
+    pub data: Vec<f32>,
+}
+
+/// Decodes `input` to an 8-bit Mat in BGR (3 channels) or gray, checking its size.
+pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError> {
+    let mat = match input {
+        ImageInput::Encoded(bytes) => {
+            if bytes.is_empty() {
+                return Err(ModelError::Decode("no bytes".into()));
+            }
+            let buf = Mat::from_slice(bytes)?;
+            // OpenCV reports most corrupt data as an empty Mat, some as an error.
+            imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
+                .map_err(|e| ModelError::Decode(e.message))?
+        }
+        ImageInput::Raw { width, height, format, pixels } => {
+            if width == 0 || height == 0 {
+                return Err(ModelError::EmptyImage);
+            }
+            check_pixels(width, height, max_pixels)?;
+            let expected = width as usize * height as usize * format.channels();
+            if pixels.len() != expected {
+                return Err(ModelError::PixelCount { width, height, format, expected, actual: pixels.len() });
+            }
+            let flat = Mat::new_rows_cols_with_data(height as i32, (width as usize * format.channels()) as i32, pixels)?;
+            let shaped = flat.reshape(format.channels() as i32, height as i32)?;
+            let mut bgr = Mat::default();
+            match format {
+                PixelFormat::Bgr8 => shaped.copy_to(&mut bgr)?,
+                PixelFormat::Rgb8 => imgproc::cvt_color(&shaped, &mut bgr, imgproc::COLOR_RGB2BGR, 0)?,
+                PixelFormat::Gray8 => imgproc::cvt_color(&shaped, &mut bgr, imgproc::COLOR_GRAY2BGR, 0)?,
+            }
+            bgr
+        }
+    };
+    if mat.empty() || mat.cols() == 0 || mat.rows() == 0 {
+        return Err(match input {
+            ImageInput::Encoded(_) => ModelError::Decode("not a supported image (JPEG, PNG, BMP, WebP) or corrupt".into()),
+            ImageInput::Raw { .. } => ModelError::EmptyImage,
+        });
+    }
+    check_pixels(mat.cols() as u32, mat.rows() as u32, max_pixels)?;
+    Ok(mat)
+}
+
+fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ModelError> {
+    if u64::from(width) * u64::from(height) > limit {
+        return Err(ModelError::TooLarge { width, height, limit });
+    }
+    Ok(())
+}
+
+/// Turns a decoded BGR Mat into the model's input tensor data.
+pub fn prepare(bgr: &Mat, spec: InputSpec, norm: &Normalization) -> Result<Preprocessed, ModelError> {
+    let mut converted = Mat::default();
+    let code = match spec.color {
+        ColorOrder::Rgb => Some(imgproc::COLOR_BGR2RGB),
+        ColorOrder::Gray => Some(imgproc::COLOR_BGR2GRAY),
+        ColorOrder::Bgr => None,
+    };
+    let src = match code {
+        Some(code) => {
+            imgproc::cvt_color(bgr, &mut converted, code, 0)?;
+            &converted
+        }
+        None => bgr,
+    };
+    let mut resized = Mat::default();
+    let size = Size::new(spec.width as i32, spec.height as i32);
+    let interpolation = if src.cols() > size.width && src.rows() > size.height {
+        imgproc::INTER_AREA
+    } else {
+        imgproc::INTER_LINEAR
+    };
+    imgproc::resize(src, &mut resized, size, 0.0, 0.0, interpolation)?;
+    let pixels = resized.data_bytes()?;
+    let channels = spec.channels();
+    let plane = spec.width as usize * spec.height as usize;
+    debug_assert_eq!(pixels.len(), plane * channels);
+
+    let mut data = vec![0f32; plane * channels];
+    for (i, px) in pixels.chunks_exact(channels).enumerate() {
+        for (c, v) in px.iter().enumerate() {
+            data[c * plane + i] = f32::from(*v);
+        }
+    }
+    normalise(&mut data, channels, norm);
+    Ok(Preprocessed { spec, data })
+}
+
+fn normalise(data: &mut [f32], channels: usize, norm: &Normalization) {
+    match norm {
+        Normalization::MeanStd { mean, std } => {
+            let plane = data.len() / channels;
+            for (c, chunk) in data.chunks_exact_mut(plane).enumerate() {
+                let (m, s) = (mean[c], std[c]);
+                for v in chunk {
+                    *v = (*v / 255.0 - m) / s;
+                }
+            }
+        }
+        Normalization::PerImage => {
+            let n = data.len() as f64;
+            let mean = data.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+            let var = data.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n;
+            let std = var.sqrt().max(1.0 / n.sqrt());
+            for v in data {
+                *v = ((f64::from(*v) - mean) / std) as f32;
+            }
+        }
+    }
+}
+
+/// Decode and prepare in one step: what serving and training both call.
+pub fn preprocess(
+    input: ImageInput<'_>,
+    spec: InputSpec,
+    norm: &Normalization,
+    max_pixels: u64,
+) -> Result<Preprocessed, ModelError> {
+    let bgr = decode(input, max_pixels)?;
+    prepare(&bgr, spec, norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RGB: InputSpec = InputSpec { width: 2, height: 1, color: ColorOrder::Rgb };
+
+    fn identity_norm(c: usize) -> Normalization {
+        Normalization::MeanStd { mean: vec![0.0; c], std: vec![1.0; c] }
+    }
+
+    #[test]
+    fn raw_rgb_lays_out_chw_in_rgb_order() {
+        // Two pixels: pure red, pure blue. Same size: no resampling.
+        let pixels = [255, 0, 0, 0, 0, 255];
+        let input = ImageInput::Raw { width: 2, height: 1, format: PixelFormat::Rgb8, pixels: &pixels };
+        let out = preprocess(input, RGB, &identity_norm(3), DEFAULT_MAX_PIXELS).unwrap();
+        // R plane, G plane, B plane.
+        assert_eq!(out.data, vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn bgr_input_and_bgr_model_keep_order() {
+        let pixels = [255, 0, 0, 0, 0, 255]; // BGR: blue, then red
+        let input = ImageInput::Raw { width: 2, height: 1, format: PixelFormat::Bgr8, pixels: &pixels };
+        let spec = InputSpec { color: ColorOrder::Bgr, ..RGB };
+        let out = preprocess(input, spec, &identity_norm(3), DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(out.data, vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn mean_std_matches_hand_computation() {
+        let pixels = [51, 102, 153, 51, 102, 153];
+        let input = ImageInput::Raw { width: 2, height: 1, format: PixelFormat::Rgb8, pixels: &pixels };
+        let norm = Normalization::MeanStd { mean: vec![0.1, 0.2, 0.3], std: vec![0.5, 0.5, 0.5] };
+        let out = preprocess(input, RGB, &norm, DEFAULT_MAX_PIXELS).unwrap();
+        // (51/255 - 0.1)/0.5 = 0.2, (102/255 - 0.2)/0.5 = 0.4, (153/255 - 0.3)/0.5 = 0.6
+        for (got, want) in out.data.iter().zip([0.2, 0.2, 0.4, 0.4, 0.6, 0.6]) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn per_image_standardises() {
+        let pixels = [0, 0, 0, 255, 255, 255];
+        let input = ImageInput::Raw { width: 2, height: 1, format: PixelFormat::Rgb8, pixels: &pixels };
+        let out = preprocess(input, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS).unwrap();
+        // Mean 127.5, std 127.5: every value becomes -1 or +1.
+        assert_eq!(out.data, vec![-1.0, 1.0, -1.0, 1.0, -1.0, 1.0]);
+    }
+
+    #[test]
+    fn gray_model_gets_one_channel() {
+        let pixels = [51, 102];
+        let input = ImageInput::Raw { width: 2, height: 1, format: PixelFormat::Gray8, pixels: &pixels };
+        let spec = InputSpec { color: ColorOrder::Gray, ..RGB };
+        let out = preprocess(input, spec, &identity_norm(1), DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(out.data, vec![0.2, 0.4]);
+    }
+
+    #[test]
+    fn encoded_png_round_trips() {
+        let pixels = [255u8, 0, 0, 0, 0, 255];
+        let flat = Mat::new_rows_cols_with_data(1, 6, &pixels).unwrap();
+        let bgr = flat.reshape(3, 1).unwrap();
+        let mut png = opencv::core::Vector::<u8>::new();
+        imgcodecs::imencode(".png", &bgr, &mut png, &opencv::core::Vector::new()).unwrap();
+        let out = preprocess(ImageInput::Encoded(png.as_slice()), RGB, &identity_norm(3), DEFAULT_MAX_PIXELS).unwrap();
+        // The Mat was BGR (blue, red), so in RGB order: R plane [0, 255], B plane [255, 0].
+        assert_eq!(out.data, vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_inputs_are_typed_errors() {
+        let corrupt = [0xFFu8, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+        assert!(matches!(preprocess(ImageInput::Encoded(&corrupt), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::Decode(_))));
+        assert!(matches!(preprocess(ImageInput::Encoded(&[]), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::Decode(_))));
+        let zero = ImageInput::Raw { width: 0, height: 4, format: PixelFormat::Rgb8, pixels: &[] };
+        assert!(matches!(preprocess(zero, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::EmptyImage)));
+        let short = ImageInput::Raw { width: 2, height: 2, format: PixelFormat::Rgb8, pixels: &[0; 11] };
+        assert!(matches!(preprocess(short, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::PixelCount { expected: 12, actual: 11, .. })));
+        let big = ImageInput::Raw { width: 100, height: 100, format: PixelFormat::Gray8, pixels: &[0; 10_000] };
+        assert!(matches!(preprocess(big, RGB, &Normalization::PerImage, 9_999), Err(ModelError::TooLarge { .. })));
+    }
+}
