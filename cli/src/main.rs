@@ -1,1 +1,64 @@
-fn main(){}
+//! `reid`: runs the services and talks to them. `main` parses, sets up logging and dispatches.
+
+mod bench;
+mod client;
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "reid", version, about = "Person and face re-identification over gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one service.
+    #[command(subcommand)]
+    Serve(serve::ServeCommand),
+    /// Checks a server's gRPC health; exits 0 only when it is SERVING.
+    Health(client::HealthArgs),
+    /// Embeds image files through an embedder; prints one JSON object per image.
+    Embed(client::EmbedArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Runs what exists of the pipeline on this machine and prints what happened.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(cmd) => serve::run(cmd).await,
+            Command::Health(args) => client::health(args).await,
+            Command::Embed(args) => client::embed(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -18,3 +18,12 @@ pub use card::{Backend, ColorOrder, InputSpec, ModelCard, Normalization};
 pub use device::DevicePreference;
 pub use error::ModelError;
 pub use preprocess::{ImageInput, PixelFormat, Preprocessed, preprocess};
+
+/// Sets how many threads libtorch and OpenCV use for one forward pass.
+pub fn set_inference_threads(n: usize) {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    tch::set_num_threads(n);
+    if let Err(e) = opencv::core::set_num_threads(n) {
+        tracing::warn!(error = %e, "cannot set OpenCV threads");
+    }
+}

@@ -162,6 +162,16 @@ pub fn preprocess(
     prepare(&bgr, spec, norm)
 }
 
+/// Encodes raw RGB pixels as JPEG (quality 90): for tests, benchmarks and the demo.
+pub fn encode_jpeg(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>, ModelError> {
+    let input = ImageInput::Raw { width, height, format: PixelFormat::Rgb8, pixels: rgb };
+    let bgr = decode(input, u64::MAX)?;
+    let mut out = opencv::core::Vector::<u8>::new();
+    let params = opencv::core::Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, 90]);
+    imgcodecs::imencode(".jpg", &bgr, &mut out, &params)?;
+    Ok(out.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

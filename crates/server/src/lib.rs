@@ -1,1 +1,120 @@
-//! placeholder
+//! What every reid gRPC server shares: the standard `grpc.health.v1` and reflection services,
+//! graceful shutdown that flips health to NOT_SERVING before draining in-flight calls, the
+//! Prometheus `/metrics` endpoint, and the ctrl-c / SIGTERM future that `main` passes to `run`.
+
+pub mod metrics;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// A gRPC server under construction: its health reporter is handed to the service so that the
+/// service can say when it is able to serve (an embedder without a model is not).
+pub struct GrpcServer {
+    health: HealthReporter,
+    /// Fully qualified gRPC service names, e.g. `reid.v1.EmbedderService`.
+    services: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer").field("services", &self.services).finish()
+    }
+}
+
+impl GrpcServer {
+    pub fn new(services: Vec<&'static str>) -> Self {
+        GrpcServer { health: HealthReporter::new(), services }
+    }
+
+    pub fn health(&self) -> Health {
+        Health { reporter: self.health.clone(), services: self.services.clone() }
+    }
+
+    /// Serves `routes` plus health and reflection on `listener` until `shutdown` resolves, then
+    /// reports NOT_SERVING and finishes the calls in flight.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        routes: Routes,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(reid_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+        );
+        let health = self.health();
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, services = ?self.services, "serving grpc");
+        let drain = async move {
+            shutdown.await;
+            tracing::info!(%addr, "shutting down: finishing calls in flight");
+            health.set_all(false).await;
+        };
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The service's handle on its health status.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").field("services", &self.services).finish()
+    }
+}
+
+impl Health {
+    /// Sets every service of this server, and the server as a whole (""), to SERVING or not.
+    pub async fn set_all(&self, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        for name in self.services.iter().copied().chain([""]) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM: what `main` passes to a service's `run`.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,99 @@
+//! `reid serve NAME`: configuration from a TOML file, then `REID_<SERVICE>_*` environment
+//! variables, then flags; a listener; and ctrl-c / SIGTERM for graceful shutdown.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reid_embedder::EmbedderConfig;
+use reid_model::DevicePreference;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// The embedding worker (default 127.0.0.1:50051).
+    Embedder(EmbedderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedderArgs {
+    /// TOML file with any `EmbedderConfig` field; flags and environment override it.
+    #[arg(long, env = "REID_EMBEDDER_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "REID_EMBEDDER_LISTEN", default_value = reid_proto::ports::EMBEDDER)]
+    listen: String,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "REID_EMBEDDER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Folder of model folders.
+    #[arg(long, env = "REID_EMBEDDER_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Model folder to serve.
+    #[arg(long, env = "REID_EMBEDDER_MODEL")]
+    model: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, env = "REID_EMBEDDER_DEVICE")]
+    device: Option<DevicePreference>,
+    /// Half precision on GPU.
+    #[arg(long, env = "REID_EMBEDDER_FP16")]
+    fp16: Option<bool>,
+    #[arg(long, env = "REID_EMBEDDER_MAX_BATCH")]
+    max_batch: Option<usize>,
+    #[arg(long, env = "REID_EMBEDDER_MAX_DELAY_MS")]
+    max_delay_ms: Option<u64>,
+    #[arg(long, env = "REID_EMBEDDER_THREADS")]
+    threads: Option<usize>,
+}
+
+impl EmbedderArgs {
+    fn config(&self) -> anyhow::Result<EmbedderConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => EmbedderConfig::default(),
+        };
+        if let Some(v) = &self.model_dir {
+            config.model_dir = v.clone();
+        }
+        if let Some(v) = &self.model {
+            config.model = v.clone();
+        }
+        if let Some(v) = self.device {
+            config.device = v;
+        }
+        if let Some(v) = self.fp16 {
+            config.fp16 = v;
+        }
+        if let Some(v) = self.max_batch {
+            config.max_batch = v;
+        }
+        if let Some(v) = self.max_delay_ms {
+            config.max_delay = std::time::Duration::from_millis(v);
+        }
+        if let Some(v) = &self.metrics_listen {
+            config.metrics_listen = Some(v.clone());
+        }
+        if let Some(v) = self.threads {
+            config.threads = v;
+        }
+        Ok(config)
+    }
+}
+
+pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ServeCommand::Embedder(args) => {
+            let config = args.config()?;
+            let listener = bind(&args.listen).await?;
+            reid_embedder::run(config, listener, reid_server::shutdown_signal()).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
