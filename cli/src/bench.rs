@@ -118,7 +118,12 @@ fn crop_jpeg(width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
     Ok(reid_model::preprocess::encode_jpeg(width, height, &rgb)?)
 }
 
-async fn measure(channel: &tonic::transport::Channel, image: &pb::Image, concurrency: usize, seconds: f64) -> anyhow::Result<(f64, Duration)> {
+async fn measure(
+    channel: &tonic::transport::Channel,
+    image: &pb::Image,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<(f64, Duration)> {
     // Warm-up: let the batcher and libtorch settle.
     let warmup = Duration::from_secs_f64((seconds / 5.0).min(2.0));
     run_clients(channel, image, concurrency, warmup).await?;
@@ -128,7 +133,12 @@ async fn measure(channel: &tonic::transport::Channel, image: &pb::Image, concurr
     Ok((images as f64 / elapsed, latency_sum / images.max(1) as u32))
 }
 
-async fn run_clients(channel: &tonic::transport::Channel, image: &pb::Image, concurrency: usize, duration: Duration) -> anyhow::Result<(u64, Duration)> {
+async fn run_clients(
+    channel: &tonic::transport::Channel,
+    image: &pb::Image,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(u64, Duration)> {
     let done = Arc::new(AtomicBool::new(false));
     let images = Arc::new(AtomicU64::new(0));
     let latency_us = Arc::new(AtomicU64::new(0));

@@ -34,7 +34,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .map(|p| Ok(pb::Image { data: Some(pb::image::Data::Encoded(std::fs::read(p)?)) }))
         .collect::<std::io::Result<Vec<_>>>()?;
 
-    let config = EmbedderConfig { model_dir: args.model_dir, watch_interval: Duration::ZERO, ..EmbedderConfig::default() };
+    let config =
+        EmbedderConfig { model_dir: args.model_dir, watch_interval: Duration::ZERO, ..EmbedderConfig::default() };
     let listener = crate::serve::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -52,7 +53,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .into_inner();
         let info = loaded.model.unwrap_or_default();
         let r = info.r#ref.unwrap_or_default();
-        println!("\nmodel {} version {} ({}-d, {} on {}), threshold {:.2}", r.id, r.version, r.dimension, info.backend, info.device, info.match_threshold);
+        println!(
+            "\nmodel {} version {} ({}-d, {} on {}), threshold {:.2}",
+            r.id, r.version, r.dimension, info.backend, info.device, info.match_threshold
+        );
         let response = client
             .embed(pb::EmbedRequest { images: images.clone(), request_id: model.into() })
             .await

@@ -5,8 +5,8 @@ use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 
-use crate::card::{ColorOrder, InputSpec, Normalization};
 use crate::ModelError;
+use crate::card::{ColorOrder, InputSpec, Normalization};
 
 /// Decoded images larger than this many pixels are refused (about 8K x 4K).
 pub const DEFAULT_MAX_PIXELS: u64 = 33_177_600;
@@ -50,8 +50,7 @@ pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError>
             }
             let buf = Mat::from_slice(bytes)?;
             // OpenCV reports most corrupt data as an empty Mat, some as an error.
-            imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
-                .map_err(|e| ModelError::Decode(e.message))?
+            imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR).map_err(|e| ModelError::Decode(e.message))?
         }
         ImageInput::Raw { width, height, format, pixels } => {
             if width == 0 || height == 0 {
@@ -62,7 +61,8 @@ pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError>
             if pixels.len() != expected {
                 return Err(ModelError::PixelCount { width, height, format, expected, actual: pixels.len() });
             }
-            let flat = Mat::new_rows_cols_with_data(height as i32, (width as usize * format.channels()) as i32, pixels)?;
+            let flat =
+                Mat::new_rows_cols_with_data(height as i32, (width as usize * format.channels()) as i32, pixels)?;
             let shaped = flat.reshape(format.channels() as i32, height as i32)?;
             let mut bgr = Mat::default();
             match format {
@@ -75,7 +75,9 @@ pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError>
     };
     if mat.empty() || mat.cols() == 0 || mat.rows() == 0 {
         return Err(match input {
-            ImageInput::Encoded(_) => ModelError::Decode("not a supported image (JPEG, PNG, BMP, WebP) or corrupt".into()),
+            ImageInput::Encoded(_) => {
+                ModelError::Decode("not a supported image (JPEG, PNG, BMP, WebP) or corrupt".into())
+            }
             ImageInput::Raw { .. } => ModelError::EmptyImage,
         });
     }
@@ -107,11 +109,8 @@ pub fn prepare(bgr: &Mat, spec: InputSpec, norm: &Normalization) -> Result<Prepr
     };
     let mut resized = Mat::default();
     let size = Size::new(spec.width as i32, spec.height as i32);
-    let interpolation = if src.cols() > size.width && src.rows() > size.height {
-        imgproc::INTER_AREA
-    } else {
-        imgproc::INTER_LINEAR
-    };
+    let interpolation =
+        if src.cols() > size.width && src.rows() > size.height { imgproc::INTER_AREA } else { imgproc::INTER_LINEAR };
     imgproc::resize(src, &mut resized, size, 0.0, 0.0, interpolation)?;
     let pixels = resized.data_bytes()?;
     let channels = spec.channels();
@@ -246,12 +245,24 @@ mod tests {
     #[test]
     fn bad_inputs_are_typed_errors() {
         let corrupt = [0xFFu8, 0xD8, 0xFF, 0xE0, 1, 2, 3];
-        assert!(matches!(preprocess(ImageInput::Encoded(&corrupt), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::Decode(_))));
-        assert!(matches!(preprocess(ImageInput::Encoded(&[]), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::Decode(_))));
+        assert!(matches!(
+            preprocess(ImageInput::Encoded(&corrupt), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS),
+            Err(ModelError::Decode(_))
+        ));
+        assert!(matches!(
+            preprocess(ImageInput::Encoded(&[]), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS),
+            Err(ModelError::Decode(_))
+        ));
         let zero = ImageInput::Raw { width: 0, height: 4, format: PixelFormat::Rgb8, pixels: &[] };
-        assert!(matches!(preprocess(zero, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::EmptyImage)));
+        assert!(matches!(
+            preprocess(zero, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS),
+            Err(ModelError::EmptyImage)
+        ));
         let short = ImageInput::Raw { width: 2, height: 2, format: PixelFormat::Rgb8, pixels: &[0; 11] };
-        assert!(matches!(preprocess(short, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS), Err(ModelError::PixelCount { expected: 12, actual: 11, .. })));
+        assert!(matches!(
+            preprocess(short, RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS),
+            Err(ModelError::PixelCount { expected: 12, actual: 11, .. })
+        ));
         let big = ImageInput::Raw { width: 100, height: 100, format: PixelFormat::Gray8, pixels: &[0; 10_000] };
         assert!(matches!(preprocess(big, RGB, &Normalization::PerImage, 9_999), Err(ModelError::TooLarge { .. })));
     }

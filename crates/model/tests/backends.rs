@@ -1,6 +1,8 @@
 //! One conformance suite run against every backend, with the stock models that `make setup`
 //! builds under `models/`, plus the cross-backend and face checks.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use opencv::core::{Rect, Size, Vector};
@@ -114,14 +116,17 @@ fn face_crop(path: &std::path::Path) -> opencv::core::Mat {
     let cascade = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
     let mut detector = objdetect::CascadeClassifier::new(cascade).unwrap();
     let mut faces = Vector::<Rect>::new();
-    detector
-        .detect_multi_scale(&image, &mut faces, 1.1, 5, 0, Size::new(40, 40), Size::default())
-        .unwrap();
+    detector.detect_multi_scale(&image, &mut faces, 1.1, 5, 0, Size::new(40, 40), Size::default()).unwrap();
     let face = faces.iter().max_by_key(|r| r.area()).unwrap_or_else(|| panic!("no face in {}", path.display()));
     let margin = face.width / 5;
     let x = (face.x - margin).max(0);
     let y = (face.y - margin).max(0);
-    let roi = Rect::new(x, y, (face.width + 2 * margin).min(image.cols() - x), (face.height + 2 * margin).min(image.rows() - y));
+    let roi = Rect::new(
+        x,
+        y,
+        (face.width + 2 * margin).min(image.cols() - x),
+        (face.height + 2 * margin).min(image.rows() - y),
+    );
     opencv::core::Mat::roi(&image, roi).unwrap().try_clone().unwrap()
 }
 

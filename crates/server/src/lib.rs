@@ -43,10 +43,18 @@ impl GrpcServer {
         routes: Routes,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(reid_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Reflection advertises only what this server serves (the contract holds all four
+        // services), in v1 and, for older grpcurl and grpcui, v1alpha.
+        let reflection = || {
+            self.services.iter().chain(&["grpc.health.v1.Health"]).fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(reid_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                |builder, name| builder.with_service_name(*name),
+            )
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
         );
@@ -61,7 +69,8 @@ impl GrpcServer {
         tonic::transport::Server::builder()
             .add_routes(routes)
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
             .await?;
         Ok(())

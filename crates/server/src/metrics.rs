@@ -19,7 +19,11 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` for `registry` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let app = Router::new().route(
         "/metrics",

@@ -81,9 +81,9 @@ impl Embedder {
     }
 
     pub fn active(&self) -> Result<Arc<ActiveModel>, EmbedderError> {
-        self.batcher.active().ok_or_else(|| {
-            EmbedderError::NoModel(format!("model {:?} is not loaded", self.config.model))
-        })
+        self.batcher
+            .active()
+            .ok_or_else(|| EmbedderError::NoModel(format!("model {:?} is not loaded", self.config.model)))
     }
 
     /// Embeds `images` with the served model; every vector comes from the one model returned.
@@ -208,12 +208,10 @@ fn prepare_all(images: &[pb::Image], card: &ModelCard, max_pixels: u64) -> Resul
         .enumerate()
         .map(|(index, image)| {
             let input = image_input(index, image)?;
-            preprocess(input, card.input, &card.normalization, max_pixels)
-                .map(|p| p.data)
-                .map_err(|e| match e {
-                    e @ ModelError::TooLarge { .. } => EmbedderError::ImageTooLarge { index, reason: e.to_string() },
-                    e => EmbedderError::InvalidImage { index, reason: e.to_string() },
-                })
+            preprocess(input, card.input, &card.normalization, max_pixels).map(|p| p.data).map_err(|e| match e {
+                e @ ModelError::TooLarge { .. } => EmbedderError::ImageTooLarge { index, reason: e.to_string() },
+                e => EmbedderError::InvalidImage { index, reason: e.to_string() },
+            })
         })
         .collect()
 }

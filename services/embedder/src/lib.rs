@@ -15,9 +15,9 @@ pub mod service;
 use std::future::Future;
 use std::sync::Arc;
 
+use anyhow::Context;
 use reid_proto::v1::embedder_service_server::EmbedderServiceServer;
 use reid_server::GrpcServer;
-use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use config::EmbedderConfig;
@@ -29,7 +29,11 @@ pub const SERVICE_NAME: &str = "reid.v1.EmbedderService";
 
 /// Serves the embedder on `listener` until `shutdown` resolves, then finishes in-flight requests
 /// and stops the inference thread.
-pub async fn run(config: EmbedderConfig, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: EmbedderConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let server = GrpcServer::new(vec![SERVICE_NAME]);
     let embedder = Embedder::start(config, server.health()).await?;
     serve(embedder, server, listener, shutdown).await

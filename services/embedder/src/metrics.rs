@@ -40,7 +40,8 @@ impl EmbedderMetrics {
         let requests = IntCounterVec::new(Opts::new("requests_total", "Embed requests by gRPC status code"), &["code"])
             .expect("valid counter");
         let images = IntCounter::new("images_total", "Images embedded").expect("valid counter");
-        let model_swaps = IntCounter::new("model_swaps_total", "Models swapped in while serving").expect("valid counter");
+        let model_swaps =
+            IntCounter::new("model_swaps_total", "Models swapped in while serving").expect("valid counter");
         for m in [
             Box::new(batch_size.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_wait_seconds.clone()),

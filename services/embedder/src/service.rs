@@ -54,7 +54,10 @@ fn model_info(model: &ActiveModel) -> pb::ModelInfo {
     let card = &model.card;
     pb::ModelInfo {
         r#ref: Some(model_ref(model)),
-        backend: serde_json::to_value(card.backend).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        backend: serde_json::to_value(card.backend)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         architecture: card.architecture.clone().unwrap_or_default(),
         input_width: card.input.width,
         input_height: card.input.height,
@@ -102,7 +105,10 @@ impl EmbedderService for EmbedderGrpc {
         Ok(Response::new(pb::GetModelResponse { model: Some(model_info(&active)) }))
     }
 
-    async fn load_model(&self, request: Request<pb::LoadModelRequest>) -> Result<Response<pb::LoadModelResponse>, Status> {
+    async fn load_model(
+        &self,
+        request: Request<pb::LoadModelRequest>,
+    ) -> Result<Response<pb::LoadModelResponse>, Status> {
         let name = request.into_inner().name;
         let previous_version = self.embedder.active().map(|a| a.card.version.clone()).unwrap_or_default();
         let active = self.embedder.load(&name).await?;

@@ -1,5 +1,7 @@
 //! The embedder over real gRPC: embeddings, batching, model info and metrics.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -82,9 +84,8 @@ where
 async fn the_stream_answers_each_request_in_order() {
     let server = start(config("mobilenetv2-imagenet")).await;
     let mut client = server.client();
-    let requests: Vec<pb::EmbedRequest> = (0..3)
-        .map(|i| pb::EmbedRequest { images: (0..=i).map(jpeg).collect(), request_id: format!("r{i}") })
-        .collect();
+    let requests: Vec<pb::EmbedRequest> =
+        (0..3).map(|i| pb::EmbedRequest { images: (0..=i).map(jpeg).collect(), request_id: format!("r{i}") }).collect();
     let mut responses = client.embed_stream(tokio_stream::iter(requests)).await.unwrap().into_inner();
     for i in 0..3 {
         let r = responses.next().await.unwrap().unwrap();
@@ -128,8 +129,35 @@ async fn the_metrics_endpoint_serves_prometheus_text() {
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut body = String::new();
     stream.read_to_string(&mut body).await.unwrap();
     body
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let server = start(config("mobilenetv2-imagenet")).await;
+    let mut client = ServerReflectionClient::new(server.channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client.server_reflection_info(tokio_stream::iter([req])).await.unwrap().into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else { panic!("{response:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["reid.v1.EmbedderService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "reid.v1.IdentityService"), "only served services are listed: {names:?}");
+    server.stop().await.unwrap();
 }

@@ -1,6 +1,8 @@
 //! Bad input gets a clear status naming what was wrong, never a panic, and the service keeps
 //! serving afterwards.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -13,13 +15,17 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-async fn status_of(client: &mut reid_proto::v1::embedder_service_client::EmbedderServiceClient<tonic::transport::Channel>, images: Vec<pb::Image>) -> tonic::Status {
+async fn status_of(
+    client: &mut reid_proto::v1::embedder_service_client::EmbedderServiceClient<tonic::transport::Channel>,
+    images: Vec<pb::Image>,
+) -> tonic::Status {
     client.embed(request(images)).await.expect_err("must be refused")
 }
 
 #[tokio::test]
 async fn bad_images_get_the_right_status_naming_the_image() {
-    let config = EmbedderConfig { max_images_per_request: 8, max_image_bytes: 100_000, ..config("mobilenetv2-imagenet") };
+    let config =
+        EmbedderConfig { max_images_per_request: 8, max_image_bytes: 100_000, ..config("mobilenetv2-imagenet") };
     let server = start(config).await;
     let mut client = server.client();
 
@@ -82,9 +88,14 @@ async fn decoded_images_beyond_the_pixel_limit_are_refused() {
 
 #[tokio::test]
 async fn messages_over_the_size_limit_are_refused_by_the_transport() {
-    let config = EmbedderConfig { max_message_bytes: 200_000, max_image_bytes: 100_000, ..config("mobilenetv2-imagenet") };
+    let config =
+        EmbedderConfig { max_message_bytes: 200_000, max_image_bytes: 100_000, ..config("mobilenetv2-imagenet") };
     let server = start(config).await;
-    let s = status_of(&mut server.client(), (0..4).map(|_| raw(200, 100, pb::PixelFormat::Rgb8, vec![0; 60_000])).collect()).await;
+    let s = status_of(
+        &mut server.client(),
+        (0..4).map(|_| raw(200, 100, pb::PixelFormat::Rgb8, vec![0; 60_000])).collect(),
+    )
+    .await;
     // tonic answers OUT_OF_RANGE for a message over the decoding limit.
     assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
     assert!(s.message().contains("message length too large"), "{}", s.message());
@@ -101,7 +112,13 @@ async fn bad_model_names_and_broken_models_change_nothing() {
     let server = start(config).await;
     let mut client = server.client();
 
-    for (name, code) in [("../models", Code::InvalidArgument), ("", Code::InvalidArgument), ("a/b", Code::InvalidArgument), ("absent", Code::NotFound), ("broken", Code::FailedPrecondition)] {
+    for (name, code) in [
+        ("../models", Code::InvalidArgument),
+        ("", Code::InvalidArgument),
+        ("a/b", Code::InvalidArgument),
+        ("absent", Code::NotFound),
+        ("broken", Code::FailedPrecondition),
+    ] {
         let s = client.load_model(pb::LoadModelRequest { name: name.into() }).await.expect_err(name);
         assert_eq!(s.code(), code, "{name}: {}", s.message());
     }

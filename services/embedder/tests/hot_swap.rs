@@ -1,6 +1,8 @@
 //! Models change under load without failing a request, and every response names the one model
 //! version that produced all of its vectors.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -33,9 +35,17 @@ async fn requests_in_flight_during_swaps_all_succeed_each_with_one_version() {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let images = vec![jpeg(c * 100 + i), jpeg(c * 100 + i + 1)];
-                let r = client.embed(request(images)).await.map_err(|s| format!("request failed during swap: {s:?}"))?.into_inner();
+                let r = client
+                    .embed(request(images))
+                    .await
+                    .map_err(|s| format!("request failed during swap: {s:?}"))?
+                    .into_inner();
                 let model = r.model.ok_or("no model in response")?;
-                seen.push((model.version, model.dimension, r.embeddings.iter().map(|e| e.values.len()).collect::<Vec<_>>()));
+                seen.push((
+                    model.version,
+                    model.dimension,
+                    r.embeddings.iter().map(|e| e.values.len()).collect::<Vec<_>>(),
+                ));
                 i += 2;
             }
             Ok::<_, String>(seen)
@@ -45,7 +55,10 @@ async fn requests_in_flight_during_swaps_all_succeed_each_with_one_version() {
     for name in ["face", "person", "face", "person"] {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let loaded = admin.load_model(pb::LoadModelRequest { name: name.into() }).await.unwrap().into_inner();
-        assert_eq!(loaded.model.unwrap().r#ref.unwrap().id, if name == "face" { "facenet" } else { "mobilenetv2-imagenet" });
+        assert_eq!(
+            loaded.model.unwrap().r#ref.unwrap().id,
+            if name == "face" { "facenet" } else { "mobilenetv2-imagenet" }
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);

@@ -29,7 +29,10 @@ impl OpenCvDnnModel {
             }
         };
         if net.empty().map_err(weights_err)? {
-            return Err(ModelError::Weights { path: weights.to_owned(), reason: "OpenCV read an empty network".into() });
+            return Err(ModelError::Weights {
+                path: weights.to_owned(),
+                reason: "OpenCV read an empty network".into(),
+            });
         }
         Ok(OpenCvDnnModel { card, net })
     }

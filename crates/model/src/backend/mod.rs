@@ -110,9 +110,15 @@ pub(crate) fn tensor_rows(out: &tch::Tensor, n: usize, dim: usize) -> Result<Vec
 }
 
 /// The input batch as a tensor on `device`, in half precision when `half`.
-pub(crate) fn input_tensor(batch: &[&[f32]], card: &ModelCard, device: tch::Device, half: bool) -> Result<tch::Tensor, ModelError> {
+pub(crate) fn input_tensor(
+    batch: &[&[f32]],
+    card: &ModelCard,
+    device: tch::Device,
+    half: bool,
+) -> Result<tch::Tensor, ModelError> {
     let flat = stack(batch, card)?;
-    let shape = [batch.len() as i64, card.input.channels() as i64, i64::from(card.input.height), i64::from(card.input.width)];
+    let shape =
+        [batch.len() as i64, card.input.channels() as i64, i64::from(card.input.height), i64::from(card.input.width)];
     let kind = if half { tch::Kind::Half } else { tch::Kind::Float };
     tch::Tensor::f_from_slice(&flat)
         .and_then(|t| t.f_view(shape.as_slice()))

