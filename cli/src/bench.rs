@@ -100,9 +100,13 @@ async fn embed(args: EmbedBenchArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let reference = python_reference(&args)?;
-    println!("pytorch eager, batch {}, {} threads: {reference:.1} images/s", args.max_batch, reference_threads());
-    for (c, rate) in &results {
-        println!("ratio service/raw at concurrency {c}: {:.3}x", rate / reference);
+    let rate = reference["images_per_s"].as_f64().context("reference output lacks images_per_s")?;
+    println!(
+        "pytorch eager, batch {}, {} threads on {}: {rate:.1} images/s",
+        args.max_batch, reference["threads"], reference["device"]
+    );
+    for (c, service) in &results {
+        println!("ratio service/raw at concurrency {c}: {:.3}x", service / rate);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -164,16 +168,13 @@ async fn run_clients(
     Ok((images.load(Ordering::Relaxed), Duration::from_micros(latency_us.load(Ordering::Relaxed))))
 }
 
-fn reference_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-fn python_reference(args: &EmbedBenchArgs) -> anyhow::Result<f64> {
+fn python_reference(args: &EmbedBenchArgs) -> anyhow::Result<serde_json::Value> {
     let out = std::process::Command::new(&args.python)
         .arg("bench/embed_reference.py")
         .arg("--model")
         .arg(args.model_dir.join(&args.model))
-        .args(["--batch", &args.max_batch.to_string(), "--threads", &reference_threads().to_string()])
+        // Both sides keep libtorch's default intra-op thread count (one per physical core).
+        .args(["--batch", &args.max_batch.to_string()])
         .args(["--seconds", &args.seconds.to_string()])
         .output()
         .with_context(|| format!("running {} bench/embed_reference.py", args.python))?;
@@ -181,6 +182,5 @@ fn python_reference(args: &EmbedBenchArgs) -> anyhow::Result<f64> {
         anyhow::bail!("reference failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim()).context("reference output")?;
-    v["images_per_s"].as_f64().context("reference output lacks images_per_s")
+    serde_json::from_str(line.trim()).context("reference output")
 }
