@@ -137,17 +137,25 @@ impl Embedder {
     pub async fn load(&self, name: &str) -> Result<Arc<ActiveModel>, EmbedderError> {
         let path = self.model_path(name)?;
         let mut current = self.current.lock().await;
+        self.load_locked(&mut current, name, path).await
+    }
+
+    /// Loads while holding the `current` lock, so that `LoadModel` and the watcher never
+    /// interleave (the watcher must not bring back a folder that `LoadModel` just replaced).
+    async fn load_locked(
+        &self,
+        current: &mut String,
+        name: &str,
+        path: PathBuf,
+    ) -> Result<Arc<ActiveModel>, EmbedderError> {
         let options = LoadOptions { device: self.config.device, fp16: self.config.fp16 };
-        let model = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || load_model(&path, options))
-                .await
-                .map_err(|e| EmbedderError::Inference(format!("model loading task: {e}")))?
-        }
-        .map_err(|source| match source {
-            ModelError::CardRead { .. } => EmbedderError::ModelNotFound(name.to_owned()),
-            source => EmbedderError::ModelLoad { name: name.to_owned(), source },
-        })?;
+        let model = tokio::task::spawn_blocking(move || load_model(&path, options))
+            .await
+            .map_err(|e| EmbedderError::Inference(format!("model loading task: {e}")))?
+            .map_err(|source| match source {
+                ModelError::CardRead { .. } => EmbedderError::ModelNotFound(name.to_owned()),
+                source => EmbedderError::ModelLoad { name: name.to_owned(), source },
+            })?;
         let active = self.batcher.swap(name.to_owned(), model).await?;
         *current = name.to_owned();
         self.health.set_all(true).await;
@@ -169,7 +177,8 @@ impl Embedder {
     /// One watcher tick: reload the served model folder if its card names a new version (or if
     /// nothing is served yet and the card has appeared).
     pub async fn check_for_new_version(&self) {
-        let name = self.current.lock().await.clone();
+        let mut current = self.current.lock().await;
+        let name = current.clone();
         let Ok(path) = self.model_path(&name) else { return };
         let Ok((card, _)) = ModelCard::load(&path) else { return };
         let served = self.batcher.active().map(|a| a.card.version.clone());
@@ -180,13 +189,10 @@ impl Embedder {
             return;
         }
         tracing::info!(model = %name, version = %card.version, "new model version on disk");
-        match self.load(&name).await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, model = %name, version = %card.version, "cannot load new model version");
-                if let Ok(mut f) = self.failed_version.lock() {
-                    *f = Some(card.version);
-                }
+        if let Err(e) = self.load_locked(&mut current, &name, path).await {
+            tracing::warn!(error = %e, model = %name, version = %card.version, "cannot load new model version");
+            if let Ok(mut failed) = self.failed_version.lock() {
+                *failed = Some(card.version);
             }
         }
     }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use reid_embedder::EmbedderConfig;
 use reid_proto::v1 as pb;
@@ -14,6 +12,11 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+async fn is_serving(health: &mut HealthClient<tonic::transport::Channel>) -> bool {
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
+    status == ServingStatus::Serving as i32
+}
 
 async fn status_of(
     client: &mut reid_proto::v1::embedder_service_client::EmbedderServiceClient<tonic::transport::Channel>,
@@ -131,35 +134,22 @@ async fn bad_model_names_and_broken_models_change_nothing() {
 #[tokio::test]
 async fn without_a_model_it_says_so_and_picks_one_up_when_it_arrives() {
     let dir = ModelDir::new("late");
-    let config = EmbedderConfig {
-        model_dir: dir.path.clone(),
-        model: "person".into(),
-        watch_interval: Duration::from_millis(50),
-        ..config("")
-    };
-    let server = start(config).await;
+    let server = start(watched_config(&dir, "person")).await;
     let mut client = server.client();
     let mut health = HealthClient::new(server.channel.clone());
-    let serving = |s: i32| s == ServingStatus::Serving as i32;
 
     let s = status_of(&mut client, vec![jpeg(1)]).await;
     assert_eq!(s.code(), Code::FailedPrecondition);
     assert!(s.message().contains("no model"), "{}", s.message());
     assert_eq!(client.get_model(pb::GetModelRequest {}).await.unwrap_err().code(), Code::FailedPrecondition);
-    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
-    assert!(!serving(status));
+    assert!(!is_serving(&mut health).await);
 
     dir.add("person", "mobilenetv2-imagenet", "late-v1");
-    let mut served = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner().status;
-        if serving(status) {
-            served = true;
-            break;
-        }
-    }
-    assert!(served, "the watcher should load the model once its card appears");
+    let serving = || {
+        let mut health = health.clone();
+        async move { is_serving(&mut health).await }
+    };
+    assert!(eventually(serving).await, "the watcher should load the model once its card appears");
     let r = client.embed(request(vec![jpeg(1)])).await.unwrap().into_inner();
     assert_eq!(r.model.unwrap().version, "late-v1");
     server.stop().await.unwrap();

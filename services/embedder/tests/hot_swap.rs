@@ -83,24 +83,14 @@ async fn requests_in_flight_during_swaps_all_succeed_each_with_one_version() {
 async fn a_new_version_written_to_the_model_folder_is_picked_up() {
     let dir = ModelDir::new("watch");
     dir.add("person", "mobilenetv2-imagenet", "v1");
-    let config = EmbedderConfig {
-        model_dir: dir.path.clone(),
-        model: "person".into(),
-        watch_interval: Duration::from_millis(50),
-        ..config("")
+    let server = start(watched_config(&dir, "person")).await;
+    let client = server.client();
+    let version = || {
+        let mut client = client.clone();
+        async move { client.embed(request(vec![jpeg(1)])).await.unwrap().into_inner().model.unwrap().version }
     };
-    let server = start(config).await;
-    let mut client = server.client();
-    assert_eq!(client.embed(request(vec![jpeg(1)])).await.unwrap().into_inner().model.unwrap().version, "v1");
+    assert_eq!(version().await, "v1");
     dir.add("person", "mobilenetv2-imagenet", "v2");
-    let mut version = String::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        version = client.embed(request(vec![jpeg(1)])).await.unwrap().into_inner().model.unwrap().version;
-        if version == "v2" {
-            break;
-        }
-    }
-    assert_eq!(version, "v2");
+    assert!(eventually(|| async { version().await == "v2" }).await, "v2 was not picked up");
     server.stop().await.unwrap();
 }

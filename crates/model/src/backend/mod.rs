@@ -86,7 +86,7 @@ pub(crate) fn stack(batch: &[&[f32]], card: &ModelCard) -> Result<Vec<f32>, Mode
 
 /// Runs libtorch code that may panic (tch's infallible wrappers unwrap C++ exceptions) and turns
 /// a panic into an error, so that one bad batch never takes the inference thread down.
-pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelError> {
+fn guarded<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let msg = panic
             .downcast_ref::<String>()
@@ -98,7 +98,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<T,
 }
 
 /// Turns a float tensor of `[n, dim]` into rows.
-pub(crate) fn tensor_rows(out: &tch::Tensor, n: usize, dim: usize) -> Result<Vec<Vec<f32>>, ModelError> {
+fn tensor_rows(out: &tch::Tensor, n: usize, dim: usize) -> Result<Vec<Vec<f32>>, ModelError> {
     let out = out
         .f_to_kind(tch::Kind::Float)
         .and_then(|t| t.f_to_device(tch::Device::Cpu))
@@ -109,8 +109,27 @@ pub(crate) fn tensor_rows(out: &tch::Tensor, n: usize, dim: usize) -> Result<Vec
     normalised_rows(&flat, n, dim)
 }
 
+/// The embed path shared by the libtorch backends: stack the batch into a tensor on `device`,
+/// run `forward` without gradients, normalise the rows, and turn any libtorch panic into an error.
+pub(crate) fn embed_with_tch(
+    batch: &[&[f32]],
+    card: &ModelCard,
+    device: tch::Device,
+    half: bool,
+    forward: impl FnOnce(&tch::Tensor) -> Result<tch::Tensor, ModelError>,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    guarded(|| {
+        let xs = input_tensor(batch, card, device, half)?;
+        let out = tch::no_grad(|| forward(&xs))?;
+        tensor_rows(&out, batch.len(), card.embedding_dim as usize)
+    })
+}
+
 /// The input batch as a tensor on `device`, in half precision when `half`.
-pub(crate) fn input_tensor(
+fn input_tensor(
     batch: &[&[f32]],
     card: &ModelCard,
     device: tch::Device,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use tch::nn::{self, ModuleT};
 
-use super::{EmbeddingModel, LoadOptions, guarded, input_tensor, tensor_rows};
+use super::{EmbeddingModel, LoadOptions, embed_with_tch};
 use crate::device::device_name;
 use crate::{ModelCard, ModelError, nets};
 
@@ -42,13 +42,7 @@ impl EmbeddingModel for NativeModel {
     }
 
     fn embed(&mut self, batch: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        guarded(|| {
-            let xs = input_tensor(batch, &self.card, self.device, self.half)?;
-            let out = tch::no_grad(|| self.net.forward_t(&xs, false));
-            tensor_rows(&out, batch.len(), self.card.embedding_dim as usize)
-        })
+        let net = &self.net;
+        embed_with_tch(batch, &self.card, self.device, self.half, |xs| Ok(net.forward_t(xs, false)))
     }
 }

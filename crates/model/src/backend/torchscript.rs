@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{EmbeddingModel, LoadOptions, guarded, input_tensor, tensor_rows};
+use super::{EmbeddingModel, LoadOptions, embed_with_tch};
 use crate::device::device_name;
 use crate::{ModelCard, ModelError};
 
@@ -38,14 +38,9 @@ impl EmbeddingModel for TorchScriptModel {
     }
 
     fn embed(&mut self, batch: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        guarded(|| {
-            let xs = input_tensor(batch, &self.card, self.device, self.half)?;
-            let out =
-                tch::no_grad(|| self.module.forward_ts(&[xs])).map_err(|e| ModelError::Inference(e.to_string()))?;
-            tensor_rows(&out, batch.len(), self.card.embedding_dim as usize)
+        let module = &self.module;
+        embed_with_tch(batch, &self.card, self.device, self.half, |xs| {
+            module.forward_ts(&[xs]).map_err(|e| ModelError::Inference(e.to_string()))
         })
     }
 }

@@ -31,6 +31,31 @@ pub fn config(model: &str) -> EmbedderConfig {
     }
 }
 
+/// Serves folder `model` of `dir`, checking its card for new versions every 50 ms.
+pub fn watched_config(dir: &ModelDir, model: &str) -> EmbedderConfig {
+    EmbedderConfig {
+        model_dir: dir.path.clone(),
+        model: model.into(),
+        watch_interval: Duration::from_millis(50),
+        ..config("")
+    }
+}
+
+/// Polls `check` every 50 ms for up to 5 s; true once it holds.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 pub struct Running {
     pub addr: String,
     pub channel: Channel,
