@@ -1,0 +1,479 @@
+//! A training run: epochs of sampled batches, mined pairs or triplets, the loss, Adam; then an
+//! evaluation, a checkpoint, the best model so far, the metrics history and the plots.
+//!
+//! A run lives in one folder:
+//! ```text
+//! RUN/config.toml            what was asked
+//! RUN/history.json, .csv     one row per epoch
+//! RUN/checkpoint/            model, optimiser moments, state.json (written last: the commit point)
+//! RUN/best/                  model.safetensors + model.json: the best epoch by mAP, servable as is
+//! RUN/plots/*.png            loss, active triplets, CMC, 2-D PCA of the embedding space
+//! ```
+//! Every epoch reseeds its random streams from (seed, epoch), so a run resumed from the checkpoint
+//! of epoch N continues exactly as the uninterrupted run would have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use reid_model::{Backend, ModelCard};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::adam::Adam;
+use crate::config::{LossKind, Reduction, SamplerKind, TrainConfig};
+use crate::data::{Dataset, Split};
+use crate::error::TrainError;
+use crate::eval::{self, Protocol, Retrieval, Verification};
+use crate::loss;
+use crate::miner::{self, Triplets};
+use crate::model::TrainModel;
+use crate::sampler::{PairSampler, PkSampler};
+
+/// What a run reports while it goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Progress { epoch: u32, step: u64, loss: f64, active_fraction: f64 },
+    Epoch(EpochRecord),
+    Message { text: String },
+}
+
+/// One row of the metrics history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: u32,
+    pub loss: f64,
+    /// Fraction of mined pairs or triplets with a non-zero loss.
+    pub active_fraction: f64,
+    pub seconds: f64,
+    pub rank1: f64,
+    pub rank5: f64,
+    pub rank10: f64,
+    #[serde(rename = "mAP")]
+    pub map: f64,
+    #[serde(rename = "mINP")]
+    pub minp: f64,
+    pub tar_at_far_1e2: f64,
+    pub tar_at_far_1e3: f64,
+    pub eer: f64,
+    /// Recommended open-set threshold (cosine similarity at FAR 1e-3).
+    pub threshold: f64,
+    /// `cmc[k]`: rank-(k+1) accuracy; for class-level retrieval, Recall@(k+1).
+    pub cmc: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    epochs_done: u32,
+    step: u64,
+    best_map: Option<f64>,
+    best_epoch: Option<u32>,
+    adam_step: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub history: Vec<EpochRecord>,
+    pub best: Option<EpochRecord>,
+}
+
+/// Runs (or, when `dir` holds a checkpoint, resumes) training. `events` is called from this thread;
+/// `cancel` is checked between steps.
+pub fn train(config: &TrainConfig, dir: &Path, events: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<RunOutcome, TrainError> {
+    config.validate()?;
+    if config.training.threads > 0 {
+        reid_model::set_inference_threads(config.training.threads);
+    }
+    let device = config.training.device.resolve()?;
+    let dataset = config.dataset.load()?;
+    let mut run = Run::start(config, dir, &dataset, device)?;
+    events(Event::Message {
+        text: format!(
+            "{} training images of {} identities, {} queries, {} gallery; starting at epoch {}",
+            dataset.train.len(),
+            dataset.train.identities(),
+            dataset.query.len(),
+            dataset.gallery.len(),
+            run.state.epochs_done + 1
+        ),
+    });
+    for epoch in run.state.epochs_done + 1..=config.training.epochs {
+        run.epoch(epoch, &dataset, events, cancel)?;
+    }
+    let best = run.state.best_epoch.and_then(|e| run.history.iter().find(|r| r.epoch == e).cloned());
+    Ok(RunOutcome { dir: dir.to_owned(), history: run.history, best })
+}
+
+struct Run<'a> {
+    config: &'a TrainConfig,
+    dir: &'a Path,
+    model: TrainModel,
+    adam: Adam,
+    state: State,
+    history: Vec<EpochRecord>,
+    device: Device,
+    /// Pre-processed tensors of in-memory splits (train, query, gallery), made once.
+    cache: [Option<Tensor>; 3],
+}
+
+const TRAIN: usize = 0;
+const QUERY: usize = 1;
+const GALLERY: usize = 2;
+
+impl<'a> Run<'a> {
+    fn start(config: &'a TrainConfig, dir: &'a Path, dataset: &Dataset, device: Device) -> Result<Self, TrainError> {
+        std::fs::create_dir_all(dir.join("checkpoint")).map_err(TrainError::io(dir))?;
+        std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(TrainError::io(dir.join("config.toml")))?;
+        let classes = dataset.train.identities();
+        let mut model = TrainModel::new(config, classes.max(1), device)?;
+        let mut adam = Adam::new(model.trainable(), config.optimizer);
+        let state_path = dir.join("checkpoint/state.json");
+        let (state, history) = if state_path.is_file() {
+            let state: State = read_json(&state_path)?;
+            model.load_all(&dir.join("checkpoint/model.safetensors"))?;
+            // The model's tensors were overwritten in place: the optimiser still points at them.
+            adam.load(&dir.join("checkpoint/optimizer.safetensors"), state.adam_step)?;
+            let history: Vec<EpochRecord> = read_json(&dir.join("history.json"))?;
+            let done = state.epochs_done;
+            (state, history.into_iter().filter(|r| r.epoch <= done).collect())
+        } else {
+            (State::default(), Vec::new())
+        };
+        let spec = config.model.input();
+        let norm = config.model.normalization();
+        let cache_split = |split: &Split| -> Result<Option<Tensor>, TrainError> {
+            if split.images.is_none() {
+                return Ok(None);
+            }
+            let all: Vec<usize> = (0..split.len()).collect();
+            let data = split.load(&all, spec, &norm)?;
+            Ok(Some(to_tensor(&data, all.len(), spec)))
+        };
+        let cache = [cache_split(&dataset.train)?, cache_split(&dataset.query)?, cache_split(&dataset.gallery)?];
+        Ok(Run { config, dir, model, adam, state, history, device, cache })
+    }
+
+    fn batch(&self, split: &Split, which: usize, indices: &[usize]) -> Result<Tensor, TrainError> {
+        let xs = match &self.cache[which] {
+            Some(all) => all.index_select(0, &Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())),
+            None => {
+                let spec = self.config.model.input();
+                let data = split.load(indices, spec, &self.config.model.normalization())?;
+                to_tensor(&data, indices.len(), spec)
+            }
+        };
+        Ok(xs.to_device(self.device))
+    }
+
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let raw = self.model.embed(xs, train);
+        if self.config.model.normalize_embeddings { loss::normalise(&raw) } else { raw }
+    }
+
+    fn epoch(&mut self, epoch: u32, dataset: &Dataset, events: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<(), TrainError> {
+        let started = Instant::now();
+        let mut rng = StdRng::seed_from_u64(self.config.training.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(epoch)));
+        let pids = dataset.train.pids();
+        let mut batches = self.epoch_batches(&pids, &mut rng)?;
+        if self.config.training.steps_per_epoch > 0 {
+            batches.truncate(self.config.training.steps_per_epoch);
+        }
+        let (mut loss_sum, mut active, mut mined, mut steps) = (0f64, 0usize, 0usize, 0usize);
+        let total = batches.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(TrainError::Cancelled);
+            }
+            let out = self.step(&dataset.train, &pids, batch, &mut rng)?;
+            loss_sum += out.loss;
+            active += out.active;
+            mined += out.mined;
+            steps += 1;
+            self.state.step += 1;
+            if (i + 1) % 10 == 0 || i + 1 == total {
+                events(Event::Progress {
+                    epoch,
+                    step: self.state.step,
+                    loss: loss_sum / steps as f64,
+                    active_fraction: active as f64 / mined.max(1) as f64,
+                });
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let evaluation = self.evaluate(dataset, &mut rng)?;
+        let record = evaluation.record(epoch, loss_sum / steps.max(1) as f64, active as f64 / mined.max(1) as f64, seconds);
+        self.history.push(record.clone());
+        if self.state.best_map.is_none_or(|best| record.map > best) {
+            self.state.best_map = Some(record.map);
+            self.state.best_epoch = Some(epoch);
+            self.export_best(&record)?;
+        }
+        self.state.epochs_done = epoch;
+        self.checkpoint()?;
+        crate::plot::run_plots(&self.dir.join("plots"), &self.history, &evaluation.scatter)?;
+        events(Event::Epoch(record));
+        Ok(())
+    }
+
+    fn epoch_batches(&self, pids: &[i64], rng: &mut StdRng) -> Result<Vec<Vec<usize>>, TrainError> {
+        let s = &self.config.sampler;
+        match s.kind {
+            SamplerKind::Pk => Ok(PkSampler::new(pids, s.p, s.k, s.with_replacement)?.epoch(rng)),
+            // Pair batches are drawn per step; here only their number, one epoch = the images once.
+            SamplerKind::Pairs => {
+                PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?;
+                let steps = (pids.len() / (2 * s.pairs_per_batch)).max(1);
+                Ok(vec![Vec::new(); steps])
+            }
+        }
+    }
+
+    fn step(&mut self, train: &Split, pids: &[i64], batch: Vec<usize>, rng: &mut StdRng) -> Result<StepOutcome, TrainError> {
+        let (labels, losses) = match self.config.sampler.kind {
+            SamplerKind::Pk => {
+                let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
+                let xs = self.config.augment.apply(&self.batch(train, TRAIN, &batch)?, rng);
+                let features = self.features(&xs, true);
+                let losses = self.mined_losses(&features, &labels, rng);
+                (labels, losses.map(|l| (l, features)))
+            }
+            SamplerKind::Pairs => {
+                let s = &self.config.sampler;
+                let pairs = PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?.sample(s.pairs_per_batch, rng);
+                let mut indices: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b].into_iter().chain(p.candidates.iter().copied())).collect();
+                indices.sort_unstable();
+                indices.dedup();
+                let pos = |i: usize| indices.binary_search(&i).unwrap_or(0) as i64;
+                let xs = self.config.augment.apply(&self.batch(train, TRAIN, &indices)?, rng);
+                let features = self.features(&xs, true);
+                let dist = loss::pairwise(&features, self.config.loss.distance);
+                let dist_host = host(&dist.detach());
+                let n = indices.len();
+                let (mut a, mut b, mut similar) = (Vec::new(), Vec::new(), Vec::new());
+                for p in &pairs {
+                    let (ia, mut ib) = (pos(p.a), pos(p.b));
+                    // Hard negatives: the candidate nearest to the anchor under the current model.
+                    for &c in &p.candidates {
+                        if dist_host[ia as usize * n + pos(c) as usize] < dist_host[ia as usize * n + ib as usize] {
+                            ib = pos(c);
+                        }
+                    }
+                    a.push(ia);
+                    b.push(ib);
+                    similar.push(if p.similar { 1.0f32 } else { 0.0 });
+                }
+                let d = dist.index(&[Some(Tensor::from_slice(&a)), Some(Tensor::from_slice(&b))]);
+                let l = loss::contrastive(&d, &Tensor::from_slice(&similar).to_device(self.device), self.config.loss.margin);
+                let labels = indices.iter().map(|&i| pids[i]).collect();
+                (labels, Some((l, features)))
+            }
+        };
+        let Some((per_item, features)) = losses else {
+            return Ok(StepOutcome { loss: 0.0, active: 0, mined: 0 });
+        };
+        let mined = per_item.size()[0] as usize;
+        let active = per_item.gt(0.0).sum(Kind::Int64).int64_value(&[]) as usize;
+        let mut total = match self.config.loss.reduction {
+            Reduction::Mean => per_item.mean(Kind::Float),
+            Reduction::MeanNonzero => per_item.sum(Kind::Float) / (active.max(1) as f64),
+        };
+        if let Some(logits) = self.model.logits(&features, true) {
+            let targets = Tensor::from_slice(&labels).to_device(self.device);
+            total = total + self.config.loss.ce_weight * loss::cross_entropy_smoothed(&logits, &targets, self.config.loss.label_smoothing);
+        }
+        self.adam.zero_grad();
+        total.backward();
+        self.adam.step();
+        Ok(StepOutcome { loss: total.double_value(&[]), active, mined })
+    }
+
+    /// Per-triplet (or, for the contrastive loss, per-pair) losses of the mined set.
+    fn mined_losses(&self, features: &Tensor, labels: &[i64], rng: &mut StdRng) -> Option<Tensor> {
+        let lc = &self.config.loss;
+        let dist = loss::pairwise(features, lc.distance);
+        let triplets: Triplets = miner::mine(self.config.miner.kind, &host(&dist.detach()), labels, lc.margin as f32, rng);
+        if triplets.is_empty() {
+            return None;
+        }
+        let at = |a: &[i64], b: &[i64]| dist.index(&[Some(Tensor::from_slice(a)), Some(Tensor::from_slice(b))]);
+        Some(match lc.kind {
+            LossKind::Triplet => {
+                loss::triplet(&at(&triplets.anchors, &triplets.positives), &at(&triplets.anchors, &triplets.negatives), lc.margin)
+            }
+            LossKind::SoftTriplet => loss::soft_margin_triplet(
+                &at(&triplets.anchors, &triplets.positives),
+                &at(&triplets.anchors, &triplets.negatives),
+            ),
+            LossKind::Contrastive => {
+                let pairs = triplets.pairs();
+                let similar = Tensor::from_slice(&pairs.similar).to_device(features.device());
+                loss::contrastive(&at(&pairs.a, &pairs.b), &similar, lc.margin)
+            }
+        })
+    }
+
+    fn evaluate(&self, dataset: &Dataset, rng: &mut StdRng) -> Result<Evaluation, TrainError> {
+        let query = self.embed_split(&dataset.query, QUERY)?;
+        let gallery = if dataset.protocol == Protocol::LeaveOneOut {
+            query.shallow_clone()
+        } else {
+            self.embed_split(&dataset.gallery, GALLERY)?
+        };
+        // Cosine distance on unit vectors: what the embedder serves and the identity service uses.
+        let dist = host(&(1.0 - query.matmul(&gallery.tr())));
+        let retrieval = eval::retrieval(&dist, &dataset.query.labels(), &dataset.gallery.labels(), 20, dataset.protocol);
+
+        // Verification over all pairs of a random subset of the gallery's identified items.
+        let labels = dataset.gallery.labels();
+        let mut items: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].pid >= 0).collect();
+        items.shuffle(rng);
+        items.truncate(self.config.training.verification_items.max(2));
+        let idx = Tensor::from_slice(&items.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(gallery.device());
+        let subset = gallery.index_select(0, &idx);
+        let sims = host(&subset.matmul(&subset.tr()));
+        let (mut scores, mut same) = (Vec::new(), Vec::new());
+        for i in 0..items.len() {
+            for j in i + 1..items.len() {
+                scores.push(sims[i * items.len() + j]);
+                same.push(labels[items[i]].pid == labels[items[j]].pid);
+            }
+        }
+        let verification = eval::verification(&scores, &same);
+        let scatter_n = items.len().min(1500);
+        let scatter = crate::plot::Scatter {
+            points: host(&crate::plot::pca2(&subset.narrow(0, 0, scatter_n as i64))),
+            labels: items[..scatter_n].iter().map(|&i| labels[i].pid).collect(),
+        };
+        Ok(Evaluation { retrieval, verification, scatter })
+    }
+
+    /// L2-normalised embeddings of a whole split, in eval mode.
+    fn embed_split(&self, split: &Split, which: usize) -> Result<Tensor, TrainError> {
+        let mut parts = Vec::new();
+        let all: Vec<usize> = (0..split.len()).collect();
+        for chunk in all.chunks(256) {
+            let xs = self.batch(split, which, chunk)?;
+            parts.push(tch::no_grad(|| loss::normalise(&self.model.embed(&xs, false))));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let ck = self.dir.join("checkpoint");
+        self.model.save_all(&ck.join("model.safetensors"))?;
+        self.state.adam_step = self.adam.save(&ck.join("optimizer.safetensors"))?;
+        write_json(&self.dir.join("history.json"), &self.history)?;
+        write_csv(&self.dir.join("history.csv"), &self.history)?;
+        write_json(&ck.join("state.json"), &self.state)
+    }
+
+    fn export_best(&self, record: &EpochRecord) -> Result<(), TrainError> {
+        let best = self.dir.join("best");
+        std::fs::create_dir_all(&best).map_err(TrainError::io(&best))?;
+        self.model.save_backbone(&best.join("model.safetensors"))?;
+        let m = &self.config.model;
+        let run = self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        let mut metrics = serde_json::Map::new();
+        for (k, v) in [
+            ("rank1", record.rank1),
+            ("rank5", record.rank5),
+            ("mAP", record.map),
+            ("mINP", record.minp),
+            ("tar_at_far_1e3", record.tar_at_far_1e3),
+            ("eer", record.eer),
+        ] {
+            metrics.insert(k.into(), serde_json::json!((v * 1e4).round() / 1e4));
+        }
+        metrics.insert("epoch".into(), record.epoch.into());
+        let card = ModelCard {
+            id: self.config.name.clone(),
+            version: format!("{run}-e{}", record.epoch),
+            backend: Backend::Native,
+            architecture: Some(m.architecture.clone()),
+            weights: "model.safetensors".into(),
+            input: m.input(),
+            normalization: m.normalization(),
+            embedding_dim: m.embedding_dim,
+            match_threshold: record.threshold.clamp(-1.0, 1.0) as f32,
+            output: None,
+            max_batch: None,
+            metrics,
+            source: format!("trained by reid-trainer, run {run}"),
+        };
+        write_json(&best.join("model.json"), &card)
+    }
+}
+
+struct StepOutcome {
+    loss: f64,
+    active: usize,
+    mined: usize,
+}
+
+struct Evaluation {
+    retrieval: Retrieval,
+    verification: Verification,
+    scatter: crate::plot::Scatter,
+}
+
+impl Evaluation {
+    fn record(&self, epoch: u32, loss: f64, active_fraction: f64, seconds: f64) -> EpochRecord {
+        let (r, v) = (&self.retrieval, &self.verification);
+        let threshold =
+            if v.at_far_1e3.threshold.is_finite() { v.at_far_1e3.threshold } else { v.eer_threshold.clamp(-1.0, 1.0) };
+        EpochRecord {
+            epoch,
+            loss,
+            active_fraction,
+            seconds,
+            rank1: r.rank(1),
+            rank5: r.rank(5),
+            rank10: r.rank(10),
+            map: r.map,
+            minp: r.minp,
+            tar_at_far_1e2: v.at_far_1e2.tar,
+            tar_at_far_1e3: v.at_far_1e3.tar,
+            eer: v.eer,
+            threshold,
+            cmc: r.cmc.clone(),
+        }
+    }
+}
+
+fn to_tensor(data: &[f32], n: usize, spec: reid_model::InputSpec) -> Tensor {
+    Tensor::from_slice(data).view([n as i64, spec.channels() as i64, i64::from(spec.height), i64::from(spec.width)])
+}
+
+/// A tensor's values on the host, flattened.
+pub(crate) fn host(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1i64].as_slice())).unwrap_or_default()
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+}
+
+fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+    let mut out = String::from("epoch,loss,active_fraction,seconds,rank1,rank5,rank10,mAP,mINP,tar_at_far_1e2,tar_at_far_1e3,eer,threshold\n");
+    for r in history {
+        out.push_str(&format!(
+            "{},{:.6},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}\n",
+            r.epoch, r.loss, r.active_fraction, r.seconds, r.rank1, r.rank5, r.rank10, r.map, r.minp, r.tar_at_far_1e2,
+            r.tar_at_far_1e3, r.eer, r.threshold
+        ));
+    }
+    std::fs::write(path, out).map_err(TrainError::io(path))
+}
