@@ -12,8 +12,9 @@ as_root() {
 }
 
 # --- Debian packages ---------------------------------------------------------------------------
-# libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades.
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data)
+# libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades;
+# dataset-fashion-mnist: the trainer's tests and experiment.
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data dataset-fashion-mnist)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

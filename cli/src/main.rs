@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod demo;
 mod serve;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Health(client::HealthArgs),
     /// Embeds image files through an embedder; prints one JSON object per image.
     Embed(client::EmbedArgs),
+    /// Trains an embedding model (in-process, or on a trainer service with --addr).
+    Train(train::TrainArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(cmd) => serve::run(cmd).await,
             Command::Health(args) => client::health(args).await,
             Command::Embed(args) => client::embed(args).await,
+            Command::Train(args) => train::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }

@@ -78,7 +78,9 @@ impl Adam {
                 if c.weight_decay != 0.0 {
                     g = &g + &*p * c.weight_decay;
                 }
-                let (Some(m), Some(v)) = (self.m.get_mut(name.as_str()), self.v.get_mut(name.as_str())) else { continue };
+                let (Some(m), Some(v)) = (self.m.get_mut(name.as_str()), self.v.get_mut(name.as_str())) else {
+                    continue;
+                };
                 let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
                 let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
                 let denom = (&*v / bias2).sqrt() + c.eps;
@@ -130,7 +132,10 @@ mod tests {
         // p = torch.tensor([1., -2.], requires_grad=True); opt = torch.optim.Adam([p], lr=0.1,
         // weight_decay=0.01); loss = (p ** 2).sum(), two steps -> p = [0.8004122, -1.8001665].
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let mut adam = Adam::new(vec![("p".into(), p.shallow_clone())], AdamConfig { lr: 0.1, weight_decay: 0.01, ..Default::default() });
+        let mut adam = Adam::new(
+            vec![("p".into(), p.shallow_clone())],
+            AdamConfig { lr: 0.1, weight_decay: 0.01, ..Default::default() },
+        );
         for _ in 0..2 {
             adam.zero_grad();
             p.pow_tensor_scalar(2).sum(Kind::Float).backward();

@@ -31,7 +31,8 @@ impl Augment {
         }
         let size = xs.size();
         let (n, h, w) = (size[0], size[2], size[3]);
-        let padded = if self.pad_crop > 0 { xs.constant_pad_nd([self.pad_crop; 4].as_slice()) } else { xs.shallow_clone() };
+        let padded =
+            if self.pad_crop > 0 { xs.constant_pad_nd([self.pad_crop; 4].as_slice()) } else { xs.shallow_clone() };
         let images: Vec<Tensor> = (0..n)
             .map(|i| {
                 let mut img = padded.get(i);

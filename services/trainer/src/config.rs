@@ -253,8 +253,21 @@ impl TrainConfig {
         if self.sampler.kind == SamplerKind::Pairs && self.loss.kind != LossKind::Contrastive {
             return bad("the pairs sampler feeds the contrastive loss only".into());
         }
-        if self.sampler.kind == SamplerKind::Pairs && (self.sampler.pairs_per_batch == 0 || self.sampler.negative_candidates == 0) {
+        if self.sampler.kind == SamplerKind::Pairs
+            && (self.sampler.pairs_per_batch == 0 || self.sampler.negative_candidates == 0)
+        {
             return bad("sampler.pairs_per_batch and negative_candidates must be positive".into());
+        }
+        let (p, k) = (self.sampler.p, self.sampler.k);
+        let every_triplet = matches!(self.miner.kind, Miner::BatchAll | Miner::SemiHard);
+        if self.sampler.kind == SamplerKind::Pk
+            && every_triplet
+            && p * k * k.saturating_sub(1) * p.saturating_sub(1) * k > 5_000_000
+        {
+            return bad(format!(
+                "a {p} x {k} batch has {} triplets, too many to enumerate: use a smaller batch or the batch_hard miner",
+                p * k * (k - 1) * (p - 1) * k
+            ));
         }
         if !(0.0..1.0).contains(&self.loss.label_smoothing) || self.loss.ce_weight < 0.0 {
             return bad("loss.label_smoothing must be in [0, 1) and ce_weight non-negative".into());

@@ -78,10 +78,18 @@ impl Split {
             let sample = &self.samples[i];
             let prepared = match &sample.source {
                 Source::Memory(index) => {
-                    let images = self.images.as_ref().ok_or_else(|| TrainError::Dataset("in-memory sample without images".into()))?;
+                    let images = self
+                        .images
+                        .as_ref()
+                        .ok_or_else(|| TrainError::Dataset("in-memory sample without images".into()))?;
                     let size = (images.width * images.height) as usize;
                     let pixels = &images.pixels[index * size..(index + 1) * size];
-                    let input = ImageInput::Raw { width: images.width, height: images.height, format: PixelFormat::Gray8, pixels };
+                    let input = ImageInput::Raw {
+                        width: images.width,
+                        height: images.height,
+                        format: PixelFormat::Gray8,
+                        pixels,
+                    };
                     preprocess(input, spec, norm, DEFAULT_MAX_PIXELS)?
                 }
                 Source::File(path) => {
@@ -283,9 +291,8 @@ fn idx_split(images: &Path, labels: &Path, classes: &[i64], per_class: usize) ->
 }
 
 fn idx_dataset(train: (&Path, &Path), eval: (&Path, &Path), classes: &ClassSplit) -> Result<Dataset, TrainError> {
-    if let Some(c) = classes.train_classes.iter().find(|c| classes.eval_classes.contains(c)) {
-        return Err(TrainError::Config(format!("class {c} is both a training and an evaluation class")));
-    }
+    // Evaluation images come from the other file, so shared classes are a closed-set evaluation
+    // on unseen images; disjoint classes (the default) are the open-set one re-ID needs.
     let train = idx_split(train.0, train.1, &classes.train_classes, classes.train_per_class)?;
     let eval = idx_split(eval.0, eval.1, &classes.eval_classes, classes.eval_per_class)?;
     Ok(Dataset { train, query: eval.clone(), gallery: eval, protocol: crate::eval::Protocol::LeaveOneOut })
@@ -402,7 +409,10 @@ fn market_split(dir: &Path, relabel: bool) -> Result<Split, TrainError> {
     let mut ids: BTreeMap<i64, i64> = BTreeMap::new();
     for path in sorted_entries(dir)?.into_iter().filter(|p| is_image(p)) {
         let Some((pid, camid)) = market_name(&path) else {
-            return Err(TrainError::Dataset(format!("{} is not a Market-1501 file name (PPPP_cCsS_FFFFFF_BB.jpg)", path.display())));
+            return Err(TrainError::Dataset(format!(
+                "{} is not a Market-1501 file name (PPPP_cCsS_FFFFFF_BB.jpg)",
+                path.display()
+            )));
         };
         if relabel && pid < 0 {
             continue; // junk never trains
@@ -451,10 +461,13 @@ mod tests {
     #[test]
     fn reads_a_market1501_tree() {
         let root = temp("market");
-        for name in ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000101_01.jpg", "-1_c1s1_000001_01.jpg"] {
+        for name in
+            ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c1s1_000101_01.jpg", "-1_c1s1_000001_01.jpg"]
+        {
             touch_jpeg(&root.join("bounding_box_train").join(name));
         }
-        for name in ["0009_c1s1_000001_00.jpg"] {
+        {
+            let name = "0009_c1s1_000001_00.jpg";
             touch_jpeg(&root.join("query").join(name));
         }
         for name in ["0009_c2s1_000001_00.jpg", "-1_c2s1_000002_00.jpg", "0000_c3s1_000003_00.jpg"] {
@@ -513,12 +526,17 @@ mod tests {
         assert!(err.to_string().contains("1 identities"), "{err}");
         std::fs::remove_dir_all(root).unwrap();
         let err = DatasetConfig::FashionMnist {
-            path: fashion_mnist_path(),
-            classes: ClassSplit { train_classes: vec![0, 1], eval_classes: vec![1, 2], train_per_class: 0, eval_per_class: 0 },
+            path: "/nonexistent/fmnist".into(),
+            classes: ClassSplit {
+                train_classes: vec![0, 1],
+                eval_classes: vec![2],
+                train_per_class: 0,
+                eval_per_class: 0,
+            },
         }
         .load()
         .unwrap_err();
-        assert!(err.to_string().contains("class 1"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/fmnist is not a folder"), "{err}");
     }
 
     #[test]

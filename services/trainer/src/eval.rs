@@ -117,14 +117,18 @@ pub fn verification(scores: &[f32], same: &[bool]) -> Verification {
     while i < order.len() {
         let t = scores[order[i]];
         while i < order.len() && scores[order[i]] == t {
-            if same[order[i]] { tp += 1 } else { fp += 1 }
+            if same[order[i]] {
+                tp += 1
+            } else {
+                fp += 1
+            }
             i += 1;
         }
         roc.push((fp as f64 / impostor.max(1) as f64, tp as f64 / genuine.max(1) as f64, f64::from(t)));
     }
     let at = |target: f64| {
         let (far, tar, threshold) =
-            roc.iter().copied().filter(|(far, _, _)| *far <= target).last().unwrap_or((0.0, 0.0, f64::INFINITY));
+            roc.iter().copied().rfind(|(far, _, _)| *far <= target).unwrap_or((0.0, 0.0, f64::INFINITY));
         OperatingPoint { far, tar, threshold }
     };
     // EER: the first point where the false rejection rate falls to or below the acceptance rate.
@@ -220,7 +224,7 @@ mod tests {
         let same = [true, true, true, true, false, false, false, false, false, false];
         let v = verification(&scores, &same);
         // At FAR 0 (<= 1e-2): accept >= 0.8 -> TAR 2/4.
-        assert_eq!(v.at_far_1e2, OperatingPoint { far: 0.0, tar: 0.5, threshold: 0.8 as f32 as f64 });
+        assert_eq!(v.at_far_1e2, OperatingPoint { far: 0.0, tar: 0.5, threshold: 0.8_f32 as f64 });
         // Sweeping down: after 0.7, FAR 1/6 < FRR 1/4; after 0.6, FAR 2/6 >= FRR 1/4. The EER is
         // taken there: threshold 0.6, EER = (2/6 + 1/4) / 2.
         assert!((v.eer_threshold - 0.6f32 as f64).abs() < 1e-9, "{v:?}");

@@ -174,7 +174,13 @@ mod tests {
         let t = mine(Miner::SemiHard, &dist, &labels, 1.5, &mut StdRng::seed_from_u64(0));
         assert_eq!(as_tuples(&t), vec![(1, 0, 2), (1, 0, 3), (2, 3, 1)]);
         // A zero gap is not semi-hard.
-        let t = mine(Miner::SemiHard, &[0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0], &[0, 0, 1], 1.0, &mut StdRng::seed_from_u64(0));
+        let t = mine(
+            Miner::SemiHard,
+            &[0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0],
+            &[0, 0, 1],
+            1.0,
+            &mut StdRng::seed_from_u64(0),
+        );
         assert!(t.is_empty());
     }
 

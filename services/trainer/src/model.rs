@@ -58,7 +58,10 @@ impl TrainModel {
         } else {
             init.to_owned()
         };
-        let missing = self.vs.load_partial(&weights).map_err(|e| TrainError::Config(format!("model.init {}: {e}", weights.display())))?;
+        let missing = self
+            .vs
+            .load_partial(&weights)
+            .map_err(|e| TrainError::Config(format!("model.init {}: {e}", weights.display())))?;
         let missing: Vec<&String> = missing.iter().filter(|n| !n.starts_with(HEAD)).collect();
         if !missing.is_empty() {
             tracing::warn!(count = missing.len(), first = %missing[0], "initial weights lack some backbone variables");

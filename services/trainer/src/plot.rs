@@ -75,7 +75,16 @@ impl Canvas {
         c.text(xlabel, Point::new(W / 2 - 40, H - 12), 0.5)?;
         c.text(ylabel, Point::new(5, TOP - 8), 0.45)?;
         let black = Scalar::all(0.0);
-        imgproc::rectangle_points(&mut c.img, Point::new(LEFT, TOP), Point::new(W - RIGHT, H - BOTTOM), black, 1, LINE_AA, 0).map_err(cv)?;
+        imgproc::rectangle_points(
+            &mut c.img,
+            Point::new(LEFT, TOP),
+            Point::new(W - RIGHT, H - BOTTOM),
+            black,
+            1,
+            LINE_AA,
+            0,
+        )
+        .map_err(cv)?;
         for i in 0..=4 {
             let fx = c.x.0 + (c.x.1 - c.x.0) * f64::from(i) / 4.0;
             let fy = c.y.0 + (c.y.1 - c.y.0) * f64::from(i) / 4.0;
@@ -90,11 +99,15 @@ impl Canvas {
     fn px(&self, x: f64, y: f64) -> Point {
         let fx = (x - self.x.0) / (self.x.1 - self.x.0);
         let fy = (y - self.y.0) / (self.y.1 - self.y.0);
-        Point::new(LEFT + (fx * f64::from(W - LEFT - RIGHT)) as i32, H - BOTTOM - (fy * f64::from(H - TOP - BOTTOM)) as i32)
+        Point::new(
+            LEFT + (fx * f64::from(W - LEFT - RIGHT)) as i32,
+            H - BOTTOM - (fy * f64::from(H - TOP - BOTTOM)) as i32,
+        )
     }
 
     fn text(&mut self, s: &str, at: Point, scale: f64) -> Result<(), TrainError> {
-        imgproc::put_text(&mut self.img, s, at, FONT_HERSHEY_SIMPLEX, scale, Scalar::all(20.0), 1, LINE_AA, false).map_err(cv)
+        imgproc::put_text(&mut self.img, s, at, FONT_HERSHEY_SIMPLEX, scale, Scalar::all(20.0), 1, LINE_AA, false)
+            .map_err(cv)
     }
 
     fn series(&mut self, series: &[Series<'_>]) -> Result<(), TrainError> {
@@ -107,8 +120,16 @@ impl Canvas {
                 imgproc::circle(&mut self.img, p, 3, s.color, -1, LINE_AA, 0).map_err(cv)?;
             }
             let y = TOP + 18 + 18 * i as i32;
-            imgproc::line(&mut self.img, Point::new(W - RIGHT - 170, y - 4), Point::new(W - RIGHT - 150, y - 4), s.color, 2, LINE_AA, 0)
-                .map_err(cv)?;
+            imgproc::line(
+                &mut self.img,
+                Point::new(W - RIGHT - 170, y - 4),
+                Point::new(W - RIGHT - 150, y - 4),
+                s.color,
+                2,
+                LINE_AA,
+                0,
+            )
+            .map_err(cv)?;
             self.text(s.name, Point::new(W - RIGHT - 145, y), 0.4)?;
         }
         Ok(())
@@ -141,7 +162,14 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// A line chart of several series.
-pub fn lines(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[Series<'_>], y: Option<(f64, f64)>) -> Result<(), TrainError> {
+pub fn lines(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series<'_>],
+    y: Option<(f64, f64)>,
+) -> Result<(), TrainError> {
     let x = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let y = y.unwrap_or_else(|| {
         let (lo, hi) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
@@ -172,7 +200,14 @@ pub fn scatter(path: &Path, title: &str, scatter: &Scatter) -> Result<(), TrainE
 pub fn run_plots(dir: &Path, history: &[EpochRecord], embeddings: &Scatter) -> Result<(), TrainError> {
     std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
     let per_epoch = |f: fn(&EpochRecord) -> f64| history.iter().map(|r| (f64::from(r.epoch), f(r))).collect();
-    lines(&dir.join("loss.png"), "training loss", "epoch", "loss", &[Series { name: "loss", color: palette(0), points: per_epoch(|r| r.loss) }], None)?;
+    lines(
+        &dir.join("loss.png"),
+        "training loss",
+        "epoch",
+        "loss",
+        &[Series { name: "loss", color: palette(0), points: per_epoch(|r| r.loss) }],
+        None,
+    )?;
     lines(
         &dir.join("active_triplets.png"),
         "active (non-zero loss) pairs or triplets",
@@ -183,7 +218,14 @@ pub fn run_plots(dir: &Path, history: &[EpochRecord], embeddings: &Scatter) -> R
     )?;
     if let Some(last) = history.last() {
         let cmc = last.cmc.iter().enumerate().map(|(k, v)| ((k + 1) as f64, *v)).collect();
-        lines(&dir.join("cmc.png"), &format!("CMC, epoch {}", last.epoch), "rank", "match rate", &[Series { name: "CMC", color: palette(2), points: cmc }], Some((0.0, 1.0)))?;
+        lines(
+            &dir.join("cmc.png"),
+            &format!("CMC, epoch {}", last.epoch),
+            "rank",
+            "match rate",
+            &[Series { name: "CMC", color: palette(2), points: cmc }],
+            Some((0.0, 1.0)),
+        )?;
     }
     scatter(&dir.join("embedding_pca.png"), "embedding space (PCA to 2-D)", embeddings)
 }

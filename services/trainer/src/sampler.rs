@@ -32,15 +32,16 @@ impl PkSampler {
             by_pid.entry(*pid).or_default().push(i);
         }
         if by_pid.len() < p {
-            return Err(TrainError::Dataset(format!("P = {p} identities per batch, but the dataset has {}", by_pid.len())));
+            return Err(TrainError::Dataset(format!(
+                "P = {p} identities per batch, but the dataset has {}",
+                by_pid.len()
+            )));
         }
-        if !with_replacement {
-            if let Some((pid, items)) = by_pid.iter().find(|(_, items)| items.len() < k) {
-                return Err(TrainError::Dataset(format!(
-                    "K = {k} images per identity, but identity {pid} has {}: lower K or allow sampling with replacement",
-                    items.len()
-                )));
-            }
+        if !with_replacement && let Some((pid, items)) = by_pid.iter().find(|(_, items)| items.len() < k) {
+            return Err(TrainError::Dataset(format!(
+                "K = {k} images per identity, but identity {pid} has {}: lower K or allow sampling with replacement",
+                items.len()
+            )));
         }
         Ok(PkSampler { by_pid: by_pid.into_values().collect(), p, k, with_replacement })
     }

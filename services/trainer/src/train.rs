@@ -84,7 +84,12 @@ pub struct RunOutcome {
 
 /// Runs (or, when `dir` holds a checkpoint, resumes) training. `events` is called from this thread;
 /// `cancel` is checked between steps.
-pub fn train(config: &TrainConfig, dir: &Path, events: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<RunOutcome, TrainError> {
+pub fn train(
+    config: &TrainConfig,
+    dir: &Path,
+    events: &mut dyn FnMut(Event),
+    cancel: &AtomicBool,
+) -> Result<RunOutcome, TrainError> {
     config.validate()?;
     if config.training.threads > 0 {
         reid_model::set_inference_threads(config.training.threads);
@@ -102,6 +107,9 @@ pub fn train(config: &TrainConfig, dir: &Path, events: &mut dyn FnMut(Event), ca
             run.state.epochs_done + 1
         ),
     });
+    if run.history.is_empty() {
+        run.baseline(&dataset, events)?;
+    }
     for epoch in run.state.epochs_done + 1..=config.training.epochs {
         run.epoch(epoch, &dataset, events, cancel)?;
     }
@@ -121,6 +129,8 @@ struct Run<'a> {
     cache: [Option<Tensor>; 3],
 }
 
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const TRAIN: usize = 0;
 const QUERY: usize = 1;
 const GALLERY: usize = 2;
@@ -130,7 +140,13 @@ impl<'a> Run<'a> {
         std::fs::create_dir_all(dir.join("checkpoint")).map_err(TrainError::io(dir))?;
         std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(TrainError::io(dir.join("config.toml")))?;
         let classes = dataset.train.identities();
-        let mut model = TrainModel::new(config, classes.max(1), device)?;
+        let mut model = {
+            // The initial weights come from libtorch's process-wide generator: seed it, and keep
+            // other runs in this process from drawing from it meanwhile.
+            let _guard = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tch::manual_seed(config.training.seed as i64);
+            TrainModel::new(config, classes.max(1), device)?
+        };
         let mut adam = Adam::new(model.trainable(), config.optimizer);
         let state_path = dir.join("checkpoint/state.json");
         let (state, history) = if state_path.is_file() {
@@ -160,7 +176,9 @@ impl<'a> Run<'a> {
 
     fn batch(&self, split: &Split, which: usize, indices: &[usize]) -> Result<Tensor, TrainError> {
         let xs = match &self.cache[which] {
-            Some(all) => all.index_select(0, &Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())),
+            Some(all) => {
+                all.index_select(0, &Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>()))
+            }
             None => {
                 let spec = self.config.model.input();
                 let data = split.load(indices, spec, &self.config.model.normalization())?;
@@ -175,9 +193,16 @@ impl<'a> Run<'a> {
         if self.config.model.normalize_embeddings { loss::normalise(&raw) } else { raw }
     }
 
-    fn epoch(&mut self, epoch: u32, dataset: &Dataset, events: &mut dyn FnMut(Event), cancel: &AtomicBool) -> Result<(), TrainError> {
+    fn epoch(
+        &mut self,
+        epoch: u32,
+        dataset: &Dataset,
+        events: &mut dyn FnMut(Event),
+        cancel: &AtomicBool,
+    ) -> Result<(), TrainError> {
         let started = Instant::now();
-        let mut rng = StdRng::seed_from_u64(self.config.training.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(epoch)));
+        let mut rng =
+            StdRng::seed_from_u64(self.config.training.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(epoch)));
         let pids = dataset.train.pids();
         let mut batches = self.epoch_batches(&pids, &mut rng)?;
         if self.config.training.steps_per_epoch > 0 {
@@ -206,7 +231,8 @@ impl<'a> Run<'a> {
         }
         let seconds = started.elapsed().as_secs_f64();
         let evaluation = self.evaluate(dataset, &mut rng)?;
-        let record = evaluation.record(epoch, loss_sum / steps.max(1) as f64, active as f64 / mined.max(1) as f64, seconds);
+        let record =
+            evaluation.record(epoch, loss_sum / steps.max(1) as f64, active as f64 / mined.max(1) as f64, seconds);
         self.history.push(record.clone());
         if self.state.best_map.is_none_or(|best| record.map > best) {
             self.state.best_map = Some(record.map);
@@ -233,24 +259,52 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn step(&mut self, train: &Split, pids: &[i64], batch: Vec<usize>, rng: &mut StdRng) -> Result<StepOutcome, TrainError> {
+    /// One optimisation step on `batch` (for pair sampling, the batch is drawn here).
+    fn step(
+        &mut self,
+        train: &Split,
+        pids: &[i64],
+        batch: Vec<usize>,
+        rng: &mut StdRng,
+    ) -> Result<StepOutcome, TrainError> {
+        let Some((total, active, mined)) = self.batch_loss(train, pids, batch, rng, true)? else {
+            return Ok(StepOutcome { loss: 0.0, active: 0, mined: 0 });
+        };
+        self.adam.zero_grad();
+        total.backward();
+        self.adam.step();
+        Ok(StepOutcome { loss: total.double_value(&[]), active, mined })
+    }
+
+    /// The batch loss with its count of active and mined pairs or triplets; `None` when nothing
+    /// was mined.
+    fn batch_loss(
+        &self,
+        train: &Split,
+        pids: &[i64],
+        batch: Vec<usize>,
+        rng: &mut StdRng,
+        training: bool,
+    ) -> Result<Option<(Tensor, usize, usize)>, TrainError> {
         let (labels, losses) = match self.config.sampler.kind {
             SamplerKind::Pk => {
                 let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
                 let xs = self.config.augment.apply(&self.batch(train, TRAIN, &batch)?, rng);
-                let features = self.features(&xs, true);
+                let features = self.features(&xs, training);
                 let losses = self.mined_losses(&features, &labels, rng);
                 (labels, losses.map(|l| (l, features)))
             }
             SamplerKind::Pairs => {
                 let s = &self.config.sampler;
-                let pairs = PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?.sample(s.pairs_per_batch, rng);
-                let mut indices: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b].into_iter().chain(p.candidates.iter().copied())).collect();
+                let pairs =
+                    PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?.sample(s.pairs_per_batch, rng);
+                let mut indices: Vec<usize> =
+                    pairs.iter().flat_map(|p| [p.a, p.b].into_iter().chain(p.candidates.iter().copied())).collect();
                 indices.sort_unstable();
                 indices.dedup();
                 let pos = |i: usize| indices.binary_search(&i).unwrap_or(0) as i64;
                 let xs = self.config.augment.apply(&self.batch(train, TRAIN, &indices)?, rng);
-                let features = self.features(&xs, true);
+                let features = self.features(&xs, training);
                 let dist = loss::pairwise(&features, self.config.loss.distance);
                 let dist_host = host(&dist.detach());
                 let n = indices.len();
@@ -268,13 +322,17 @@ impl<'a> Run<'a> {
                     similar.push(if p.similar { 1.0f32 } else { 0.0 });
                 }
                 let d = dist.index(&[Some(Tensor::from_slice(&a)), Some(Tensor::from_slice(&b))]);
-                let l = loss::contrastive(&d, &Tensor::from_slice(&similar).to_device(self.device), self.config.loss.margin);
+                let l = loss::contrastive(
+                    &d,
+                    &Tensor::from_slice(&similar).to_device(self.device),
+                    self.config.loss.margin,
+                );
                 let labels = indices.iter().map(|&i| pids[i]).collect();
                 (labels, Some((l, features)))
             }
         };
         let Some((per_item, features)) = losses else {
-            return Ok(StepOutcome { loss: 0.0, active: 0, mined: 0 });
+            return Ok(None);
         };
         let mined = per_item.size()[0] as usize;
         let active = per_item.gt(0.0).sum(Kind::Int64).int64_value(&[]) as usize;
@@ -282,29 +340,53 @@ impl<'a> Run<'a> {
             Reduction::Mean => per_item.mean(Kind::Float),
             Reduction::MeanNonzero => per_item.sum(Kind::Float) / (active.max(1) as f64),
         };
-        if let Some(logits) = self.model.logits(&features, true) {
+        if let Some(logits) = self.model.logits(&features, training) {
             let targets = Tensor::from_slice(&labels).to_device(self.device);
-            total = total + self.config.loss.ce_weight * loss::cross_entropy_smoothed(&logits, &targets, self.config.loss.label_smoothing);
+            total += self.config.loss.ce_weight
+                * loss::cross_entropy_smoothed(&logits, &targets, self.config.loss.label_smoothing);
         }
-        self.adam.zero_grad();
-        total.backward();
-        self.adam.step();
-        Ok(StepOutcome { loss: total.double_value(&[]), active, mined })
+        Ok(Some((total, active, mined)))
+    }
+
+    /// Epoch 0: the untrained network's loss (over the first batches, no update) and metrics,
+    /// the baseline that training must beat.
+    fn baseline(&mut self, dataset: &Dataset, events: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
+        let mut rng = StdRng::seed_from_u64(self.config.training.seed);
+        let pids = dataset.train.pids();
+        let (mut loss_sum, mut active, mut mined, mut n) = (0f64, 0usize, 0usize, 0usize);
+        for batch in self.epoch_batches(&pids, &mut rng)?.into_iter().take(10) {
+            let out = tch::no_grad(|| self.batch_loss(&dataset.train, &pids, batch, &mut rng, false))?;
+            if let Some((total, a, m)) = out {
+                loss_sum += total.double_value(&[]);
+                active += a;
+                mined += m;
+                n += 1;
+            }
+        }
+        let evaluation = self.evaluate(dataset, &mut rng)?;
+        let record = evaluation.record(0, loss_sum / n.max(1) as f64, active as f64 / mined.max(1) as f64, 0.0);
+        self.history.push(record.clone());
+        write_json(&self.dir.join("history.json"), &self.history)?;
+        events(Event::Epoch(record));
+        Ok(())
     }
 
     /// Per-triplet (or, for the contrastive loss, per-pair) losses of the mined set.
     fn mined_losses(&self, features: &Tensor, labels: &[i64], rng: &mut StdRng) -> Option<Tensor> {
         let lc = &self.config.loss;
         let dist = loss::pairwise(features, lc.distance);
-        let triplets: Triplets = miner::mine(self.config.miner.kind, &host(&dist.detach()), labels, lc.margin as f32, rng);
+        let triplets: Triplets =
+            miner::mine(self.config.miner.kind, &host(&dist.detach()), labels, lc.margin as f32, rng);
         if triplets.is_empty() {
             return None;
         }
         let at = |a: &[i64], b: &[i64]| dist.index(&[Some(Tensor::from_slice(a)), Some(Tensor::from_slice(b))]);
         Some(match lc.kind {
-            LossKind::Triplet => {
-                loss::triplet(&at(&triplets.anchors, &triplets.positives), &at(&triplets.anchors, &triplets.negatives), lc.margin)
-            }
+            LossKind::Triplet => loss::triplet(
+                &at(&triplets.anchors, &triplets.positives),
+                &at(&triplets.anchors, &triplets.negatives),
+                lc.margin,
+            ),
             LossKind::SoftTriplet => loss::soft_margin_triplet(
                 &at(&triplets.anchors, &triplets.positives),
                 &at(&triplets.anchors, &triplets.negatives),
@@ -326,7 +408,8 @@ impl<'a> Run<'a> {
         };
         // Cosine distance on unit vectors: what the embedder serves and the identity service uses.
         let dist = host(&(1.0 - query.matmul(&gallery.tr())));
-        let retrieval = eval::retrieval(&dist, &dataset.query.labels(), &dataset.gallery.labels(), 20, dataset.protocol);
+        let retrieval =
+            eval::retrieval(&dist, &dataset.query.labels(), &dataset.gallery.labels(), 20, dataset.protocol);
 
         // Verification over all pairs of a random subset of the gallery's identified items.
         let labels = dataset.gallery.labels();
@@ -451,7 +534,8 @@ fn to_tensor(data: &[f32], n: usize, spec: reid_model::InputSpec) -> Tensor {
 
 /// A tensor's values on the host, flattened.
 pub(crate) fn host(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1i64].as_slice())).unwrap_or_default()
+    Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1i64].as_slice()))
+        .unwrap_or_default()
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
@@ -467,12 +551,25 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainErro
 }
 
 fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
-    let mut out = String::from("epoch,loss,active_fraction,seconds,rank1,rank5,rank10,mAP,mINP,tar_at_far_1e2,tar_at_far_1e3,eer,threshold\n");
+    let mut out = String::from(
+        "epoch,loss,active_fraction,seconds,rank1,rank5,rank10,mAP,mINP,tar_at_far_1e2,tar_at_far_1e3,eer,threshold\n",
+    );
     for r in history {
         out.push_str(&format!(
             "{},{:.6},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}\n",
-            r.epoch, r.loss, r.active_fraction, r.seconds, r.rank1, r.rank5, r.rank10, r.map, r.minp, r.tar_at_far_1e2,
-            r.tar_at_far_1e3, r.eer, r.threshold
+            r.epoch,
+            r.loss,
+            r.active_fraction,
+            r.seconds,
+            r.rank1,
+            r.rank5,
+            r.rank10,
+            r.map,
+            r.minp,
+            r.tar_at_far_1e2,
+            r.tar_at_far_1e3,
+            r.eer,
+            r.threshold
         ));
     }
     std::fs::write(path, out).map_err(TrainError::io(path))
