@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod demo;
+mod experiment;
 mod serve;
 mod train;
 
@@ -26,6 +27,9 @@ enum Command {
     Embed(client::EmbedArgs),
     /// Trains an embedding model (in-process, or on a trainer service with --addr).
     Train(train::TrainArgs),
+    /// Experiments that write their figures into docs/.
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => client::health(args).await,
             Command::Embed(args) => client::embed(args).await,
             Command::Train(args) => train::run(args).await,
+            Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }

@@ -14,6 +14,52 @@ use tokio::net::TcpListener;
 pub enum ServeCommand {
     /// The embedding worker (default 127.0.0.1:50051).
     Embedder(EmbedderArgs),
+    /// The trainer (default 127.0.0.1:50054).
+    Trainer(TrainerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainerArgs {
+    /// TOML file with any `TrainerConfig` field; flags and environment override it.
+    #[arg(long, env = "REID_TRAINER_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "REID_TRAINER_LISTEN", default_value = reid_proto::ports::TRAINER)]
+    listen: String,
+    /// Where runs keep their folders.
+    #[arg(long, env = "REID_TRAINER_RUNS_DIR")]
+    runs_dir: Option<PathBuf>,
+    /// Where PublishModel writes models (the embedders' model directory).
+    #[arg(long, env = "REID_TRAINER_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    #[arg(long, env = "REID_TRAINER_MAX_CONCURRENT_RUNS")]
+    max_concurrent_runs: Option<usize>,
+}
+
+impl TrainerArgs {
+    fn config(&self) -> anyhow::Result<reid_trainer::TrainerConfig> {
+        let mut config: reid_trainer::TrainerConfig = read_toml(self.config.as_deref())?;
+        if let Some(v) = &self.runs_dir {
+            config.runs_dir = v.clone();
+        }
+        if let Some(v) = &self.model_dir {
+            config.model_dir = v.clone();
+        }
+        if let Some(v) = self.max_concurrent_runs {
+            config.max_concurrent_runs = v;
+        }
+        Ok(config)
+    }
+}
+
+/// A service's config from its TOML file, or its defaults without one.
+fn read_toml<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> anyhow::Result<T> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        }
+        None => Ok(T::default()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -48,13 +94,7 @@ pub struct EmbedderArgs {
 
 impl EmbedderArgs {
     fn config(&self) -> anyhow::Result<EmbedderConfig> {
-        let mut config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-            }
-            None => EmbedderConfig::default(),
-        };
+        let mut config: EmbedderConfig = read_toml(self.config.as_deref())?;
         if let Some(v) = &self.model_dir {
             config.model_dir = v.clone();
         }
@@ -89,6 +129,11 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
             let config = args.config()?;
             let listener = bind(&args.listen).await?;
             reid_embedder::run(config, listener, reid_server::shutdown_signal()).await?;
+        }
+        ServeCommand::Trainer(args) => {
+            let config = args.config()?;
+            let listener = bind(&args.listen).await?;
+            reid_trainer::run(config, listener, reid_server::shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

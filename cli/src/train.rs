@@ -24,14 +24,20 @@ pub struct TrainArgs {
     /// Resume the run in this folder from its last checkpoint.
     #[arg(long, conflicts_with = "config")]
     resume: Option<PathBuf>,
+    /// Run on the trainer service at this address instead of in this process.
+    #[arg(long)]
+    addr: Option<String>,
 }
 
 pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = &args.addr {
+        return remote(addr, &args).await;
+    }
     let (config, dir) = match (&args.config, &args.resume) {
         (_, Some(dir)) => (TrainConfig::from_file(&dir.join("config.toml"))?, dir.clone()),
         (Some(path), None) => {
             let config = TrainConfig::from_file(path)?;
-            let id = args.run_id.clone().unwrap_or_else(|| run_id(&config.name));
+            let id = args.run_id.clone().unwrap_or_else(|| reid_trainer::run_id(&config.name));
             (config, args.runs_dir.join(id))
         }
         (None, None) => anyhow::bail!("--config or --resume is required"),
@@ -63,23 +69,6 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `NAME-YYYYMMDD-HHMMSS` in UTC.
-pub fn run_id(name: &str) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{name}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// One status line, redrawn in place on a terminal and printed per epoch otherwise.
@@ -131,4 +120,49 @@ impl ProgressBar {
             }
         }
     }
+}
+
+/// StartRun (or resume) on a trainer service, then follow WatchRun until the run ends.
+async fn remote(addr: &str, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    use reid_proto::v1 as pb;
+    use tokio_stream::StreamExt;
+
+    let mut client = pb::trainer_service_client::TrainerServiceClient::new(crate::client::connect(addr).await?);
+    let config = match (&args.config, &args.resume) {
+        (_, Some(dir)) => pb::RunConfig {
+            config: String::new(),
+            resume_run_id: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        },
+        (Some(path), None) => pb::RunConfig {
+            config: std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            resume_run_id: String::new(),
+        },
+        (None, None) => anyhow::bail!("--config or --resume is required"),
+    };
+    let run_id = client
+        .start_run(pb::StartRunRequest { config: Some(config) })
+        .await
+        .map_err(|s| anyhow::anyhow!("StartRun: {}", s.message()))?
+        .into_inner()
+        .run_id;
+    println!("run {run_id} on {addr}");
+    let mut events = client.watch_run(pb::WatchRunRequest { run_id: run_id.clone() }).await?.into_inner();
+    let mut last = pb::RunState::Unspecified;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        last = pb::RunState::try_from(event.state).unwrap_or_default();
+        match event.event {
+            Some(pb::run_event::Event::Progress(p)) => {
+                eprint!("\repoch {} step {} loss {:.4} active {:.3}   ", p.epoch, p.step, p.loss, p.active_fraction)
+            }
+            Some(pb::run_event::Event::Eval(m)) => eprintln!(
+                "\repoch {:>3}: rank-1 {:.4} rank-5 {:.4} mAP {:.4} mINP {:.4} | TAR@FAR1e-3 {:.4} EER {:.4}",
+                m.epoch, m.rank1, m.rank5, m.map, m.minp, m.tar_at_far_1e3, m.eer
+            ),
+            Some(pb::run_event::Event::Message(text)) => eprintln!("{text}"),
+            None => {}
+        }
+    }
+    println!("run {run_id}: {}", last.as_str_name());
+    Ok(if last == pb::RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,0 +1,34 @@
+//! Publishing a run's best model where embedders load it: `MODEL_DIR/NAME/` gets the weights under
+//! a versioned file name, then the card, renamed into place last, so that an embedder watching
+//! the folder never sees a card whose weights are not all there.
+
+use std::path::{Path, PathBuf};
+
+use reid_model::ModelCard;
+
+use crate::error::TrainError;
+
+/// Copies `run_dir/best` to `model_dir/name`; returns the published version and folder.
+pub fn publish(run_dir: &Path, model_dir: &Path, name: &str) -> Result<(String, PathBuf), TrainError> {
+    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
+    if !plain {
+        return Err(TrainError::InvalidModelName(name.to_owned()));
+    }
+    let run = run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_owned();
+    let best = run_dir.join("best");
+    if !best.join("model.json").is_file() {
+        return Err(TrainError::NotReady { run, what: "evaluated model" });
+    }
+    let (mut card, card_path) = ModelCard::load(&best)?;
+    let weights = card.weights_path(&card_path);
+    let target = model_dir.join(name);
+    std::fs::create_dir_all(&target).map_err(TrainError::io(&target))?;
+    let file = format!("{}.safetensors", card.version);
+    std::fs::copy(&weights, target.join(&file)).map_err(TrainError::io(&weights))?;
+    card.weights = file.into();
+    let tmp = target.join("model.json.tmp");
+    let text = serde_json::to_string_pretty(&card).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
+    std::fs::rename(&tmp, target.join("model.json")).map_err(TrainError::io(&target))?;
+    Ok((card.version, target))
+}

@@ -1,0 +1,173 @@
+//! The gRPC `TrainerService`: thin handlers over [`Runs`] and [`publish`].
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use reid_proto::v1 as pb;
+use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
+use reid_proto::v1::trainer_service_server::TrainerService;
+use serde::Deserialize;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::publish::publish;
+use crate::runs::{Runs, is_terminal};
+
+/// The trainer service's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Where runs keep their folders.
+    pub runs_dir: PathBuf,
+    /// Where `PublishModel` writes models (the embedders' model directory).
+    pub model_dir: PathBuf,
+    /// Runs that train at once; later ones wait, QUEUED.
+    pub max_concurrent_runs: usize,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig { runs_dir: PathBuf::from("runs"), model_dir: PathBuf::from("models"), max_concurrent_runs: 1 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainerGrpc {
+    runs: Arc<Runs>,
+    config: TrainerConfig,
+}
+
+impl TrainerGrpc {
+    pub fn new(config: TrainerConfig) -> Self {
+        TrainerGrpc { runs: Arc::new(Runs::new(config.runs_dir.clone(), config.max_concurrent_runs)), config }
+    }
+
+    fn start(&self, req: pb::StartRunRequest) -> Result<String, TrainError> {
+        let spec = req.config.ok_or_else(|| TrainError::Config("config is required".into()))?;
+        let (id, config) = if spec.resume_run_id.is_empty() {
+            let config = TrainConfig::parse(&spec.config)?;
+            let mut id = crate::run_id(&config.name);
+            // Two runs started in the same second get distinct folders.
+            let mut n = 1;
+            while self.runs.runs_dir().join(&id).exists() || self.runs.get(&id).is_ok() {
+                n += 1;
+                id = format!("{}-{n}", crate::run_id(&config.name));
+            }
+            (id, config)
+        } else {
+            let id = spec.resume_run_id;
+            if id.contains(['/', '\\']) || id == ".." || id == "." {
+                return Err(TrainError::RunNotFound(id));
+            }
+            let dir = self.runs.runs_dir().join(&id);
+            if !dir.join("config.toml").is_file() {
+                return Err(TrainError::RunNotFound(id));
+            }
+            (id, TrainConfig::from_file(&dir.join("config.toml"))?)
+        };
+        self.runs.start(id.clone(), config)?;
+        Ok(id)
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TrainerService for TrainerGrpc {
+    async fn start_run(&self, request: Request<pb::StartRunRequest>) -> Result<Response<pb::StartRunResponse>, Status> {
+        let run_id = self.start(request.into_inner())?;
+        Ok(Response::new(pb::StartRunResponse { run_id }))
+    }
+
+    type WatchRunStream = EventStream;
+
+    /// Replays the run's events, then follows it until it ends.
+    async fn watch_run(&self, request: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
+        let run = self.runs.get(&request.into_inner().run_id)?;
+        let (past, mut live, state) = run.watch();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            for e in past {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            if is_terminal(state) {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) => {
+                        let end = is_terminal(pb::RunState::try_from(e.state).unwrap_or_default());
+                        if tx.send(Ok(e)).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let note = format!("{n} events skipped (slow watcher)");
+                        let e = pb::RunEvent {
+                            run_id: run.id.clone(),
+                            at: None,
+                            state: run.state() as i32,
+                            event: Some(pb::run_event::Event::Message(note)),
+                        };
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_runs(&self, _: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        Ok(Response::new(pb::ListRunsResponse { runs: self.runs.list() }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        let run = self.runs.get(&request.into_inner().run_id)?;
+        run.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(pb::CancelRunResponse { state: run.state() as i32 }))
+    }
+
+    async fn publish_model(
+        &self,
+        request: Request<pb::PublishModelRequest>,
+    ) -> Result<Response<pb::PublishModelResponse>, Status> {
+        let req = request.into_inner();
+        if req.run_id.contains(['/', '\\']) || req.run_id.is_empty() || req.run_id == ".." {
+            return Err(TrainError::RunNotFound(req.run_id).into());
+        }
+        let run_dir = self.config.runs_dir.join(&req.run_id);
+        if !run_dir.is_dir() {
+            return Err(TrainError::RunNotFound(req.run_id).into());
+        }
+        let (model_dir, name) = (self.config.model_dir.clone(), req.name.clone());
+        let (version, path) = tokio::task::spawn_blocking(move || publish(&run_dir, &model_dir, &name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        let mut notified = Vec::new();
+        for addr in req.embedder_addrs {
+            load_on_embedder(&addr, &req.name).await?;
+            notified.push(addr);
+        }
+        Ok(Response::new(pb::PublishModelResponse { version, path: path.display().to_string(), notified }))
+    }
+}
+
+/// Asks the embedder at `addr` to serve model folder `name`.
+async fn load_on_embedder(addr: &str, name: &str) -> Result<(), TrainError> {
+    let err = |message: String| TrainError::Embedder { addr: addr.to_owned(), message };
+    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let mut client = EmbedderServiceClient::connect(url).await.map_err(|e| err(e.to_string()))?;
+    client.load_model(pb::LoadModelRequest { name: name.to_owned() }).await.map_err(|s| err(s.message().to_owned()))?;
+    Ok(())
+}
