@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export RUSTUP_AUTO_INSTALL ?= 0
 
-.PHONY: setup build release demo test test-python lint bench clean-models
+.PHONY: setup build release demo test lint bench experiment clean-models
 
 setup:
 	@scripts/setup.sh
@@ -29,6 +29,12 @@ lint: setup
 
 bench: release
 	target/release/reid bench embed
+
+# The seed's metric-learning experiment against pytorch-metric-learning: writes
+# docs/metric-learning.md and docs/img/ (about 25 minutes on 2 cores).
+experiment: release
+	.venv/bin/pip install -q --disable-pip-version-check pytorch-metric-learning==2.9.0
+	target/release/reid experiment metric-learning --epochs 5
 
 clean-models:
 	rm -rf models/*/

@@ -1,0 +1,3 @@
+fn main() {
+    reid_torch_link::emit();
+}
