@@ -26,11 +26,15 @@ impl Default for AdamConfig {
     }
 }
 
+/// The moments live in two flat tensors over all parameters, so that one step is a handful of
+/// whole-model operations rather than a dozen small ones per parameter tensor (what
+/// `torch.optim.Adam`'s multi-tensor "foreach" path achieves).
 pub struct Adam {
     config: AdamConfig,
     params: Vec<(String, Tensor)>,
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
+    sizes: Vec<i64>,
+    m: Tensor,
+    v: Tensor,
     step: i64,
 }
 
@@ -43,8 +47,10 @@ impl std::fmt::Debug for Adam {
 impl Adam {
     /// Optimises `params` (name, trainable tensor), e.g. a var store's trainable variables.
     pub fn new(params: Vec<(String, Tensor)>, config: AdamConfig) -> Self {
-        let zeros = |params: &[(String, Tensor)]| params.iter().map(|(n, t)| (n.clone(), t.zeros_like())).collect();
-        Adam { m: zeros(&params), v: zeros(&params), params, config, step: 0 }
+        let sizes: Vec<i64> = params.iter().map(|(_, t)| t.numel() as i64).collect();
+        let total: i64 = sizes.iter().sum();
+        let options = params.first().map_or((Kind::Float, tch::Device::Cpu), |(_, t)| (Kind::Float, t.device()));
+        Adam { m: Tensor::zeros([total], options), v: Tensor::zeros([total], options), params, sizes, config, step: 0 }
     }
 
     pub fn step_count(&self) -> i64 {
@@ -65,38 +71,54 @@ impl Adam {
     }
 
     pub fn step(&mut self) {
+        if self.params.is_empty() {
+            return;
+        }
         self.step += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
         tch::no_grad(|| {
-            for (name, p) in &mut self.params {
-                let mut g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                if c.weight_decay != 0.0 {
-                    g = &g + &*p * c.weight_decay;
-                }
-                let (Some(m), Some(v)) = (self.m.get_mut(name.as_str()), self.v.get_mut(name.as_str())) else {
-                    continue;
-                };
-                let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
-                let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
-                let denom = (&*v / bias2).sqrt() + c.eps;
-                let update = &*m / &denom * (c.lr / bias1);
-                let _ = p.g_sub_(&update);
+            // A parameter without a gradient this step (not used in the loss) contributes zeros.
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|(_, p)| {
+                    let g = p.grad();
+                    if g.defined() { g.view([-1i64].as_slice()) } else { p.zeros_like().view([-1i64].as_slice()) }
+                })
+                .collect();
+            let mut g = Tensor::cat(&grads, 0);
+            if c.weight_decay != 0.0 {
+                let flat: Vec<Tensor> = self.params.iter().map(|(_, p)| p.view([-1i64].as_slice())).collect();
+                g += Tensor::cat(&flat, 0) * c.weight_decay;
+            }
+            let _ = self.m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
+            let _ = self.v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
+            let update = &self.m / ((&self.v / bias2).sqrt() + c.eps) * (c.lr / bias1);
+            for ((_, p), u) in self.params.iter_mut().zip(update.split_with_sizes(self.sizes.as_slice(), 0)) {
+                let _ = p.g_sub_(&u.view_as(p));
             }
         });
     }
 
-    /// Writes the moments to `path` (safetensors); the step is returned for the caller's state.
+    /// The moments of each parameter, by name.
+    fn per_param(&self, flat: &Tensor) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(flat.split_with_sizes(self.sizes.as_slice(), 0))
+            .map(|((n, p), t)| (n.clone(), t.view_as(p)))
+            .collect()
+    }
+
+    /// Writes the moments to `path` (safetensors, `m.NAME` and `v.NAME`); returns the step count
+    /// for the caller's state.
     pub fn save(&self, path: &Path) -> Result<i64, TrainError> {
         let tensors: Vec<(String, Tensor)> = self
-            .m
-            .iter()
-            .map(|(n, t)| (format!("m.{n}"), t.shallow_clone()))
-            .chain(self.v.iter().map(|(n, t)| (format!("v.{n}"), t.shallow_clone())))
+            .per_param(&self.m)
+            .into_iter()
+            .map(|(n, t)| (format!("m.{n}"), t))
+            .chain(self.per_param(&self.v).into_iter().map(|(n, t)| (format!("v.{n}"), t)))
             .collect();
         Tensor::write_safetensors(&tensors, path)?;
         Ok(self.step)
@@ -105,21 +127,28 @@ impl Adam {
     /// Restores moments saved by [`Adam::save`] and the step count.
     pub fn load(&mut self, path: &Path, step: i64) -> Result<(), TrainError> {
         let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-        for (moments, prefix) in [(&mut self.m, "m."), (&mut self.v, "v.")] {
-            for (name, t) in moments.iter_mut() {
+        for (prefix, flat) in [("m.", &self.m), ("v.", &self.v)] {
+            let mut parts = Vec::with_capacity(self.params.len());
+            for (name, _) in &self.params {
                 let src = saved
                     .get(&format!("{prefix}{name}"))
                     .ok_or_else(|| TrainError::Config(format!("optimiser state lacks {prefix}{name}")))?;
-                tch::no_grad(|| t.copy_(&src.to_kind(Kind::Float)));
+                parts.push(src.to_kind(Kind::Float).view([-1i64].as_slice()));
             }
+            let restored = Tensor::cat(&parts, 0).to_device(flat.device());
+            if restored.size() != flat.size() {
+                return Err(TrainError::Config("optimiser state does not match the model".into()));
+            }
+            let mut target = flat.shallow_clone();
+            tch::no_grad(|| target.copy_(&restored));
         }
         self.step = step;
         Ok(())
     }
 
-    /// The moments, for tests and checks.
-    pub fn moments(&self) -> (&BTreeMap<String, Tensor>, &BTreeMap<String, Tensor>) {
-        (&self.m, &self.v)
+    /// The first and second moments, by parameter name (for checks).
+    pub fn moments(&self) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
+        (self.per_param(&self.m).into_iter().collect(), self.per_param(&self.v).into_iter().collect())
     }
 }
 

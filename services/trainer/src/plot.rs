@@ -193,6 +193,11 @@ pub fn scatter(path: &Path, title: &str, scatter: &Scatter) -> Result<(), TrainE
         let p = c.px(f64::from(scatter.points[2 * i]), f64::from(scatter.points[2 * i + 1]));
         imgproc::circle(&mut c.img, p, 2, color, -1, LINE_AA, 0).map_err(cv)?;
     }
+    for (i, label) in classes.iter().take(10).enumerate() {
+        let y = TOP + 14 + 16 * i as i32;
+        imgproc::circle(&mut c.img, Point::new(W - RIGHT - 70, y - 4), 4, palette(i), -1, LINE_AA, 0).map_err(cv)?;
+        c.text(&format!("id {label}"), Point::new(W - RIGHT - 60, y), 0.4)?;
+    }
     c.save(path)
 }
 

@@ -35,7 +35,8 @@ async fn a_published_model_is_served_by_the_embedder() {
     let mut embedder = EmbedderServiceClient::new(channel(embedder_addr).await);
     assert_eq!(embedder.get_model(pb::GetModelRequest {}).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
 
-    let trainer_config = reid_trainer::TrainerConfig { runs_dir: root.join("runs"), model_dir: models.clone(), max_concurrent_runs: 1 };
+    let trainer_config =
+        reid_trainer::TrainerConfig { runs_dir: root.join("runs"), model_dir: models.clone(), max_concurrent_runs: 1 };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trainer_addr = listener.local_addr().unwrap();
     tokio::spawn(reid_trainer::run(trainer_config, listener, std::future::pending()));
@@ -44,7 +45,9 @@ async fn a_published_model_is_served_by_the_embedder() {
     let config = "name = \"fmnist-e2e\"\n[dataset]\nkind = \"fashion_mnist\"\ntrain_per_class = 100\neval_per_class = 30\n\
                   [sampler]\np = 5\nk = 4\n[training]\nepochs = 1\nverification_items = 100\n";
     let run_id = trainer
-        .start_run(pb::StartRunRequest { config: Some(pb::RunConfig { config: config.into(), resume_run_id: String::new() }) })
+        .start_run(pb::StartRunRequest {
+            config: Some(pb::RunConfig { config: config.into(), resume_run_id: String::new() }),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -69,11 +72,20 @@ async fn a_published_model_is_served_by_the_embedder() {
 
     let info = embedder.get_model(pb::GetModelRequest {}).await.unwrap().into_inner().model.unwrap();
     let model = info.r#ref.unwrap();
-    assert_eq!((model.id.as_str(), model.version.as_str(), model.dimension), ("fmnist-e2e", published.version.as_str(), 10));
+    assert_eq!(
+        (model.id.as_str(), model.version.as_str(), model.dimension),
+        ("fmnist-e2e", published.version.as_str(), 10)
+    );
     let image = pb::Image {
-        data: Some(pb::image::Data::Raw(pb::RawImage { width: 28, height: 28, format: pb::PixelFormat::Gray8 as i32, pixels: vec![90; 784] })),
+        data: Some(pb::image::Data::Raw(pb::RawImage {
+            width: 28,
+            height: 28,
+            format: pb::PixelFormat::Gray8 as i32,
+            pixels: vec![90; 784],
+        })),
     };
-    let reply = embedder.embed(pb::EmbedRequest { images: vec![image], request_id: String::new() }).await.unwrap().into_inner();
+    let reply =
+        embedder.embed(pb::EmbedRequest { images: vec![image], request_id: String::new() }).await.unwrap().into_inner();
     assert_eq!(reply.embeddings[0].values.len(), 10);
     assert_eq!(reply.model.unwrap().version, published.version);
     std::fs::remove_dir_all(root).unwrap();
