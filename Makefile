@@ -2,6 +2,7 @@
 # the tests. Both set up whatever is missing first (scripts/setup.sh).
 
 CARGO ?= cargo
+SHELL := /bin/bash
 export RUSTUP_AUTO_INSTALL ?= 0
 
 .PHONY: setup build release demo test lint bench experiment clean-models
@@ -18,10 +19,12 @@ release: setup
 demo: release
 	target/release/reid demo
 
+# Ends with one "N passed, N failed" line over every cargo test binary.
 test: setup
 	$(CARGO) build -p reid-cli
 	.venv/bin/python tests/python/grpc_client.py target/debug/reid
-	$(CARGO) test --workspace
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee .cache/cargo-test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .cache/cargo-test.log
 
 lint: setup
 	$(CARGO) fmt --all --check
