@@ -58,13 +58,8 @@ async fn embed(args: EmbedBenchArgs) -> anyhow::Result<ExitCode> {
                 watch_interval: Duration::ZERO,
                 ..EmbedderConfig::default()
             };
-            let listener = crate::serve::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?.to_string();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let handle = tokio::spawn(reid_embedder::run(config, listener, async {
-                let _ = stopped.await;
-            }));
-            (addr, Some((stop, handle)))
+            let server = crate::serve::InProcessEmbedder::start(config).await?;
+            (server.addr.clone(), Some(server))
         }
     };
     let channel = crate::client::connect(&addr).await?;
@@ -92,9 +87,8 @@ async fn embed(args: EmbedBenchArgs) -> anyhow::Result<ExitCode> {
         println!("{c:>12} {rate:>12.1} {:>12.1}ms", latency.as_secs_f64() * 1e3);
         results.push((c, rate));
     }
-    if let Some((stop, handle)) = server {
-        let _ = stop.send(());
-        handle.await??;
+    if let Some(server) = server {
+        server.stop().await?;
     }
     if args.python.is_empty() {
         return Ok(ExitCode::SUCCESS);

@@ -44,14 +44,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         watch_interval: Duration::ZERO,
         ..EmbedderConfig::default()
     };
-    let listener = crate::serve::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(reid_embedder::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-    println!("embedder serving on {addr}");
-    let mut client = EmbedderServiceClient::new(crate::client::connect(&addr.to_string()).await?);
+    let server = crate::serve::InProcessEmbedder::start(config).await?;
+    println!("embedder serving on {}", server.addr);
+    let mut client = EmbedderServiceClient::new(crate::client::connect(&server.addr).await?);
 
     for model in ["mobilenetv2-imagenet", "facenet"] {
         let loaded = client
@@ -73,8 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         print_similarities(&photos, &response.embeddings, info.match_threshold);
     }
     train_and_publish(&args, &mut client).await?;
-    let _ = stop.send(());
-    server.await??;
+    server.stop().await?;
     println!("\nthe identity and ingester services are not part of this build yet: see the open issues");
     Ok(ExitCode::SUCCESS)
 }

@@ -142,3 +142,28 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
+
+/// An embedder served from this process on a loopback port, for the demo and the benchmark.
+pub struct InProcessEmbedder {
+    pub addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessEmbedder {
+    pub async fn start(config: EmbedderConfig) -> anyhow::Result<Self> {
+        let listener = bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(reid_embedder::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcessEmbedder { addr, stop, handle })
+    }
+
+    /// Shuts it down gracefully and waits until it has.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.handle.await?
+    }
+}

@@ -20,6 +20,13 @@ use crate::ModelError;
 /// The file name of a card inside a model folder.
 pub const CARD_FILE: &str = "model.json";
 
+/// Whether `name` is a single folder name (not empty, not `.` or `..`, no separator): the only
+/// form in which a model or run may be named over the wire, so that no request reaches outside
+/// the folder it is meant for.
+pub fn is_folder_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -185,6 +192,14 @@ mod tests {
         v["match_threshold"] = serde_json::json!(3.0);
         let card: ModelCard = serde_json::from_value(v).unwrap();
         assert!(card.validate().is_err());
+    }
+
+    #[test]
+    fn folder_names_cannot_escape() {
+        assert!(is_folder_name("mobilenetv2-imagenet"));
+        for bad in ["", ".", "..", "../models", "a/b", "a\\b", "/etc"] {
+            assert!(!is_folder_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

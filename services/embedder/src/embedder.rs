@@ -1,7 +1,7 @@
 //! The embedder's domain core: validate images, pre-process them for the served model, batch,
 //! and manage which model is served (start-up load, `LoadModel`, and the model-card watcher).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -163,12 +163,7 @@ impl Embedder {
     }
 
     fn model_path(&self, name: &str) -> Result<PathBuf, EmbedderError> {
-        let plain = !name.is_empty()
-            && name != "."
-            && name != ".."
-            && !name.contains(['/', '\\'])
-            && Path::new(name).components().count() == 1;
-        if !plain {
+        if !reid_model::card::is_folder_name(name) {
             return Err(EmbedderError::InvalidModelName(name.to_owned()));
         }
         Ok(self.config.model_dir.join(name))

@@ -10,8 +10,7 @@ use crate::error::TrainError;
 
 /// Copies `run_dir/best` to `model_dir/name`; returns the published version and folder.
 pub fn publish(run_dir: &Path, model_dir: &Path, name: &str) -> Result<(String, PathBuf), TrainError> {
-    let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']);
-    if !plain {
+    if !reid_model::card::is_folder_name(name) {
         return Err(TrainError::InvalidModelName(name.to_owned()));
     }
     let run = run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_owned();

@@ -59,7 +59,7 @@ impl TrainerGrpc {
             (id, config)
         } else {
             let id = spec.resume_run_id;
-            if id.contains(['/', '\\']) || id == ".." || id == "." {
+            if !reid_model::card::is_folder_name(&id) {
                 return Err(TrainError::RunNotFound(id));
             }
             let dir = self.runs.runs_dir().join(&id);
@@ -143,7 +143,7 @@ impl TrainerService for TrainerGrpc {
         request: Request<pb::PublishModelRequest>,
     ) -> Result<Response<pb::PublishModelResponse>, Status> {
         let req = request.into_inner();
-        if req.run_id.contains(['/', '\\']) || req.run_id.is_empty() || req.run_id == ".." {
+        if !reid_model::card::is_folder_name(&req.run_id) {
             return Err(TrainError::RunNotFound(req.run_id).into());
         }
         let run_dir = self.config.runs_dir.join(&req.run_id);
