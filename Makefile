@@ -21,6 +21,8 @@ demo: release
 
 # Ends with one "N passed, N failed" line over every cargo test binary.
 test: setup
+	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f deploy/compose.gpu.yml config -q
 	$(CARGO) build -p reid-cli
 	.venv/bin/python tests/python/grpc_client.py target/debug/reid
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee .cache/cargo-test.log

@@ -13,8 +13,9 @@ as_root() {
 
 # --- Debian packages ---------------------------------------------------------------------------
 # libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades;
-# dataset-fashion-mnist: the trainer's tests and experiment.
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data dataset-fashion-mnist)
+# dataset-fashion-mnist: the trainer's tests and experiment; docker-compose (1.29): validates the
+# compose files (there is no Docker engine to run them here).
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data dataset-fashion-mnist docker-compose)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
