@@ -127,6 +127,13 @@ struct Run<'a> {
     device: Device,
     /// Pre-processed tensors of in-memory splits (train, query, gallery), made once.
     cache: [Option<Tensor>; 3],
+    /// Built once from the training identities, which a run never changes.
+    sampler: BatchSampler,
+}
+
+enum BatchSampler {
+    Pk(PkSampler),
+    Pairs(PairSampler),
 }
 
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -171,7 +178,14 @@ impl<'a> Run<'a> {
             Ok(Some(to_tensor(&data, all.len(), spec)))
         };
         let cache = [cache_split(&dataset.train)?, cache_split(&dataset.query)?, cache_split(&dataset.gallery)?];
-        Ok(Run { config, dir, model, adam, state, history, device, cache })
+        let (s, pids) = (&config.sampler, dataset.train.pids());
+        let sampler = match s.kind {
+            SamplerKind::Pk => BatchSampler::Pk(PkSampler::new(&pids, s.p, s.k, s.with_replacement)?),
+            SamplerKind::Pairs => {
+                BatchSampler::Pairs(PairSampler::new(&pids, s.positive_fraction, s.negative_candidates)?)
+            }
+        };
+        Ok(Run { config, dir, model, adam, state, history, device, cache, sampler })
     }
 
     fn batch(&self, split: &Split, which: usize, indices: &[usize]) -> Result<Tensor, TrainError> {
@@ -247,13 +261,11 @@ impl<'a> Run<'a> {
     }
 
     fn epoch_batches(&self, pids: &[i64], rng: &mut StdRng) -> Result<Vec<Vec<usize>>, TrainError> {
-        let s = &self.config.sampler;
-        match s.kind {
-            SamplerKind::Pk => Ok(PkSampler::new(pids, s.p, s.k, s.with_replacement)?.epoch(rng)),
+        match &self.sampler {
+            BatchSampler::Pk(sampler) => Ok(sampler.epoch(rng)),
             // Pair batches are drawn per step; here only their number, one epoch = the images once.
-            SamplerKind::Pairs => {
-                PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?;
-                let steps = (pids.len() / (2 * s.pairs_per_batch)).max(1);
+            BatchSampler::Pairs(_) => {
+                let steps = (pids.len() / (2 * self.config.sampler.pairs_per_batch)).max(1);
                 Ok(vec![Vec::new(); steps])
             }
         }
@@ -286,18 +298,16 @@ impl<'a> Run<'a> {
         rng: &mut StdRng,
         training: bool,
     ) -> Result<Option<(Tensor, usize, usize)>, TrainError> {
-        let (labels, losses) = match self.config.sampler.kind {
-            SamplerKind::Pk => {
+        let (labels, losses) = match &self.sampler {
+            BatchSampler::Pk(_) => {
                 let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
                 let xs = self.config.augment.apply(&self.batch(train, TRAIN, &batch)?, rng);
                 let features = self.features(&xs, training);
                 let losses = self.mined_losses(&features, &labels, rng);
                 (labels, losses.map(|l| (l, features)))
             }
-            SamplerKind::Pairs => {
-                let s = &self.config.sampler;
-                let pairs =
-                    PairSampler::new(pids, s.positive_fraction, s.negative_candidates)?.sample(s.pairs_per_batch, rng);
+            BatchSampler::Pairs(sampler) => {
+                let pairs = sampler.sample(self.config.sampler.pairs_per_batch, rng);
                 let mut indices: Vec<usize> =
                     pairs.iter().flat_map(|p| [p.a, p.b].into_iter().chain(p.candidates.iter().copied())).collect();
                 indices.sort_unstable();
