@@ -31,7 +31,7 @@ pub struct EmbedArgs {
 
 /// Connects to `addr` (`host:port` or a URL), with a message limit that fits big batches.
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let url = reid_server::grpc_url(addr);
     Channel::from_shared(url.clone())
         .with_context(|| format!("invalid address {addr}"))?
         .connect()

@@ -100,6 +100,11 @@ impl Health {
     }
 }
 
+/// The URL a client dials for `addr`: `host:port` becomes `http://host:port`; a URL is kept.
+pub fn grpc_url(addr: &str) -> String {
+    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+}
+
 /// Resolves on ctrl-c or SIGTERM: what `main` passes to a service's `run`.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

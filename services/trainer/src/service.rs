@@ -166,7 +166,7 @@ impl TrainerService for TrainerGrpc {
 /// Asks the embedder at `addr` to serve model folder `name`.
 async fn load_on_embedder(addr: &str, name: &str) -> Result<(), TrainError> {
     let err = |message: String| TrainError::Embedder { addr: addr.to_owned(), message };
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let url = reid_server::grpc_url(addr);
     let mut client = EmbedderServiceClient::connect(url).await.map_err(|e| err(e.to_string()))?;
     client.load_model(pb::LoadModelRequest { name: name.to_owned() }).await.map_err(|s| err(s.message().to_owned()))?;
     Ok(())
