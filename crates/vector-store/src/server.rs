@@ -1,0 +1,291 @@
+//! The server backend: a Qdrant server (or cluster) over gRPC through `qdrant-client`, with an
+//! optional API key; an `https://` URL turns TLS on.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qdrant_client::Qdrant;
+use qdrant_client::qdrant::{
+    self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
+    DeletePointsBuilder, Distance, PointStruct, QueryPointsBuilder, ScrollPointsBuilder, SearchParamsBuilder,
+    SetPayloadPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
+};
+
+use crate::error::{StoreError, StoreResult};
+use crate::types::{CollectionSpec, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery};
+use crate::{VectorStore, validate_name, validate_vector};
+
+/// How to reach a Qdrant server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// gRPC URL, e.g. `http://qdrant:6334`; `https://` enables TLS with the system's roots.
+    pub url: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+}
+
+impl ServerOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), api_key: None, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// A Qdrant server behind the [`VectorStore`] seam.
+pub struct QdrantServerStore {
+    client: Qdrant,
+    /// Dimensions of the collections seen so far, to refuse a wrong vector before a round trip.
+    dimensions: tokio::sync::RwLock<HashMap<String, usize>>,
+}
+
+impl std::fmt::Debug for QdrantServerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantServerStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    let message = e.to_string();
+    if message.contains("transport error") || message.contains("Unavailable") || message.contains("connect") {
+        StoreError::Unavailable(message)
+    } else if message.contains("Not found: Collection") || message.contains("doesn't exist") {
+        StoreError::CollectionNotFound(message)
+    } else {
+        StoreError::Backend { backend: "qdrant", message }
+    }
+}
+
+impl QdrantServerStore {
+    /// Connects and checks that the server answers.
+    pub async fn connect(options: &ServerOptions) -> StoreResult<Self> {
+        let client = Qdrant::from_url(&options.url)
+            .api_key(options.api_key.clone())
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout)
+            .skip_compatibility_check()
+            .build()
+            .map_err(backend)?;
+        client.health_check().await.map_err(|e| StoreError::Unavailable(format!("{}: {e}", options.url)))?;
+        Ok(Self { client, dimensions: Default::default() })
+    }
+
+    async fn dimension(&self, collection: &str) -> StoreResult<usize> {
+        if let Some(d) = self.dimensions.read().await.get(collection) {
+            return Ok(*d);
+        }
+        let info = self.client.collection_info(collection).await.map_err(|e| match backend(e) {
+            StoreError::Backend { .. } => StoreError::CollectionNotFound(collection.into()),
+            other => other,
+        })?;
+        let dimension = info
+            .result
+            .and_then(|r| r.config)
+            .and_then(|c| c.params)
+            .and_then(|p| p.vectors_config)
+            .and_then(|v| match v.config {
+                Some(qdrant::vectors_config::Config::Params(p)) => Some(p.size as usize),
+                _ => None,
+            })
+            .ok_or_else(|| backend(format!("collection {collection} has no single unnamed vector")))?;
+        self.dimensions.write().await.insert(collection.into(), dimension);
+        Ok(dimension)
+    }
+}
+
+fn to_filter(filter: &Filter) -> Option<qdrant::Filter> {
+    if filter.is_empty() {
+        return None;
+    }
+    let conditions = |cs: &[Condition]| cs.iter().map(to_condition).collect::<Vec<_>>();
+    Some(qdrant::Filter {
+        must: conditions(&filter.must),
+        must_not: conditions(&filter.must_not),
+        ..Default::default()
+    })
+}
+
+fn to_condition(condition: &Condition) -> qdrant::Condition {
+    match condition {
+        Condition::KeywordIn { key, any } if any.len() == 1 => qdrant::Condition::matches(key, any[0].clone()),
+        Condition::KeywordIn { key, any } => qdrant::Condition::matches(key, any.clone()),
+        Condition::IntegerIs { key, value } => qdrant::Condition::matches(key, *value),
+        Condition::BoolIs { key, value } => qdrant::Condition::matches(key, *value),
+        Condition::IntegerRange { key, gte, lt } => qdrant::Condition::range(
+            key,
+            qdrant::Range { gte: gte.map(|v| v as f64), lt: lt.map(|v| v as f64), ..Default::default() },
+        ),
+    }
+}
+
+fn from_point_id(id: Option<qdrant::PointId>) -> StoreResult<PointId> {
+    match id.and_then(|id| id.point_id_options) {
+        Some(PointIdOptions::Uuid(s)) => s.parse().map_err(|e| backend(format!("point id {s}: {e}"))),
+        other => Err(backend(format!("point id {other:?} is not a UUID; reid writes UUIDs"))),
+    }
+}
+
+fn from_payload(payload: HashMap<String, qdrant::Value>) -> Payload {
+    serde_json::Map::from(qdrant_client::Payload::from(payload))
+}
+
+/// Every write waits until the server has applied it, so reads that follow see it.
+const WAIT: bool = true;
+
+#[async_trait]
+impl VectorStore for QdrantServerStore {
+    fn backend(&self) -> &'static str {
+        "qdrant"
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> StoreResult<bool> {
+        validate_name(&spec.name)?;
+        if self.client.collection_exists(&spec.name).await.map_err(backend)? {
+            let existing = self.dimension(&spec.name).await?;
+            if existing != spec.dimension {
+                return Err(StoreError::DimensionMismatch { expected: existing, got: spec.dimension });
+            }
+            return Ok(false);
+        }
+        let create = CreateCollectionBuilder::new(&spec.name)
+            .vectors_config(VectorParamsBuilder::new(spec.dimension as u64, Distance::Cosine));
+        if let Err(e) = self.client.create_collection(create).await {
+            // Another replica created it between our check and our create.
+            if e.to_string().contains("already exists") {
+                return Ok(false);
+            }
+            return Err(backend(e));
+        }
+        for (field, kind) in &spec.indexes {
+            let kind = match kind {
+                FieldType::Keyword => qdrant::FieldType::Keyword,
+                FieldType::Integer => qdrant::FieldType::Integer,
+                FieldType::Bool => qdrant::FieldType::Bool,
+            };
+            let index = CreateFieldIndexCollectionBuilder::new(&spec.name, field, kind).wait(WAIT);
+            self.client.create_field_index(index).await.map_err(backend)?;
+        }
+        self.dimensions.write().await.insert(spec.name.clone(), spec.dimension);
+        Ok(true)
+    }
+
+    async fn list_collections(&self) -> StoreResult<Vec<String>> {
+        let response = self.client.list_collections().await.map_err(backend)?;
+        let mut names: Vec<String> = response.collections.into_iter().map(|c| c.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete_collection(&self, name: &str) -> StoreResult<()> {
+        validate_name(name)?;
+        self.dimensions.write().await.remove(name);
+        if self.client.collection_exists(name).await.map_err(backend)? {
+            self.client.delete_collection(name).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<Point>) -> StoreResult<()> {
+        let dimension = self.dimension(collection).await?;
+        for p in &points {
+            validate_vector(&p.vector, dimension)?;
+        }
+        if points.is_empty() {
+            return Ok(());
+        }
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| PointStruct::new(p.id.to_string(), p.vector, qdrant_client::Payload::from(p.payload)))
+            .collect();
+        self.client.upsert_points(UpsertPointsBuilder::new(collection, points).wait(WAIT)).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn search(&self, collection: &str, query: &SearchQuery) -> StoreResult<Vec<Hit>> {
+        validate_vector(&query.vector, self.dimension(collection).await?)?;
+        let mut params = SearchParamsBuilder::default().exact(query.exact);
+        if let Some(ef) = query.hnsw_ef {
+            params = params.hnsw_ef(ef as u64);
+        }
+        let mut request = QueryPointsBuilder::new(collection)
+            .query(qdrant::Query::new_nearest(query.vector.clone()))
+            .limit(query.limit as u64)
+            .params(params)
+            .with_payload(true);
+        if let Some(filter) = to_filter(&query.filter) {
+            request = request.filter(filter);
+        }
+        let response = self.client.query(request).await.map_err(backend)?;
+        response
+            .result
+            .into_iter()
+            .map(|p| Ok(Hit { id: from_point_id(p.id)?, score: p.score, payload: from_payload(p.payload) }))
+            .collect()
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        let mut request = ScrollPointsBuilder::new(collection).limit(limit.max(1) as u32).with_payload(true);
+        if let Some(filter) = to_filter(filter) {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(qdrant::PointId::from(offset.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(backend)?;
+        let records = response
+            .result
+            .into_iter()
+            .map(|p| Ok(Record { id: from_point_id(p.id)?, payload: from_payload(p.payload) }))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = response.next_page_offset.map(|id| from_point_id(Some(id))).transpose()?;
+        Ok((records, next))
+    }
+
+    async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {
+        let mut request = CountPointsBuilder::new(collection).exact(true);
+        if let Some(filter) = to_filter(filter) {
+            request = request.filter(filter);
+        }
+        let response = self.client.count(request).await.map_err(backend)?;
+        Ok(response.result.map(|r| r.count).unwrap_or(0))
+    }
+
+    async fn delete(&self, collection: &str, filter: &Filter) -> StoreResult<()> {
+        let filter = to_filter(filter).unwrap_or_default();
+        self.client
+            .delete_points(DeletePointsBuilder::new(collection).points(filter).wait(WAIT))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_payload(&self, collection: &str, filter: &Filter, payload: Payload) -> StoreResult<()> {
+        let filter = to_filter(filter).unwrap_or_default();
+        let request = SetPayloadPointsBuilder::new(collection, qdrant_client::Payload::from(payload))
+            .points_selector(filter)
+            .wait(WAIT);
+        self.client.set_payload(request).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_alias(&self, alias: &str, collection: &str) -> StoreResult<()> {
+        validate_name(alias)?;
+        // Qdrant's create-alias replaces an existing alias of that name in one step.
+        self.client.create_alias(CreateAliasBuilder::new(collection, alias)).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>> {
+        let response = self.client.list_aliases().await.map_err(backend)?;
+        Ok(response.aliases.into_iter().find(|a| a.alias_name == alias).map(|a| a.collection_name))
+    }
+
+    async fn optimize(&self, _collection: &str) -> StoreResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! The values that cross the seam: points, hits, filters, collection specs.
+
+use crate::error::{StoreError, StoreResult};
+
+/// Point ids are UUIDs, so callers can derive them from content (UUID v5) and retry writes safely.
+pub type PointId = uuid::Uuid;
+
+/// A point's payload: a JSON object.
+pub type Payload = serde_json::Map<String, serde_json::Value>;
+
+/// A vector with its id and payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub id: PointId,
+    pub vector: Vec<f32>,
+    pub payload: Payload,
+}
+
+/// A point found by a search, with its cosine similarity to the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: PointId,
+    pub score: f32,
+    pub payload: Payload,
+}
+
+/// A point read back by a scroll (payload only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: PointId,
+    pub payload: Payload,
+}
+
+/// The type of an indexed payload field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    Keyword,
+    Integer,
+    Bool,
+}
+
+/// A collection: cosine distance over one dense vector, plus the payload fields to index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub dimension: usize,
+    pub indexes: Vec<(String, FieldType)>,
+}
+
+impl CollectionSpec {
+    pub fn new(name: impl Into<String>, dimension: usize) -> Self {
+        Self { name: name.into(), dimension, indexes: Vec::new() }
+    }
+
+    pub fn index(mut self, field: impl Into<String>, kind: FieldType) -> Self {
+        self.indexes.push((field.into(), kind));
+        self
+    }
+}
+
+/// One condition on a payload field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// The keyword field equals one of these values.
+    KeywordIn { key: String, any: Vec<String> },
+    /// The integer field equals this value.
+    IntegerIs { key: String, value: i64 },
+    /// The bool field equals this value.
+    BoolIs { key: String, value: bool },
+    /// The integer field lies in `[gte, lt)`; an open side is `None`.
+    IntegerRange { key: String, gte: Option<i64>, lt: Option<i64> },
+}
+
+/// Points match when every `must` condition holds and no `must_not` condition does. The empty
+/// filter matches every point.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub must: Vec<Condition>,
+    pub must_not: Vec<Condition>,
+}
+
+impl Filter {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.must.is_empty() && self.must_not.is_empty()
+    }
+
+    pub fn keyword(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.must.push(Condition::KeywordIn { key: key.into(), any: vec![value.into()] });
+        self
+    }
+
+    pub fn keyword_in(mut self, key: &str, any: Vec<String>) -> Self {
+        self.must.push(Condition::KeywordIn { key: key.into(), any });
+        self
+    }
+
+    pub fn not_keyword(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.must_not.push(Condition::KeywordIn { key: key.into(), any: vec![value.into()] });
+        self
+    }
+
+    pub fn integer(mut self, key: &str, value: i64) -> Self {
+        self.must.push(Condition::IntegerIs { key: key.into(), value });
+        self
+    }
+
+    pub fn flag(mut self, key: &str, value: bool) -> Self {
+        self.must.push(Condition::BoolIs { key: key.into(), value });
+        self
+    }
+
+    pub fn range(mut self, key: &str, gte: Option<i64>, lt: Option<i64>) -> Self {
+        self.must.push(Condition::IntegerRange { key: key.into(), gte, lt });
+        self
+    }
+}
+
+/// A nearest-neighbour query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub filter: Filter,
+    /// Exhaustive search instead of the HNSW index (for measuring the index's recall).
+    pub exact: bool,
+    /// HNSW beam width at search time; the backend's default when `None`.
+    pub hnsw_ef: Option<usize>,
+}
+
+impl SearchQuery {
+    pub fn new(vector: Vec<f32>, limit: usize) -> Self {
+        Self { vector, limit, filter: Filter::all(), exact: false, hnsw_ef: None }
+    }
+
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    pub fn exact(mut self, exact: bool) -> Self {
+        self.exact = exact;
+        self
+    }
+}
+
+/// Collection and alias names double as folder names in the embedded store: keep them plain.
+pub fn validate_name(name: &str) -> StoreResult<()> {
+    let plain = !name.is_empty()
+        && name.len() <= 200
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if plain { Ok(()) } else { Err(StoreError::InvalidName(name.into())) }
+}
