@@ -1,0 +1,150 @@
+//! The matching rules, as pure functions: tracklet aggregation, ranking hits by identity, the
+//! open-set decision (threshold plus margin over the runner-up), and camera transit times.
+
+use crate::config::TransitRule;
+
+/// L2-normalises in place; false for a vector with no direction (zero, or not finite).
+pub fn normalise(v: &mut [f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return false;
+    }
+    v.iter_mut().for_each(|x| *x /= norm);
+    true
+}
+
+/// A tracklet's embedding: the quality-weighted mean of its normalised crop embeddings, normalised.
+/// Qualities are clamped to [0, 1]; when none is positive every crop counts the same.
+pub fn aggregate(embeddings: &[Vec<f32>], qualities: &[f32]) -> Option<Vec<f32>> {
+    let dim = embeddings.first()?.len();
+    let weights: Vec<f32> = qualities.iter().map(|q| if q.is_finite() { q.clamp(0.0, 1.0) } else { 0.0 }).collect();
+    let uniform = !weights.iter().any(|w| *w > 0.0);
+    let mut mean = vec![0.0f32; dim];
+    for (i, e) in embeddings.iter().enumerate() {
+        let mut e = e.clone();
+        if e.len() != dim || !normalise(&mut e) {
+            return None;
+        }
+        let w = if uniform { 1.0 } else { weights.get(i).copied().unwrap_or(0.0) };
+        mean.iter_mut().zip(&e).for_each(|(m, x)| *m += w * x);
+    }
+    normalise(&mut mean).then_some(mean)
+}
+
+/// One stored vector that came back from a search, reduced to what ranking needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub identity: String,
+    pub score: f32,
+    pub camera: Option<String>,
+    /// Start and end of the tracklet, in ms since the epoch; absent for enrolled images.
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+/// The identities among the matches, each scored by its best match, best first.
+pub fn rank_identities(matches: &[Match]) -> Vec<Match> {
+    let mut best: Vec<Match> = Vec::new();
+    for m in matches {
+        match best.iter_mut().find(|b| b.identity == m.identity) {
+            Some(b) if m.score > b.score => *b = m.clone(),
+            Some(_) => {}
+            None => best.push(m.clone()),
+        }
+    }
+    best.sort_by(|a, b| b.score.total_cmp(&a.score));
+    best
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Known {
+        identity: String,
+        score: f32,
+        margin: f32,
+    },
+    /// No identity is close enough, or two are too close to tell apart.
+    Unknown {
+        best_score: f32,
+        margin: f32,
+    },
+}
+
+/// Open-set decision over identities ranked by [`rank_identities`]. The margin is the best score
+/// minus the runner-up identity's (the best score itself when there is no runner-up).
+pub fn decide(ranked: &[Match], threshold: f32, min_margin: f32) -> Verdict {
+    let Some(best) = ranked.first() else {
+        return Verdict::Unknown { best_score: 0.0, margin: 0.0 };
+    };
+    let margin = best.score - ranked.get(1).map_or(0.0, |r| r.score);
+    if best.score >= threshold && margin >= min_margin {
+        Verdict::Known { identity: best.identity.clone(), score: best.score, margin }
+    } else {
+        Verdict::Unknown { best_score: best.score, margin }
+    }
+}
+
+/// Whether one person could appear in both tracklets given the cameras' transit times: whichever
+/// tracklet starts later must start at least the rule's time after the other ends.
+pub fn transit_allows(rules: &[TransitRule], a: &Match, b_camera: &str, b_start_ms: i64, b_end_ms: i64) -> bool {
+    let (Some(a_camera), Some(a_start), Some(a_end)) = (a.camera.as_deref(), a.start_ms, a.end_ms) else {
+        return true;
+    };
+    if a_camera == b_camera {
+        return true;
+    }
+    let (from, to, gap_ms) = if a_start <= b_start_ms {
+        (a_camera, b_camera, b_start_ms - a_end)
+    } else {
+        (b_camera, a_camera, a_start - b_end_ms)
+    };
+    rules.iter().filter(|r| r.from == from && r.to == to).all(|r| gap_ms as f64 >= r.min_seconds * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(identity: &str, score: f32) -> Match {
+        Match { identity: identity.into(), score, camera: None, start_ms: None, end_ms: None }
+    }
+
+    #[test]
+    fn aggregate_is_the_weighted_mean_of_normalised_vectors() {
+        // [3,4] -> [0.6,0.8]; [0,2] -> [0,1]; weights 1 and 0.5 -> [0.6, 1.3] / |.|
+        let got = aggregate(&[vec![3.0, 4.0], vec![0.0, 2.0]], &[1.0, 0.5]).unwrap();
+        let n = (0.6f32 * 0.6 + 1.3 * 1.3).sqrt();
+        assert!((got[0] - 0.6 / n).abs() < 1e-6 && (got[1] - 1.3 / n).abs() < 1e-6, "{got:?}");
+        // No positive quality: uniform weights.
+        let got = aggregate(&[vec![1.0, 0.0], vec![0.0, 1.0]], &[0.0, 0.0]).unwrap();
+        assert!((got[0] - got[1]).abs() < 1e-6);
+        assert_eq!(aggregate(&[vec![0.0, 0.0]], &[1.0]), None);
+        assert_eq!(aggregate(&[vec![1.0, 0.0], vec![1.0]], &[1.0, 1.0]), None, "mixed dimensions");
+        assert_eq!(aggregate(&[], &[]), None);
+    }
+
+    #[test]
+    fn decision_needs_threshold_and_margin() {
+        let ranked = rank_identities(&[m("a", 0.9), m("b", 0.7), m("a", 0.8), m("c", 0.2)]);
+        assert_eq!(ranked.iter().map(|r| r.identity.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(decide(&ranked, 0.8, 0.1), Verdict::Known { identity: "a".into(), score: 0.9, margin: 0.9 - 0.7 });
+        assert!(matches!(decide(&ranked, 0.95, 0.1), Verdict::Unknown { .. }), "below threshold");
+        assert!(matches!(decide(&ranked, 0.8, 0.25), Verdict::Unknown { .. }), "runner-up too close");
+        assert!(matches!(decide(&[], 0.0, 0.0), Verdict::Unknown { .. }));
+        assert!(matches!(decide(&[m("a", 0.6)], 0.5, 0.5), Verdict::Known { .. }), "margin to nobody");
+    }
+
+    #[test]
+    fn transit_rules_forbid_impossible_moves() {
+        let rules = vec![TransitRule { from: "a".into(), to: "b".into(), min_seconds: 10.0 }];
+        let seen_on_a = Match { camera: Some("a".into()), start_ms: Some(0), end_ms: Some(5_000), ..m("x", 1.0) };
+        assert!(!transit_allows(&rules, &seen_on_a, "b", 9_000, 12_000), "4 s after leaving a");
+        assert!(transit_allows(&rules, &seen_on_a, "b", 15_000, 16_000), "10 s after leaving a");
+        assert!(transit_allows(&rules, &seen_on_a, "c", 6_000, 7_000), "no rule for a -> c");
+        assert!(transit_allows(&rules, &seen_on_a, "a", 1_000, 2_000), "same camera");
+        // b seen first, then a: the rule is directional, so b -> a is unconstrained.
+        let seen_on_a_later = Match { start_ms: Some(20_000), end_ms: Some(21_000), ..seen_on_a.clone() };
+        assert!(transit_allows(&rules, &seen_on_a_later, "b", 18_000, 19_000));
+        assert!(transit_allows(&rules, &m("enrolled", 1.0), "b", 0, 1), "enrolled images have no camera");
+    }
+}

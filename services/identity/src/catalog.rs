@@ -1,0 +1,218 @@
+//! The catalog: one small collection beside the per-model galleries that holds what is not a
+//! vector: identities (name, external id, enrolled, first and last seen), the models a gallery
+//! was built for, and feedback pairs. Qdrant needs a vector per point, so each entry carries the
+//! constant one-dimensional vector `[1]`; nothing ever searches it.
+
+use std::sync::Arc;
+
+use reid_vector_store::{CollectionSpec, FieldType, Filter, Payload, Point, PointId, Record, VectorStore};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::IdentityResult;
+use crate::model::ModelKey;
+
+pub const CATALOG: &str = "reid_catalog";
+/// Points at the gallery of the model served now.
+pub const ACTIVE_ALIAS: &str = "reid_active";
+
+/// Namespace of reid's UUID v5 point ids.
+const NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_3c4a_9b1d_4e8a_a0c7_2d6b_7e91_c3f2);
+
+/// A point id derived from its parts, so that a retried write lands on the same point.
+pub fn derived_id(parts: &[&str]) -> PointId {
+    Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityEntry {
+    pub identity: String,
+    pub name: String,
+    pub external_id: String,
+    pub enrolled: bool,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub key: ModelKey,
+    pub collection: String,
+    pub match_threshold: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackPair {
+    pub same: bool,
+    pub a: String,
+    pub b: String,
+    pub camera: String,
+    pub track: String,
+    pub at_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    store: Arc<dyn VectorStore>,
+}
+
+fn str_of(p: &Payload, key: &str) -> String {
+    p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+fn int_of(p: &Payload, key: &str) -> i64 {
+    p.get(key).and_then(Value::as_i64).unwrap_or_default()
+}
+
+fn object(v: Value) -> Payload {
+    match v {
+        Value::Object(map) => map,
+        _ => Payload::new(),
+    }
+}
+
+impl IdentityEntry {
+    fn from_payload(p: &Payload) -> Self {
+        Self {
+            identity: str_of(p, "identity"),
+            name: str_of(p, "name"),
+            external_id: str_of(p, "external_id"),
+            enrolled: p.get("enrolled").and_then(Value::as_bool).unwrap_or(false),
+            created_ms: int_of(p, "created"),
+            last_seen_ms: int_of(p, "last_seen"),
+        }
+    }
+}
+
+impl Catalog {
+    pub async fn open(store: Arc<dyn VectorStore>) -> IdentityResult<Self> {
+        let spec = CollectionSpec::new(CATALOG, 1)
+            .index("kind", FieldType::Keyword)
+            .index("identity", FieldType::Keyword)
+            .index("enrolled", FieldType::Bool)
+            .index("last_seen", FieldType::Integer)
+            .index("a", FieldType::Keyword)
+            .index("b", FieldType::Keyword);
+        store.ensure_collection(&spec).await?;
+        Ok(Self { store })
+    }
+
+    async fn put(&self, id: PointId, payload: Value) -> IdentityResult<()> {
+        let point = Point { id, vector: vec![1.0], payload: object(payload) };
+        Ok(self.store.upsert(CATALOG, vec![point]).await?)
+    }
+
+    pub async fn put_identity(&self, e: &IdentityEntry) -> IdentityResult<()> {
+        let payload = json!({
+            "kind": "identity", "identity": e.identity, "name": e.name, "external_id": e.external_id,
+            "enrolled": e.enrolled, "created": e.created_ms, "last_seen": e.last_seen_ms,
+        });
+        self.put(derived_id(&["identity", &e.identity]), payload).await
+    }
+
+    pub async fn identity(&self, identity: &str) -> IdentityResult<Option<IdentityEntry>> {
+        let filter = Filter::all().keyword("kind", "identity").keyword("identity", identity);
+        let (records, _) = self.store.scroll(CATALOG, &filter, 1, None).await?;
+        Ok(records.first().map(|r| IdentityEntry::from_payload(&r.payload)))
+    }
+
+    pub async fn identities_named(&self, ids: Vec<String>) -> IdentityResult<Vec<IdentityEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter = Filter::all().keyword("kind", "identity").keyword_in("identity", ids);
+        let records = self.store.scroll_all(CATALOG, &filter).await?;
+        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+    }
+
+    /// One page of identities in id order, and the token of the next page.
+    pub async fn identity_page(
+        &self,
+        size: usize,
+        token: Option<PointId>,
+    ) -> IdentityResult<(Vec<IdentityEntry>, Option<PointId>)> {
+        let filter = Filter::all().keyword("kind", "identity");
+        let (records, next) = self.store.scroll(CATALOG, &filter, size, token).await?;
+        Ok((records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect(), next))
+    }
+
+    /// Identities never enrolled and not seen since `before_ms`.
+    pub async fn stale_anonymous(&self, before_ms: i64) -> IdentityResult<Vec<IdentityEntry>> {
+        let filter =
+            Filter::all().keyword("kind", "identity").flag("enrolled", false).range("last_seen", None, Some(before_ms));
+        let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
+        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+    }
+
+    pub async fn remove_identity(&self, identity: &str) -> IdentityResult<()> {
+        Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "identity").keyword("identity", identity)).await?)
+    }
+
+    pub async fn put_model(&self, m: &ModelEntry) -> IdentityResult<()> {
+        let payload = json!({
+            "kind": "model", "model_id": m.key.id, "version": m.key.version, "dimension": m.key.dimension,
+            "collection": m.collection, "match_threshold": m.match_threshold,
+        });
+        self.put(derived_id(&["model", &m.collection]), payload).await
+    }
+
+    pub async fn models(&self) -> IdentityResult<Vec<ModelEntry>> {
+        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "model")).await?;
+        Ok(records
+            .iter()
+            .map(|r| ModelEntry {
+                key: ModelKey {
+                    id: str_of(&r.payload, "model_id"),
+                    version: str_of(&r.payload, "version"),
+                    dimension: int_of(&r.payload, "dimension") as usize,
+                },
+                collection: str_of(&r.payload, "collection"),
+                match_threshold: r.payload.get("match_threshold").and_then(Value::as_f64).unwrap_or(0.5) as f32,
+            })
+            .collect())
+    }
+
+    pub async fn put_feedback(&self, f: &FeedbackPair) -> IdentityResult<()> {
+        let label = if f.same { "same" } else { "different" };
+        let payload = json!({
+            "kind": "feedback", "label": label, "a": f.a, "b": f.b, "camera": f.camera, "track": f.track,
+            "at": f.at_ms,
+        });
+        self.put(derived_id(&["feedback", label, &f.a, &f.b, &f.camera, &f.track]), payload).await
+    }
+
+    pub async fn feedback(&self) -> IdentityResult<Vec<FeedbackPair>> {
+        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "feedback")).await?;
+        Ok(records
+            .iter()
+            .map(|r| FeedbackPair {
+                same: str_of(&r.payload, "label") == "same",
+                a: str_of(&r.payload, "a"),
+                b: str_of(&r.payload, "b"),
+                camera: str_of(&r.payload, "camera"),
+                track: str_of(&r.payload, "track"),
+                at_ms: int_of(&r.payload, "at"),
+            })
+            .collect())
+    }
+
+    /// Removes the feedback pairs that name an identity (part of erasing it). Returns how many.
+    pub async fn remove_feedback_of(&self, identity: &str) -> IdentityResult<u64> {
+        let mut removed = 0;
+        for side in ["a", "b"] {
+            let filter = Filter::all().keyword("kind", "feedback").keyword(side, identity);
+            removed += self.store.count(CATALOG, &filter).await?;
+            self.store.delete(CATALOG, &filter).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Points every feedback pair that names `from` at `to` (after a merge).
+    pub async fn rename_in_feedback(&self, from: &str, to: &str) -> IdentityResult<()> {
+        for side in ["a", "b"] {
+            let filter = Filter::all().keyword("kind", "feedback").keyword(side, from);
+            self.store.set_payload(CATALOG, &filter, object(json!({ side: to }))).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! The identity service's configuration: one struct, filled from a TOML file, then
+//! `REID_IDENTITY_*` environment variables and flags (by the CLI); tests build it directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Local state: the embedded vector store (unless `qdrant_url` is set) and the stored crops.
+    pub data_dir: PathBuf,
+    /// A Qdrant server's gRPC URL (`http://host:6334`, `https://` for TLS); the embedded engine
+    /// under `data_dir` when unset.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    /// The embedder that turns images into embeddings; without one, only embeddings are accepted.
+    pub embedder_url: Option<String>,
+    pub association: AssociationConfig,
+    pub retention: RetentionConfig,
+    /// Keep the best crop of each observed tracklet as its thumbnail (erased by `Forget` and TTL).
+    pub keep_thumbnails: bool,
+    /// Most images or embeddings in one request.
+    pub max_items_per_request: usize,
+    /// Largest gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// How long an `Identify` or `Observe` with images waits for the gallery of a new model version
+    /// to be re-embedded before it answers UNAVAILABLE.
+    #[serde(with = "millis")]
+    pub migration_wait: Duration,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<String>,
+}
+
+/// How a probe or tracklet is matched to an identity (open-set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssociationConfig {
+    /// Cosine similarity above which a match is accepted; the model card's calibrated
+    /// `match_threshold` when unset.
+    pub threshold: Option<f32>,
+    /// The best identity must beat the runner-up identity by this much, or the answer is unknown.
+    pub min_margin: f32,
+    /// Nearest vectors fetched per query before grouping them by identity.
+    pub search_limit: usize,
+    /// Candidates returned by `Identify` when the request does not say.
+    pub default_top_k: usize,
+    /// Camera-to-camera transit times: a tracklet on `to` cannot be a person last seen on `from`
+    /// less than `min_seconds` before.
+    pub transit: Vec<TransitRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransitRule {
+    pub from: String,
+    pub to: String,
+    pub min_seconds: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Anonymous sightings (of identities never enrolled) older than this are deleted, with their
+    /// thumbnails. Zero keeps them forever.
+    #[serde(with = "secs")]
+    pub anonymous_ttl: Duration,
+    /// How often expired sightings are swept.
+    #[serde(with = "millis")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/identity"),
+            qdrant_url: None,
+            qdrant_api_key: None,
+            embedder_url: None,
+            association: AssociationConfig::default(),
+            retention: RetentionConfig::default(),
+            keep_thumbnails: true,
+            max_items_per_request: 256,
+            max_message_bytes: 64 << 20,
+            migration_wait: Duration::from_secs(30),
+            metrics_listen: None,
+        }
+    }
+}
+
+impl Default for AssociationConfig {
+    fn default() -> Self {
+        Self { threshold: None, min_margin: 0.05, search_limit: 64, default_top_k: 5, transit: Vec::new() }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { anonymous_ttl: Duration::from_secs(30 * 24 * 3600), sweep_interval: Duration::from_secs(60) }
+    }
+}
+
+impl IdentityConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.association;
+        if let Some(t) = a.threshold
+            && !(-1.0..=1.0).contains(&t)
+        {
+            return Err(format!("association.threshold {t} is not a cosine similarity in [-1, 1]"));
+        }
+        if !(0.0..=2.0).contains(&a.min_margin) {
+            return Err(format!("association.min_margin {} must lie in [0, 2]", a.min_margin));
+        }
+        if a.search_limit == 0 || a.default_top_k == 0 || self.max_items_per_request == 0 {
+            return Err("search_limit, default_top_k and max_items_per_request must be positive".into());
+        }
+        if let Some(rule) = a.transit.iter().find(|r| r.min_seconds.is_nan() || r.min_seconds < 0.0) {
+            return Err(format!("transit {} -> {}: min_seconds must be >= 0", rule.from, rule.to));
+        }
+        if self.retention.sweep_interval.is_zero() {
+            return Err("retention.sweep_interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_typos_are_errors() {
+        let c: IdentityConfig = toml::from_str(
+            "[association]\nthreshold = 0.6\n[[association.transit]]\nfrom = \"a\"\nto = \"b\"\nmin_seconds = 5\n\
+             [retention]\nanonymous_ttl = 3600",
+        )
+        .unwrap();
+        assert_eq!(c.association.threshold, Some(0.6));
+        assert_eq!(c.association.transit, vec![TransitRule { from: "a".into(), to: "b".into(), min_seconds: 5.0 }]);
+        assert_eq!(c.retention.anonymous_ttl, Duration::from_secs(3600));
+        assert_eq!(c.association.min_margin, AssociationConfig::default().min_margin);
+        assert!(c.validate().is_ok());
+        assert!(toml::from_str::<IdentityConfig>("[association]\nthreshhold = 0.6").is_err());
+        let bad = IdentityConfig {
+            association: AssociationConfig { threshold: Some(1.5), ..Default::default() },
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

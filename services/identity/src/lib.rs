@@ -1,0 +1,113 @@
+//! The identity service: who is this, across cameras.
+//!
+//! - [`identities`]: the domain core (identify, enroll, observe, sightings, forget, feedback,
+//!   retention, gallery re-embedding on model change);
+//! - [`association`]: the matching rules as pure functions;
+//! - [`catalog`], [`crops`], [`model`]: what is stored besides the vectors, and where;
+//! - [`embedder`]: the seam to the embedder service;
+//! - [`service`]: the thin tonic handlers;
+//! - [`run`]: what `reid serve identity` and the tests call.
+
+pub mod association;
+pub mod catalog;
+pub mod config;
+pub mod crops;
+pub mod embedder;
+pub mod error;
+pub mod identities;
+pub mod metrics;
+pub mod model;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use reid_proto::v1::identity_service_server::IdentityServiceServer;
+use reid_server::GrpcServer;
+use reid_vector_store::{EdgeStore, QdrantServerStore, ServerOptions, VectorStore};
+use tokio::net::TcpListener;
+
+pub use config::IdentityConfig;
+pub use error::IdentityError;
+pub use identities::Identities;
+
+/// The fully qualified gRPC name, as health checks ask for it.
+pub const SERVICE_NAME: &str = "reid.v1.IdentityService";
+
+/// Opens the configured vector store: a Qdrant server when `qdrant_url` is set, else the
+/// embedded engine under `data_dir/qdrant`.
+pub async fn open_store(config: &IdentityConfig) -> anyhow::Result<Arc<dyn VectorStore>> {
+    Ok(match &config.qdrant_url {
+        Some(url) => {
+            let mut options = ServerOptions::new(url.clone());
+            options.api_key = config.qdrant_api_key.clone();
+            Arc::new(QdrantServerStore::connect(&options).await.with_context(|| format!("qdrant server {url}"))?)
+        }
+        None => {
+            let path = config.data_dir.join("qdrant");
+            Arc::new(EdgeStore::open(&path).with_context(|| format!("embedded qdrant under {}", path.display()))?)
+        }
+    })
+}
+
+/// Serves the identity service on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: IdentityConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = open_store(&config).await?;
+    let embedder =
+        match &config.embedder_url {
+            Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes)?)
+                as Arc<dyn embedder::EmbedderClient>),
+            None => None,
+        };
+    let identities = Identities::open(config, store, embedder, metrics::IdentityMetrics::new()).await?;
+    serve(Arc::new(identities), GrpcServer::new(vec![SERVICE_NAME]), listener, shutdown).await
+}
+
+/// Serves identities that are already open (tests use it to reach the domain and the metrics).
+pub async fn serve(
+    identities: Arc<Identities>,
+    server: GrpcServer,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut background = vec![tokio::spawn(identities.clone().maintain())];
+    let follower = identities.clone();
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(identities::FOLLOW_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match follower.follow_embedder().await {
+                Ok(Some(model)) => tracing::info!(%model, "followed the embedder to a new model"),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "embedder model check failed; will retry"),
+            }
+        }
+    }));
+    if let Some(addr) = &identities.config().metrics_listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
+        let registry = identities.metrics().registry.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = reid_server::metrics::serve(listener, registry, std::future::pending()).await {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        }));
+    }
+    server.health().set_all(true).await;
+    let limit = identities.config().max_message_bytes;
+    let grpc = IdentityServiceServer::new(service::IdentityGrpc::new(identities.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
+    result
+}

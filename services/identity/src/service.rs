@@ -1,0 +1,239 @@
+//! The gRPC handlers: convert proto to domain, call [`Identities`], convert back, map the error.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prost_types::Timestamp;
+use reid_proto::v1 as pb;
+use reid_proto::v1::identity_service_server::IdentityService;
+use tonic::{Request, Response, Status};
+
+use crate::association::Verdict;
+use crate::identities::{
+    Enrollment, Feedback, FeedbackKind, IdentifyOptions, Identities, Probe, SightingQuery, Tracklet, TrackletCrop,
+};
+use crate::model::ModelKey;
+
+#[derive(Debug, Clone)]
+pub struct IdentityGrpc {
+    identities: Arc<Identities>,
+}
+
+impl IdentityGrpc {
+    pub fn new(identities: Arc<Identities>) -> Self {
+        Self { identities }
+    }
+
+    /// Counts and times every call by method and outcome.
+    async fn observe_call<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        let metrics = self.identities.metrics();
+        metrics.request_seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        metrics.requests.with_label_values(&[method, code.description()]).inc();
+        result.map(Response::new)
+    }
+}
+
+pub fn to_ms(t: &Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
+}
+
+pub fn to_timestamp(ms: i64) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn bbox(b: &pb::BoundingBox) -> [f32; 4] {
+    [b.x, b.y, b.width, b.height]
+}
+
+fn probe(index: usize, p: pb::Probe) -> Result<Probe, Status> {
+    match p.query {
+        Some(pb::probe::Query::Image(image)) => Ok(Probe::Image(image)),
+        Some(pb::probe::Query::Embedding(e)) => {
+            let model = e.model.as_ref().ok_or_else(|| {
+                Status::invalid_argument(format!("probe {index}: an embedding must name the model that made it"))
+            })?;
+            Ok(Probe::Embedding(e.embedding.map(|e| e.values).unwrap_or_default(), ModelKey::from(model)))
+        }
+        None => Err(Status::invalid_argument(format!("probe {index} is empty"))),
+    }
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityGrpc {
+    async fn identify(&self, request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
+        self.observe_call("identify", async {
+            let req = request.into_inner();
+            let probes = req.probes.into_iter().enumerate().map(|(i, p)| probe(i, p)).collect::<Result<Vec<_>, _>>()?;
+            let options = IdentifyOptions {
+                top_k: req.top_k as usize,
+                cameras: req.cameras,
+                threshold: (req.threshold > 0.0).then_some(req.threshold),
+            };
+            let found = self.identities.identify(probes, options).await?;
+            let model = found.first().map(|f| f.model.to_proto());
+            let results = found
+                .into_iter()
+                .map(|f| {
+                    let (decision, identity_id, score, margin) = match f.verdict {
+                        Verdict::Known { identity, score, margin } => (pb::Decision::Known, identity, score, margin),
+                        Verdict::Unknown { best_score, margin } => {
+                            (pb::Decision::Unknown, String::new(), best_score, margin)
+                        }
+                    };
+                    pb::IdentifyResult {
+                        decision: decision as i32,
+                        identity_id,
+                        score,
+                        margin,
+                        candidates: f
+                            .candidates
+                            .into_iter()
+                            .map(|c| pb::Candidate {
+                                identity_id: c.identity,
+                                name: c.name,
+                                score: c.score,
+                                camera_id: c.camera.unwrap_or_default(),
+                                seen_at: c.seen_ms.map(to_timestamp),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            Ok(pb::IdentifyResponse { results, model })
+        })
+        .await
+    }
+
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Result<Response<pb::EnrollResponse>, Status> {
+        self.observe_call("enroll", async {
+            let req = request.into_inner();
+            let enrollment = Enrollment {
+                identity: (!req.identity_id.is_empty()).then_some(req.identity_id),
+                name: req.name,
+                external_id: req.external_id,
+                images: req.images,
+            };
+            let (identity_id, stored, model) = self.identities.enroll(enrollment).await?;
+            Ok(pb::EnrollResponse { identity_id, vectors_stored: stored as u32, model: Some(model.to_proto()) })
+        })
+        .await
+    }
+
+    async fn forget(&self, request: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetResponse>, Status> {
+        self.observe_call("forget", async {
+            let erased = self.identities.forget(&request.into_inner().identity_id).await?;
+            Ok(pb::ForgetResponse { vectors_removed: erased.vectors, crops_removed: erased.crops })
+        })
+        .await
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<pb::ListIdentitiesRequest>,
+    ) -> Result<Response<pb::ListIdentitiesResponse>, Status> {
+        self.observe_call("list_identities", async {
+            let req = request.into_inner();
+            let (page, next) = self.identities.list(req.page_size as usize, Some(&req.page_token)).await?;
+            let identities = page
+                .into_iter()
+                .map(|s| pb::IdentitySummary {
+                    identity_id: s.entry.identity,
+                    name: s.entry.name,
+                    external_id: s.entry.external_id,
+                    enrolled: s.entry.enrolled,
+                    sightings: s.sightings,
+                    cameras: s.cameras,
+                    first_seen: s.first_seen_ms.map(to_timestamp),
+                    last_seen: s.last_seen_ms.map(to_timestamp),
+                })
+                .collect();
+            Ok(pb::ListIdentitiesResponse { identities, next_page_token: next.unwrap_or_default() })
+        })
+        .await
+    }
+
+    async fn sightings(
+        &self,
+        request: Request<pb::SightingsRequest>,
+    ) -> Result<Response<pb::SightingsResponse>, Status> {
+        self.observe_call("sightings", async {
+            let req = request.into_inner();
+            let range = req.range.unwrap_or_default();
+            let query = SightingQuery {
+                identity: req.identity_id,
+                from_ms: range.start.as_ref().map(to_ms),
+                to_ms: range.end.as_ref().map(to_ms),
+                cameras: req.cameras,
+            };
+            let sightings = self
+                .identities
+                .sightings(query)
+                .await?
+                .into_iter()
+                .map(|s| pb::Sighting {
+                    camera_id: s.camera,
+                    track_id: s.track,
+                    start: Some(to_timestamp(s.start_ms)),
+                    end: Some(to_timestamp(s.end_ms)),
+                    r#box: s.bbox.map(|[x, y, width, height]| pb::BoundingBox { x, y, width, height }),
+                    score: s.score,
+                    model_version: s.model_version,
+                    thumbnail: s.thumbnail.unwrap_or_default(),
+                })
+                .collect();
+            Ok(pb::SightingsResponse { sightings })
+        })
+        .await
+    }
+
+    async fn observe(&self, request: Request<pb::ObserveRequest>) -> Result<Response<pb::ObserveResponse>, Status> {
+        self.observe_call("observe", async {
+            let req = request.into_inner();
+            let crops = req
+                .crops
+                .into_iter()
+                .map(|c| TrackletCrop {
+                    image: c.image,
+                    embedding: c.embedding.map(|e| e.values),
+                    quality: c.quality,
+                    bbox: c.r#box.as_ref().map(bbox),
+                    at_ms: c.captured_at.as_ref().map(to_ms),
+                })
+                .collect();
+            let tracklet = Tracklet {
+                camera: req.camera_id,
+                track: req.track_id,
+                crops,
+                model: req.model.as_ref().map(ModelKey::from),
+            };
+            let o = self.identities.observe(tracklet).await?;
+            Ok(pb::ObserveResponse { identity_id: o.identity, created: o.created, score: o.score, margin: o.margin })
+        })
+        .await
+    }
+
+    async fn feedback(&self, request: Request<pb::FeedbackRequest>) -> Result<Response<pb::FeedbackResponse>, Status> {
+        self.observe_call("feedback", async {
+            let req = request.into_inner();
+            let kind = match pb::FeedbackKind::try_from(req.kind) {
+                Ok(pb::FeedbackKind::Confirm) => FeedbackKind::Confirm,
+                Ok(pb::FeedbackKind::Reject) => FeedbackKind::Reject,
+                Ok(pb::FeedbackKind::Merge) => FeedbackKind::Merge,
+                Ok(pb::FeedbackKind::Split) => FeedbackKind::Split,
+                _ => return Err(Status::invalid_argument("feedback kind must be confirm, reject, merge or split")),
+            };
+            let feedback =
+                Feedback { kind, a: req.identity_a, b: req.identity_b, camera: req.camera_id, track: req.track_id };
+            let (identity_id, pairs) = self.identities.feedback(feedback).await?;
+            Ok(pb::FeedbackResponse { identity_id, pairs_recorded: pairs })
+        })
+        .await
+    }
+}
