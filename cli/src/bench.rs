@@ -17,6 +17,8 @@ use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
 pub enum BenchCommand {
     /// Embedder throughput against raw PyTorch.
     Embed(EmbedBenchArgs),
+    /// Identify latency and HNSW recall@1 at several gallery sizes.
+    Identity(crate::bench_identity::IdentityBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +46,7 @@ pub struct EmbedBenchArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Embed(args) => embed(args).await,
+        BenchCommand::Identity(args) => crate::bench_identity::run(args).await,
     }
 }
 

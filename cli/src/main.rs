@@ -1,9 +1,11 @@
 //! `reid`: runs the services and talks to them. `main` parses, sets up logging and dispatches.
 
 mod bench;
+mod bench_identity;
 mod client;
 mod demo;
 mod experiment;
+mod identity;
 mod serve;
 mod train;
 
@@ -25,6 +27,16 @@ enum Command {
     Health(client::HealthArgs),
     /// Embeds image files through an embedder; prints one JSON object per image.
     Embed(client::EmbedArgs),
+    /// Enrolls a person from image files into the identity service; prints the identity as JSON.
+    Enroll(identity::EnrollArgs),
+    /// Identifies image files against the identity service; prints one JSON object per image.
+    Identify(identity::IdentifyArgs),
+    /// Erases an identity: its vectors, payloads and stored crops.
+    Forget(identity::ForgetArgs),
+    /// Prints where and when an identity was seen, as JSON.
+    Sightings(identity::SightingsArgs),
+    /// Lists the known identities, one JSON object per line.
+    Identities(identity::IdentitiesArgs),
     /// Trains an embedding model (in-process, or on a trainer service with --addr).
     Train(train::TrainArgs),
     /// Experiments that write their figures into docs/.
@@ -56,6 +68,11 @@ fn main() -> std::process::ExitCode {
             Command::Serve(cmd) => serve::run(cmd).await,
             Command::Health(args) => client::health(args).await,
             Command::Embed(args) => client::embed(args).await,
+            Command::Enroll(args) => identity::enroll(args).await,
+            Command::Identify(args) => identity::identify(args).await,
+            Command::Forget(args) => identity::forget(args).await,
+            Command::Sightings(args) => identity::sightings(args).await,
+            Command::Identities(args) => identity::identities(args).await,
             Command::Train(args) => train::run(args).await,
             Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,

@@ -16,6 +16,72 @@ pub enum ServeCommand {
     Embedder(EmbedderArgs),
     /// The trainer (default 127.0.0.1:50054).
     Trainer(TrainerArgs),
+    /// The identity service (default 127.0.0.1:50052), on the embedded engine unless --qdrant-url.
+    Identity(IdentityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// TOML file with any `IdentityConfig` field; flags and environment override it.
+    #[arg(long, env = "REID_IDENTITY_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "REID_IDENTITY_LISTEN", default_value = reid_proto::ports::IDENTITY)]
+    listen: String,
+    /// Local state: the embedded engine's files and the stored crops.
+    #[arg(long, env = "REID_IDENTITY_DATA")]
+    data: Option<PathBuf>,
+    /// A Qdrant server's gRPC URL (http://host:6334; https:// for TLS) instead of the embedded engine.
+    #[arg(long, env = "REID_QDRANT_URL")]
+    qdrant_url: Option<String>,
+    #[arg(long, env = "REID_QDRANT_API_KEY", hide_env_values = true)]
+    qdrant_api_key: Option<String>,
+    /// The embedder that embeds images (host:port or URL); without one only embeddings are accepted.
+    #[arg(long, env = "REID_IDENTITY_EMBEDDER")]
+    embedder: Option<String>,
+    /// Cosine threshold for a match; the model card's calibrated one when unset.
+    #[arg(long, env = "REID_IDENTITY_THRESHOLD")]
+    threshold: Option<f32>,
+    /// Minimum margin of the best identity over the runner-up.
+    #[arg(long, env = "REID_IDENTITY_MIN_MARGIN")]
+    min_margin: Option<f32>,
+    /// Anonymous sightings are deleted after this many seconds (0 keeps them).
+    #[arg(long, env = "REID_IDENTITY_ANONYMOUS_TTL_SECS")]
+    anonymous_ttl_secs: Option<u64>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "REID_IDENTITY_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+impl IdentityArgs {
+    fn config(&self) -> anyhow::Result<reid_identity::IdentityConfig> {
+        let mut config: reid_identity::IdentityConfig = read_toml(self.config.as_deref())?;
+        if let Some(v) = &self.data {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.qdrant_url {
+            config.qdrant_url = Some(v.clone());
+        }
+        if let Some(v) = &self.qdrant_api_key {
+            config.qdrant_api_key = Some(v.clone());
+        }
+        if let Some(v) = &self.embedder {
+            config.embedder_url = Some(reid_server::grpc_url(v));
+        }
+        if let Some(v) = self.threshold {
+            config.association.threshold = Some(v);
+        }
+        if let Some(v) = self.min_margin {
+            config.association.min_margin = v;
+        }
+        if let Some(v) = self.anonymous_ttl_secs {
+            config.retention.anonymous_ttl = std::time::Duration::from_secs(v);
+        }
+        if let Some(v) = &self.metrics_listen {
+            config.metrics_listen = Some(v.clone());
+        }
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +200,11 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
             let config = args.config()?;
             let listener = bind(&args.listen).await?;
             reid_trainer::run(config, listener, reid_server::shutdown_signal()).await?;
+        }
+        ServeCommand::Identity(args) => {
+            let config = args.config()?;
+            let listener = bind(&args.listen).await?;
+            reid_identity::run(config, listener, reid_server::shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

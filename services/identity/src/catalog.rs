@@ -103,11 +103,22 @@ impl Catalog {
     }
 
     pub async fn put_identity(&self, e: &IdentityEntry) -> IdentityResult<()> {
-        let payload = json!({
-            "kind": "identity", "identity": e.identity, "name": e.name, "external_id": e.external_id,
-            "enrolled": e.enrolled, "created": e.created_ms, "last_seen": e.last_seen_ms,
-        });
-        self.put(derived_id(&["identity", &e.identity]), payload).await
+        self.put_identities(std::slice::from_ref(e)).await
+    }
+
+    pub async fn put_identities(&self, entries: &[IdentityEntry]) -> IdentityResult<()> {
+        let points = entries
+            .iter()
+            .map(|e| Point {
+                id: derived_id(&["identity", &e.identity]),
+                vector: vec![1.0],
+                payload: object(json!({
+                    "kind": "identity", "identity": e.identity, "name": e.name, "external_id": e.external_id,
+                    "enrolled": e.enrolled, "created": e.created_ms, "last_seen": e.last_seen_ms,
+                })),
+            })
+            .collect();
+        Ok(self.store.upsert(CATALOG, points).await?)
     }
 
     pub async fn identity(&self, identity: &str) -> IdentityResult<Option<IdentityEntry>> {

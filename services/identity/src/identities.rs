@@ -469,6 +469,50 @@ impl Identities {
         Ok(total)
     }
 
+    /// Imports embeddings computed elsewhere (a gallery moved from another system, or a
+    /// benchmark's synthetic one) as enrolled identities of `model`, one identity per distinct id.
+    /// Imported vectors have no stored crop, so they cannot follow a model change.
+    pub async fn import(&self, model: &ModelKey, rows: Vec<(String, Vec<f32>)>) -> IdentityResult<usize> {
+        let gallery = self.gallery_for(model).await?;
+        for (i, (identity, v)) in rows.iter().enumerate() {
+            check_identity_id(identity)?;
+            check_embedding(i, v, &gallery.model)?;
+        }
+        let now = now_ms();
+        let distinct: BTreeSet<String> = rows.iter().map(|(identity, _)| identity.clone()).collect();
+        let mut seen: BTreeSet<String> = self
+            .catalog
+            .identities_named(distinct.into_iter().collect())
+            .await?
+            .into_iter()
+            .map(|e| e.identity)
+            .collect();
+        let mut entries = Vec::new();
+        let mut points = Vec::with_capacity(rows.len());
+        for (i, (identity, vector)) in rows.into_iter().enumerate() {
+            if seen.insert(identity.clone()) {
+                entries.push(IdentityEntry {
+                    identity: identity.clone(),
+                    name: String::new(),
+                    external_id: String::new(),
+                    enrolled: true,
+                    created_ms: now,
+                    last_seen_ms: now,
+                });
+            }
+            let payload = object(json!({ "kind": "enrolled", "identity": identity, "enrolled": true }));
+            points.push(Point {
+                id: derived_id(&["imported", &identity, &i.to_string(), &now.to_string()]),
+                vector,
+                payload,
+            });
+        }
+        let n = points.len();
+        self.store.upsert(&gallery.collection, points).await?;
+        self.catalog.put_identities(&entries).await?;
+        Ok(n)
+    }
+
     pub async fn identify(&self, probes: Vec<Probe>, options: IdentifyOptions) -> IdentityResult<Vec<Identification>> {
         if probes.is_empty() {
             return Err(IdentityError::invalid("no probes"));

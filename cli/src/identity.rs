@@ -1,0 +1,185 @@
+//! Client verbs of the identity service: `reid enroll`, `reid identify`, `reid forget`,
+//! `reid sightings` and `reid identities`, each printing JSON on stdout.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use reid_proto::v1 as pb;
+use reid_proto::v1::identity_service_client::IdentityServiceClient;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::client::connect;
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    /// A display name for the identity.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Your own id for this person (enrolling it again adds to the same identity).
+    #[arg(long, default_value = "")]
+    external_id: String,
+    /// Add the images to this existing identity instead of creating one.
+    #[arg(long)]
+    identity: Option<String>,
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    /// Candidates to list per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: u32,
+    /// Only match sightings from these cameras.
+    #[arg(long = "camera")]
+    cameras: Vec<String>,
+    /// Overrides the service's threshold for this request.
+    #[arg(long)]
+    threshold: Option<f32>,
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    identity: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SightingsArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    #[arg(long = "camera")]
+    cameras: Vec<String>,
+    identity: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentitiesArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+}
+
+async fn client(addr: &str) -> anyhow::Result<IdentityServiceClient<Channel>> {
+    Ok(IdentityServiceClient::new(connect(addr).await?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+fn read_image(path: &Path) -> anyhow::Result<pb::Image> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(pb::Image { data: Some(pb::image::Data::Encoded(bytes)) })
+}
+
+fn failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what} failed: {:?}: {}", s.code(), s.message())
+}
+
+fn time(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(t.seconds as f64 + f64::from(t.nanos) / 1e9))
+}
+
+pub async fn enroll(args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let images = args.images.iter().map(|p| read_image(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let request = pb::EnrollRequest {
+        identity_id: args.identity.unwrap_or_default(),
+        name: args.name,
+        external_id: args.external_id,
+        images,
+    };
+    let r = client(&args.addr).await?.enroll(request).await.map_err(failed("enroll"))?.into_inner();
+    let model = r.model.unwrap_or_default();
+    println!(
+        "{}",
+        json!({ "identity": r.identity_id, "vectors_stored": r.vectors_stored, "model": model.id, "version": model.version })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
+    let probes = args
+        .images
+        .iter()
+        .map(|p| Ok(pb::Probe { query: Some(pb::probe::Query::Image(read_image(p)?)) }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let request = pb::IdentifyRequest {
+        probes,
+        top_k: args.top_k,
+        cameras: args.cameras,
+        threshold: args.threshold.unwrap_or(0.0),
+    };
+    let r = client(&args.addr).await?.identify(request).await.map_err(failed("identify"))?.into_inner();
+    let model = r.model.unwrap_or_default();
+    for (path, result) in args.images.iter().zip(r.results) {
+        let decision = if result.decision == pb::Decision::Known as i32 { "known" } else { "unknown" };
+        let candidates: Vec<Value> = result
+            .candidates
+            .iter()
+            .map(|c| json!({ "identity": c.identity_id, "name": c.name, "score": c.score, "camera": c.camera_id, "seen_at": time(c.seen_at.as_ref()) }))
+            .collect();
+        let line = json!({
+            "path": path, "decision": decision, "identity": result.identity_id, "score": result.score,
+            "margin": result.margin, "candidates": candidates, "model": model.id, "version": model.version,
+        });
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn forget(args: ForgetArgs) -> anyhow::Result<ExitCode> {
+    let request = pb::ForgetRequest { identity_id: args.identity.clone() };
+    let r = client(&args.addr).await?.forget(request).await.map_err(failed("forget"))?.into_inner();
+    println!(
+        "{}",
+        json!({ "identity": args.identity, "vectors_removed": r.vectors_removed, "crops_removed": r.crops_removed })
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sightings(args: SightingsArgs) -> anyhow::Result<ExitCode> {
+    let request = pb::SightingsRequest { identity_id: args.identity.clone(), range: None, cameras: args.cameras };
+    let r = client(&args.addr).await?.sightings(request).await.map_err(failed("sightings"))?.into_inner();
+    let sightings: Vec<Value> = r
+        .sightings
+        .iter()
+        .map(|s| {
+            json!({
+                "camera": s.camera_id, "track": s.track_id, "start": time(s.start.as_ref()), "end": time(s.end.as_ref()),
+                "box": s.r#box.as_ref().map(|b| [b.x, b.y, b.width, b.height]), "score": s.score,
+                "model_version": s.model_version, "thumbnail": s.thumbnail,
+            })
+        })
+        .collect();
+    println!("{}", json!({ "identity": args.identity, "sightings": sightings }));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn identities(args: IdentitiesArgs) -> anyhow::Result<ExitCode> {
+    let mut client = client(&args.addr).await?;
+    let mut token = String::new();
+    loop {
+        let request = pb::ListIdentitiesRequest { page_size: 500, page_token: token };
+        let page = client.list_identities(request).await.map_err(failed("list identities"))?.into_inner();
+        for s in page.identities {
+            let line = json!({
+                "identity": s.identity_id, "name": s.name, "external_id": s.external_id, "enrolled": s.enrolled,
+                "sightings": s.sightings, "cameras": s.cameras, "first_seen": time(s.first_seen.as_ref()),
+                "last_seen": time(s.last_seen.as_ref()),
+            });
+            println!("{line}");
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        token = page.next_page_token;
+    }
+}
