@@ -64,6 +64,12 @@ pub struct SightingsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct FeedbackArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+}
+
+#[derive(Debug, Args)]
 pub struct IdentitiesArgs {
     #[arg(long, default_value = reid_proto::ports::IDENTITY)]
     addr: String,
@@ -182,4 +188,18 @@ pub async fn identities(args: IdentitiesArgs) -> anyhow::Result<ExitCode> {
         }
         token = page.next_page_token;
     }
+}
+
+/// Prints the recorded feedback pairs as JSON lines: the file a trainer run's `feedback` reads.
+pub async fn feedback(args: FeedbackArgs) -> anyhow::Result<ExitCode> {
+    let r =
+        client(&args.addr).await?.list_feedback(pb::ListFeedbackRequest {}).await.map_err(failed("list feedback"))?;
+    for p in r.into_inner().pairs {
+        let line = json!({
+            "same": p.same, "a": p.identity_a, "b": p.identity_b, "camera": p.camera_id, "track": p.track_id,
+            "recorded_at": time(p.recorded_at.as_ref()),
+        });
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

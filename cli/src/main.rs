@@ -37,6 +37,8 @@ enum Command {
     Sightings(identity::SightingsArgs),
     /// Lists the known identities, one JSON object per line.
     Identities(identity::IdentitiesArgs),
+    /// Prints the feedback pairs (same / different) as JSON lines, for training.
+    Feedback(identity::FeedbackArgs),
     /// Trains an embedding model (in-process, or on a trainer service with --addr).
     Train(train::TrainArgs),
     /// Experiments that write their figures into docs/.
@@ -49,10 +51,16 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// `RUST_LOG` overrides it. qdrant-edge warns at every segment it opens that process-wide flags a
+/// Qdrant server sets in its own `main` were not set; an embedded store has none to set.
+const DEFAULT_LOG_FILTER: &str = "info,qdrant_edge::common=error";
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -73,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Forget(args) => identity::forget(args).await,
             Command::Sightings(args) => identity::sightings(args).await,
             Command::Identities(args) => identity::identities(args).await,
+            Command::Feedback(args) => identity::feedback(args).await,
             Command::Train(args) => train::run(args).await,
             Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,

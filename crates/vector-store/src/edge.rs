@@ -18,7 +18,9 @@ use qdrant_edge::{
 use serde_json::json;
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{CollectionSpec, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery};
+use crate::types::{
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery,
+};
 use crate::{VectorStore, validate_name, validate_vector};
 
 const COLLECTIONS_DIR: &str = "collections";
@@ -329,6 +331,16 @@ impl VectorStore for EdgeStore {
 
     async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>> {
         Ok(self.aliases.lock().unwrap_or_else(|e| e.into_inner()).get(alias).cloned())
+    }
+
+    async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
+        let c = self.collection(collection)?;
+        let info = blocking(move || c.shard.info().map_err(engine)).await?;
+        Ok(CollectionStats {
+            points: info.points_count as u64,
+            indexed_vectors: info.indexed_vectors_count as u64,
+            segments: info.segments_count as u64,
+        })
     }
 
     async fn optimize(&self, collection: &str) -> StoreResult<()> {

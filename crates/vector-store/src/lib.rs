@@ -69,6 +69,9 @@ pub trait VectorStore: Send + Sync + 'static {
     /// The collection an alias points at.
     async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>>;
 
+    /// Point count, indexed vector count and segments of a collection.
+    async fn stats(&self, collection: &str) -> StoreResult<CollectionStats>;
+
     /// Builds search indexes for what was written since the last call. A server does this by
     /// itself; the embedded engine has no background optimiser, so its owner calls this.
     async fn optimize(&self, collection: &str) -> StoreResult<()>;

@@ -13,7 +13,9 @@ use qdrant_client::qdrant::{
 };
 
 use crate::error::{StoreError, StoreResult};
-use crate::types::{CollectionSpec, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery};
+use crate::types::{
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery,
+};
 use crate::{VectorStore, validate_name, validate_vector};
 
 /// How to reach a Qdrant server.
@@ -283,6 +285,15 @@ impl VectorStore for QdrantServerStore {
     async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>> {
         let response = self.client.list_aliases().await.map_err(backend)?;
         Ok(response.aliases.into_iter().find(|a| a.alias_name == alias).map(|a| a.collection_name))
+    }
+
+    async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
+        let info = self.client.collection_info(collection).await.map_err(backend)?.result.unwrap_or_default();
+        Ok(CollectionStats {
+            points: info.points_count.unwrap_or_default(),
+            indexed_vectors: info.indexed_vectors_count.unwrap_or_default(),
+            segments: info.segments_count,
+        })
     }
 
     async fn optimize(&self, _collection: &str) -> StoreResult<()> {

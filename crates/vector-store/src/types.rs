@@ -31,6 +31,15 @@ pub struct Record {
     pub payload: Payload,
 }
 
+/// What a collection holds, and how much of it the search index covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CollectionStats {
+    pub points: u64,
+    /// Vectors in an HNSW index; the rest are searched exhaustively.
+    pub indexed_vectors: u64,
+    pub segments: u64,
+}
+
 /// The type of an indexed payload field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {

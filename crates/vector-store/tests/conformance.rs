@@ -251,6 +251,9 @@ async fn indexed_search_agrees_with_exact(h: Box<dyn Harness>) {
         .collect();
     store.upsert(&c, points).await.unwrap();
     store.optimize(&c).await.unwrap();
+    let stats = store.stats(&c).await.unwrap();
+    assert_eq!(stats.points, 2000);
+    assert!(stats.segments >= 1);
     let mut agree = 0;
     for _ in 0..50 {
         let q: Vec<f32> = (0..16).map(|_| next()).collect();

@@ -46,6 +46,9 @@ pub struct AssociationConfig {
     pub search_limit: usize,
     /// Candidates returned by `Identify` when the request does not say.
     pub default_top_k: usize,
+    /// HNSW beam width at search time (higher: better recall, slower); the engine's default
+    /// (its `ef_construct`, 100) when unset.
+    pub hnsw_ef: Option<usize>,
     /// Camera-to-camera transit times: a tracklet on `to` cannot be a person last seen on `from`
     /// less than `min_seconds` before.
     pub transit: Vec<TransitRule>,
@@ -91,7 +94,14 @@ impl Default for IdentityConfig {
 
 impl Default for AssociationConfig {
     fn default() -> Self {
-        Self { threshold: None, min_margin: 0.05, search_limit: 64, default_top_k: 5, transit: Vec::new() }
+        Self {
+            threshold: None,
+            min_margin: 0.05,
+            search_limit: 64,
+            default_top_k: 5,
+            hnsw_ef: None,
+            transit: Vec::new(),
+        }
     }
 }
 

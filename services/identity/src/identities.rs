@@ -557,7 +557,8 @@ impl Identities {
                 filter = filter.keyword_in("camera", options.cameras.clone());
             }
             let limit = self.config.association.search_limit.max(top_k);
-            let hits = self.store.search(&gallery.collection, &SearchQuery::new(vector, limit).filter(filter)).await?;
+            let query = SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(vector, limit) };
+            let hits = self.store.search(&gallery.collection, &query.filter(filter)).await?;
             let ranked = association::rank_identities(&hits.iter().filter_map(as_match).collect::<Vec<_>>());
             let verdict = association::decide(
                 &ranked,
@@ -722,7 +723,9 @@ impl Identities {
             });
         }
         let limit = self.config.association.search_limit;
-        let hits = self.store.search(&gallery.collection, &SearchQuery::new(embedding.clone(), limit)).await?;
+        let query =
+            SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(embedding.clone(), limit) };
+        let hits = self.store.search(&gallery.collection, &query).await?;
         let rules = &self.config.association.transit;
         let matches: Vec<Match> = hits
             .iter()
@@ -1043,7 +1046,8 @@ impl Identities {
 
     /// Background upkeep: the retention sweep and index building, every `sweep_interval`.
     pub async fn maintain(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.config.retention.sweep_interval);
+        let period = self.config.retention.sweep_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;

@@ -236,4 +236,28 @@ impl IdentityService for IdentityGrpc {
         })
         .await
     }
+
+    async fn list_feedback(
+        &self,
+        _request: Request<pb::ListFeedbackRequest>,
+    ) -> Result<Response<pb::ListFeedbackResponse>, Status> {
+        self.observe_call("list_feedback", async {
+            let pairs = self
+                .identities
+                .feedback_pairs()
+                .await?
+                .into_iter()
+                .map(|p| pb::FeedbackPair {
+                    same: p.same,
+                    identity_a: p.a,
+                    identity_b: p.b,
+                    camera_id: p.camera,
+                    track_id: p.track,
+                    recorded_at: Some(to_timestamp(p.at_ms)),
+                })
+                .collect();
+            Ok(pb::ListFeedbackResponse { pairs })
+        })
+        .await
+    }
 }

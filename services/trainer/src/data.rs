@@ -111,6 +111,9 @@ pub struct Dataset {
     pub query: Split,
     pub gallery: Split,
     pub protocol: crate::eval::Protocol,
+    /// Training identities a person said are different although the model confused them
+    /// (rejected matches): the P x K sampler puts both in one batch, as hard negatives.
+    pub hard_negatives: Vec<(i64, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,10 +143,16 @@ pub enum DatasetConfig {
         classes: ClassSplit,
     },
     /// One folder per identity; the last `eval_fraction` of identities (by name) are held out.
+    /// The identity service's crop folder (`DATA/crops`) has this layout.
     Folders {
         path: PathBuf,
         #[serde(default = "default_eval_fraction")]
         eval_fraction: f64,
+        /// JSON lines of feedback pairs `{"same": bool, "a": folder, "b": folder}` (what
+        /// `reid feedback` prints): same-person pairs become one identity, different-person pairs
+        /// hard negatives.
+        #[serde(default)]
+        feedback: Option<PathBuf>,
     },
     /// Market-1501 (or DukeMTMC-reID, which uses the same names).
     Market1501 { path: PathBuf },
@@ -197,9 +206,20 @@ impl DatasetConfig {
             DatasetConfig::Idx { train_images, train_labels, eval_images, eval_labels, classes } => {
                 idx_dataset((train_images, train_labels), (eval_images, eval_labels), classes)?
             }
-            DatasetConfig::Folders { path, eval_fraction } => {
-                let identities = folder_identities(path)?;
-                held_out(identities, *eval_fraction, path)?
+            DatasetConfig::Folders { path, eval_fraction, feedback } => {
+                let named = folder_identities(path)?;
+                match feedback {
+                    None => held_out(named.into_iter().map(|(_, images)| images).collect(), *eval_fraction, path)?,
+                    Some(file) => {
+                        let pairs = read_feedback(file)?;
+                        let (identities, negatives) = apply_feedback(named, &pairs);
+                        let mut dataset = held_out(identities, *eval_fraction, path)?;
+                        let trained = dataset.train.identities() as i64;
+                        dataset.hard_negatives =
+                            negatives.into_iter().filter(|(a, b)| *a < trained && *b < trained).collect();
+                        dataset
+                    }
+                }
             }
             DatasetConfig::Tracklets { path, eval_fraction } => {
                 let identities = tracklet_identities(path)?;
@@ -295,7 +315,13 @@ fn idx_dataset(train: (&Path, &Path), eval: (&Path, &Path), classes: &ClassSplit
     // on unseen images; disjoint classes (the default) are the open-set one re-ID needs.
     let train = idx_split(train.0, train.1, &classes.train_classes, classes.train_per_class)?;
     let eval = idx_split(eval.0, eval.1, &classes.eval_classes, classes.eval_per_class)?;
-    Ok(Dataset { train, query: eval.clone(), gallery: eval, protocol: crate::eval::Protocol::LeaveOneOut })
+    Ok(Dataset {
+        train,
+        query: eval.clone(),
+        gallery: eval,
+        protocol: crate::eval::Protocol::LeaveOneOut,
+        hard_negatives: Vec::new(),
+    })
 }
 
 fn is_image(path: &Path) -> bool {
@@ -317,7 +343,73 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
 /// An identity's images, each with the camera that saw it.
 type Identity = Vec<(PathBuf, i64)>;
 
-fn folder_identities(root: &Path) -> Result<Vec<Identity>, TrainError> {
+/// One feedback line: two identity folders a person said are (or are not) the same person.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FeedbackPair {
+    pub same: bool,
+    pub a: String,
+    pub b: String,
+}
+
+fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| TrainError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
+/// Folds same-person pairs into one identity (union-find over folder names, the first name in
+/// sorted order keeps the group) and returns the different-person pairs as positions in the
+/// resulting list. Pairs naming a folder that is not there are ignored.
+pub fn apply_feedback(named: Vec<(String, Identity)>, pairs: &[FeedbackPair]) -> (Vec<Identity>, Vec<(i64, i64)>) {
+    let index: std::collections::HashMap<&str, usize> =
+        named.iter().enumerate().map(|(i, (name, _))| (name.as_str(), i)).collect();
+    let mut parent: Vec<usize> = (0..named.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for p in pairs.iter().filter(|p| p.same) {
+        if let (Some(&a), Some(&b)) = (index.get(p.a.as_str()), index.get(p.b.as_str())) {
+            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+            parent[ra.max(rb)] = ra.min(rb);
+        }
+    }
+    let roots: Vec<usize> = (0..named.len()).map(|i| root(&mut parent, i)).collect();
+    let mut position = vec![usize::MAX; named.len()];
+    let mut identities: Vec<Identity> = Vec::new();
+    for (i, (_, images)) in named.iter().enumerate() {
+        let r = roots[i];
+        if position[r] == usize::MAX {
+            position[r] = identities.len();
+            identities.push(Vec::new());
+        }
+        identities[position[r]].extend(images.iter().cloned());
+    }
+    let mut negatives: Vec<(i64, i64)> = pairs
+        .iter()
+        .filter(|p| !p.same)
+        .filter_map(|p| {
+            let a = position[roots[*index.get(p.a.as_str())?]] as i64;
+            let b = position[roots[*index.get(p.b.as_str())?]] as i64;
+            (a != b).then_some((a.min(b), a.max(b)))
+        })
+        .collect();
+    negatives.sort_unstable();
+    negatives.dedup();
+    (identities, negatives)
+}
+
+fn folder_identities(root: &Path) -> Result<Vec<(String, Identity)>, TrainError> {
     let mut identities = Vec::new();
     for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
         let images: Identity = sorted_entries(&dir)?
@@ -330,7 +422,8 @@ fn folder_identities(root: &Path) -> Result<Vec<Identity>, TrainError> {
             })
             .collect();
         if !images.is_empty() {
-            identities.push(images);
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            identities.push((name, images));
         }
     }
     Ok(identities)
@@ -388,10 +481,17 @@ fn held_out(identities: Vec<Identity>, fraction: f64, root: &Path) -> Result<Dat
             query: Split { samples: query, images: None },
             gallery: Split { samples: gallery, images: None },
             protocol: crate::eval::Protocol::ReId,
+            hard_negatives: Vec::new(),
         })
     } else {
         let eval = Split { samples: eval, images: None };
-        Ok(Dataset { train, query: eval.clone(), gallery: eval, protocol: crate::eval::Protocol::LeaveOneOut })
+        Ok(Dataset {
+            train,
+            query: eval.clone(),
+            gallery: eval,
+            protocol: crate::eval::Protocol::LeaveOneOut,
+            hard_negatives: Vec::new(),
+        })
     }
 }
 
@@ -430,6 +530,7 @@ fn market1501(root: &Path) -> Result<Dataset, TrainError> {
         query: market_split(&root.join("query"), false)?,
         gallery: market_split(&root.join("bounding_box_test"), false)?,
         protocol: crate::eval::Protocol::ReId,
+        hard_negatives: Vec::new(),
     })
 }
 
@@ -495,7 +596,7 @@ mod tests {
             }
         }
         std::fs::write(root.join("alice/notes.txt"), "not an image").unwrap();
-        let d = DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.4 }.load().unwrap();
+        let d = DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.4, feedback: None }.load().unwrap();
         assert_eq!(d.train.identities(), 3);
         assert_eq!(d.train.len(), 9);
         assert_eq!(d.query.pids(), vec![3, 3, 3, 4, 4, 4]);
@@ -515,14 +616,48 @@ mod tests {
     }
 
     #[test]
+    fn feedback_merges_same_person_folders_and_pairs_hard_negatives() {
+        let root = temp("feedback");
+        for id in ["a", "b", "c", "d", "e", "f"] {
+            for i in 0..2 {
+                touch_jpeg(&root.join(id).join(format!("{i}.jpg")));
+            }
+        }
+        let lines = [
+            r#"{"same": true, "a": "c", "b": "a", "camera": "", "track": ""}"#,
+            r#"{"same": false, "a": "b", "b": "d"}"#,
+            r#"{"same": false, "a": "c", "b": "b"}"#,
+            r#"{"same": false, "a": "a", "b": "f"}"#,
+            r#"{"same": true, "a": "b", "b": "nobody"}"#,
+            "",
+        ];
+        let file = root.join("pairs.jsonl");
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        // Folders a+c, b, d, e, f: five identities; f (the last fifth) is held out.
+        let d = DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.2, feedback: Some(file.clone()) }
+            .load()
+            .unwrap();
+        assert_eq!(d.train.identities(), 4);
+        assert_eq!(d.train.pids(), vec![0, 0, 0, 0, 1, 1, 2, 2, 3, 3], "a and c are one identity");
+        assert_eq!(d.hard_negatives, vec![(0, 1), (1, 2)], "b-d and (a+c)-b; a-f is held out");
+        std::fs::write(&file, "{\"same\": maybe}").unwrap();
+        let err =
+            DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.2, feedback: Some(file) }.load().unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn missing_folders_and_too_few_identities_are_clear_errors() {
-        let err = DatasetConfig::Folders { path: "/nonexistent/reid".into(), eval_fraction: 0.2 }.load().unwrap_err();
+        let err = DatasetConfig::Folders { path: "/nonexistent/reid".into(), eval_fraction: 0.2, feedback: None }
+            .load()
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/reid is not a folder"), "{err}");
         let root = temp("one-identity");
         for i in 0..4 {
             touch_jpeg(&root.join("only").join(format!("{i}.jpg")));
         }
-        let err = DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.2 }.load().unwrap_err();
+        let err = DatasetConfig::Folders { path: root.clone(), eval_fraction: 0.2, feedback: None }.load().unwrap_err();
         assert!(err.to_string().contains("1 identities"), "{err}");
         std::fs::remove_dir_all(root).unwrap();
         let err = DatasetConfig::FashionMnist {

@@ -18,6 +18,11 @@ pub struct PkSampler {
     p: usize,
     k: usize,
     with_replacement: bool,
+    /// The label of each identity in `by_pid`, sorted.
+    pids: Vec<i64>,
+    /// For each identity (by position in `by_pid`), the identities to put in its batch as hard
+    /// negatives.
+    partners: Vec<Vec<usize>>,
 }
 
 impl PkSampler {
@@ -37,13 +42,30 @@ impl PkSampler {
                 by_pid.len()
             )));
         }
+        let by_pid_keys: Vec<i64> = by_pid.keys().copied().collect();
         if !with_replacement && let Some((pid, items)) = by_pid.iter().find(|(_, items)| items.len() < k) {
             return Err(TrainError::Dataset(format!(
                 "K = {k} images per identity, but identity {pid} has {}: lower K or allow sampling with replacement",
                 items.len()
             )));
         }
-        Ok(PkSampler { by_pid: by_pid.into_values().collect(), p, k, with_replacement })
+        let partners = vec![Vec::new(); by_pid.len()];
+        Ok(PkSampler { by_pid: by_pid.into_values().collect(), p, k, with_replacement, partners, pids: by_pid_keys })
+    }
+
+    /// Pairs of identities (labels) that must meet in one batch whenever both have images left:
+    /// rejected matches, so that batch-hard and semi-hard mining see them as negatives.
+    pub fn with_hard_negatives(mut self, pairs: &[(i64, i64)]) -> Self {
+        let position = |pid: i64| self.pids.binary_search(&pid).ok();
+        for &(a, b) in pairs {
+            if let (Some(a), Some(b)) = (position(a), position(b))
+                && a != b
+            {
+                self.partners[a].push(b);
+                self.partners[b].push(a);
+            }
+        }
+        self
     }
 
     pub fn batch_size(&self) -> usize {
@@ -74,8 +96,30 @@ impl PkSampler {
                 break;
             }
             available.shuffle(rng);
+            // An identity with a hard-negative partner comes with it, or waits for a batch with
+            // room for both; waiting ones fill what is left.
+            let mut chosen: Vec<usize> = Vec::with_capacity(self.p);
+            let mut waiting = Vec::new();
+            for &pid in &available {
+                if chosen.len() == self.p {
+                    break;
+                }
+                if chosen.contains(&pid) {
+                    continue;
+                }
+                match self.partners[pid].iter().find(|&&q| !groups[q].is_empty() && !chosen.contains(&q)) {
+                    Some(&q) if chosen.len() + 2 <= self.p => chosen.extend([pid, q]),
+                    Some(_) => waiting.push(pid),
+                    None => chosen.push(pid),
+                }
+            }
+            for pid in waiting {
+                if chosen.len() < self.p && !chosen.contains(&pid) {
+                    chosen.push(pid);
+                }
+            }
             let mut batch = Vec::with_capacity(self.p * self.k);
-            for &pid in &available[..self.p] {
+            for pid in chosen {
                 batch.extend(groups[pid].pop().unwrap_or_default());
             }
             batches.push(batch);
@@ -182,6 +226,32 @@ mod tests {
             assert_eq!(counts.len(), 3, "{counts:?}");
             assert!(counts.values().all(|c| *c == 4), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn hard_negative_partners_share_batches() {
+        // 12 identities of 4 images; 3 and 9 were confused and rejected.
+        let labels: Vec<i64> = (0..48).map(|i| i / 4).collect();
+        let plain = PkSampler::new(&labels, 3, 2, false).unwrap();
+        let paired = PkSampler::new(&labels, 3, 2, false).unwrap().with_hard_negatives(&[(3, 9), (5, 404)]);
+        let meets = |batches: &[Vec<usize>]| {
+            batches.iter().filter(|b| b.iter().any(|&i| labels[i] == 3) && b.iter().any(|&i| labels[i] == 9)).count()
+        };
+        let (mut plain_meetings, mut paired_meetings, mut with_3) = (0, 0, 0);
+        for seed in 0..20 {
+            plain_meetings += meets(&plain.epoch(&mut StdRng::seed_from_u64(seed)));
+            let batches = paired.epoch(&mut StdRng::seed_from_u64(seed));
+            paired_meetings += meets(&batches);
+            with_3 += batches.iter().filter(|b| b.iter().any(|&i| labels[i] == 3)).count();
+            for b in &batches {
+                assert_eq!(b.len(), 6);
+                let ids: BTreeSet<i64> = b.iter().map(|&i| labels[i]).collect();
+                assert_eq!(ids.len(), 3, "still P distinct identities");
+            }
+        }
+        // Identity 3 has two groups of K per epoch, and 9 is in both of its batches.
+        assert_eq!(paired_meetings, with_3, "every batch with 3 has 9");
+        assert!(paired_meetings > 3 * plain_meetings.max(1), "{paired_meetings} vs {plain_meetings} by chance");
     }
 
     #[test]

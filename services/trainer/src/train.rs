@@ -180,7 +180,9 @@ impl<'a> Run<'a> {
         let cache = [cache_split(&dataset.train)?, cache_split(&dataset.query)?, cache_split(&dataset.gallery)?];
         let (s, pids) = (&config.sampler, dataset.train.pids());
         let sampler = match s.kind {
-            SamplerKind::Pk => BatchSampler::Pk(PkSampler::new(&pids, s.p, s.k, s.with_replacement)?),
+            SamplerKind::Pk => BatchSampler::Pk(
+                PkSampler::new(&pids, s.p, s.k, s.with_replacement)?.with_hard_negatives(&dataset.hard_negatives),
+            ),
             SamplerKind::Pairs => {
                 BatchSampler::Pairs(PairSampler::new(&pids, s.positive_fraction, s.negative_candidates)?)
             }
