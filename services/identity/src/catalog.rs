@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::error::IdentityResult;
 use crate::model::ModelKey;
+use crate::payload::{int_of, object, str_of};
 
 pub const CATALOG: &str = "reid_catalog";
 /// Points at the gallery of the model served now.
@@ -56,30 +57,15 @@ pub struct Catalog {
     store: Arc<dyn VectorStore>,
 }
 
-fn str_of(p: &Payload, key: &str) -> String {
-    p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
-}
-
-fn int_of(p: &Payload, key: &str) -> i64 {
-    p.get(key).and_then(Value::as_i64).unwrap_or_default()
-}
-
-fn object(v: Value) -> Payload {
-    match v {
-        Value::Object(map) => map,
-        _ => Payload::new(),
-    }
-}
-
 impl IdentityEntry {
     fn from_payload(p: &Payload) -> Self {
         Self {
-            identity: str_of(p, "identity"),
-            name: str_of(p, "name"),
-            external_id: str_of(p, "external_id"),
+            identity: str_of(p, "identity").unwrap_or_default(),
+            name: str_of(p, "name").unwrap_or_default(),
+            external_id: str_of(p, "external_id").unwrap_or_default(),
             enrolled: p.get("enrolled").and_then(Value::as_bool).unwrap_or(false),
-            created_ms: int_of(p, "created"),
-            last_seen_ms: int_of(p, "last_seen"),
+            created_ms: int_of(p, "created").unwrap_or_default(),
+            last_seen_ms: int_of(p, "last_seen").unwrap_or_default(),
         }
     }
 }
@@ -173,11 +159,11 @@ impl Catalog {
             .iter()
             .map(|r| ModelEntry {
                 key: ModelKey {
-                    id: str_of(&r.payload, "model_id"),
-                    version: str_of(&r.payload, "version"),
-                    dimension: int_of(&r.payload, "dimension") as usize,
+                    id: str_of(&r.payload, "model_id").unwrap_or_default(),
+                    version: str_of(&r.payload, "version").unwrap_or_default(),
+                    dimension: int_of(&r.payload, "dimension").unwrap_or_default() as usize,
                 },
-                collection: str_of(&r.payload, "collection"),
+                collection: str_of(&r.payload, "collection").unwrap_or_default(),
                 match_threshold: r.payload.get("match_threshold").and_then(Value::as_f64).unwrap_or(0.5) as f32,
             })
             .collect())
@@ -197,12 +183,12 @@ impl Catalog {
         Ok(records
             .iter()
             .map(|r| FeedbackPair {
-                same: str_of(&r.payload, "label") == "same",
-                a: str_of(&r.payload, "a"),
-                b: str_of(&r.payload, "b"),
-                camera: str_of(&r.payload, "camera"),
-                track: str_of(&r.payload, "track"),
-                at_ms: int_of(&r.payload, "at"),
+                same: str_of(&r.payload, "label").unwrap_or_default() == "same",
+                a: str_of(&r.payload, "a").unwrap_or_default(),
+                b: str_of(&r.payload, "b").unwrap_or_default(),
+                camera: str_of(&r.payload, "camera").unwrap_or_default(),
+                track: str_of(&r.payload, "track").unwrap_or_default(),
+                at_ms: int_of(&r.payload, "at").unwrap_or_default(),
             })
             .collect())
     }

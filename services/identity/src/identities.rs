@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reid_proto::v1::Image;
 use reid_vector_store::{CollectionSpec, FieldType, Filter, Hit, Payload, Point, SearchQuery, VectorStore};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::association::{self, Match, Verdict};
@@ -19,6 +19,7 @@ use crate::embedder::EmbedderClient;
 use crate::error::{IdentityError, IdentityResult};
 use crate::metrics::IdentityMetrics;
 use crate::model::ModelKey;
+use crate::payload::{float_of, int_of, object, str_of};
 
 /// Threshold for a model whose card nobody told us (embeddings-only deployments without one).
 const FALLBACK_THRESHOLD: f32 = 0.5;
@@ -190,18 +191,6 @@ impl std::fmt::Debug for Identities {
     }
 }
 
-fn str_of(p: &Payload, key: &str) -> Option<String> {
-    p.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn int_of(p: &Payload, key: &str) -> Option<i64> {
-    p.get(key).and_then(Value::as_i64)
-}
-
-fn float_of(p: &Payload, key: &str) -> f32 {
-    p.get(key).and_then(Value::as_f64).unwrap_or(0.0) as f32
-}
-
 fn bbox_of(p: &Payload) -> Option<[f32; 4]> {
     let v: Vec<f32> = p.get("box")?.as_array()?.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect();
     v.try_into().ok()
@@ -215,13 +204,6 @@ fn as_match(hit: &Hit) -> Option<Match> {
         start_ms: int_of(&hit.payload, "time"),
         end_ms: int_of(&hit.payload, "end"),
     })
-}
-
-fn object(v: Value) -> Payload {
-    match v {
-        Value::Object(map) => map,
-        _ => Payload::new(),
-    }
 }
 
 fn check_identity_id(id: &str) -> IdentityResult<()> {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod identities;
 pub mod metrics;
 pub mod model;
+mod payload;
 pub mod service;
 
 use std::future::Future;
