@@ -38,10 +38,14 @@ pub struct IdentityBenchArgs {
     qdrant_url: Option<String>,
     #[arg(long, env = "REID_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<String>,
-    /// HNSW beam width at search time (the identity service's `association.hnsw_ef`); the
-    /// engine's default when unset.
+    /// HNSW beam widths at search time to measure, each as the identity service's
+    /// `association.hnsw_ef`, over the same index; the engine's default when none.
+    #[arg(long, value_delimiter = ',')]
+    hnsw_ef: Vec<usize>,
+    /// Draw the identities' centres from a random subspace of this dimension (learned embeddings
+    /// have a low intrinsic dimension); isotropic in all `dim` dimensions when unset.
     #[arg(long)]
-    hnsw_ef: Option<usize>,
+    latent_dim: Option<usize>,
     /// Where the embedded engine stores the galleries (a temporary folder when unset).
     #[arg(long)]
     data: Option<std::path::PathBuf>,
@@ -70,58 +74,108 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub async fn run(args: IdentityBenchArgs) -> anyhow::Result<ExitCode> {
     let backend = if args.qdrant_url.is_some() { "qdrant server" } else { "embedded engine (qdrant-edge)" };
+    let shape = match args.latent_dim {
+        Some(latent) => format!("centres on a random {latent}-d subspace"),
+        None => "isotropic centres".to_owned(),
+    };
     println!(
-        "identify benchmark: {backend}, dim {}, {} views per identity, {} queries per size",
+        "identify benchmark: {backend}, dim {}, {shape}, {} views per identity, {} queries per size",
         args.dim, args.views, args.queries
     );
     println!(
-        "{:>9}  {:>8}  {:>8}  {:>9}  {:>7}  {:>7}  {:>8}  {:>8}  {:>8}",
-        "vectors", "load s", "index s", "indexed", "p50 ms", "p99 ms", "recall@1", "same id", "exact ms"
+        "{:>9}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>7}  {:>8}  {:>8}  {:>8}",
+        "vectors", "load s", "index s", "indexed", "ef", "p50 ms", "p99 ms", "recall@1", "same id", "exact ms"
     );
     for &size in &args.sizes {
-        let scratch = tempfile::tempdir()?;
-        let data_dir = args.data.clone().unwrap_or_else(|| scratch.path().to_path_buf()).join(format!("bench-{size}"));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        let mut config = IdentityConfig {
-            data_dir: data_dir.clone(),
-            qdrant_url: args.qdrant_url.clone(),
-            qdrant_api_key: args.qdrant_api_key.clone(),
-            ..IdentityConfig::default()
-        };
-        config.association.hnsw_ef = args.hnsw_ef;
-        // The index is built before timing; no background upkeep during the measurement.
-        config.retention.sweep_interval = Duration::from_secs(24 * 3600);
-        let store = open_store(&config).await?;
-        let identities = Arc::new(Identities::open(config, store.clone(), None, IdentityMetrics::new()).await?);
-        // A model version per run, so a server keeps the sizes apart.
-        let model =
-            ModelKey { id: "bench".into(), version: format!("{size}-{}", std::process::id()), dimension: args.dim };
+        measure(&args, size).await?;
+    }
+    println!("indexed: share of vectors in an HNSW index; ef: HNSW beam width at search time (- is the engine's");
+    println!("default, 100); p50/p99: Identify over gRPC, one embedding probe, top 5, one call in flight; recall@1:");
+    println!("HNSW top hit equal to the exact brute-force top hit over the same vectors; same id: the two top hits");
+    println!("belong to the same identity; exact ms: one brute-force search.");
+    Ok(ExitCode::SUCCESS)
+}
 
-        let mut rng = StdRng::seed_from_u64(size as u64);
-        let n_identities = size.div_ceil(args.views);
-        let centres: Vec<Vec<f32>> =
-            (0..n_identities).map(|_| unit((0..args.dim).map(|_| normal(&mut rng)).collect())).collect();
-        let started = Instant::now();
-        let mut loaded = 0;
-        while loaded < size {
-            let chunk = (size - loaded).min(20_000);
-            let rows = (loaded..loaded + chunk)
-                .map(|k| (format!("bench-{}", k / args.views), view(&centres[k / args.views], &mut rng)))
-                .collect();
-            identities.import(&model, rows).await.context("importing the gallery")?;
-            loaded += chunk;
+fn config(args: &IdentityBenchArgs, data_dir: &std::path::Path, hnsw_ef: Option<usize>) -> IdentityConfig {
+    let mut config = IdentityConfig {
+        data_dir: data_dir.to_path_buf(),
+        qdrant_url: args.qdrant_url.clone(),
+        qdrant_api_key: args.qdrant_api_key.clone(),
+        ..IdentityConfig::default()
+    };
+    config.association.hnsw_ef = hnsw_ef;
+    // The index is built before timing; no background upkeep during the measurement.
+    config.retention.sweep_interval = Duration::from_secs(24 * 3600);
+    config
+}
+
+async fn measure(args: &IdentityBenchArgs, size: usize) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let data_dir = args.data.clone().unwrap_or_else(|| scratch.path().to_path_buf()).join(format!("bench-{size}"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let loader_config = config(args, &data_dir, None);
+    let store = open_store(&loader_config).await?;
+    let loader = Identities::open(loader_config, store.clone(), None, IdentityMetrics::new()).await?;
+    // A model version per run, so a server keeps the sizes apart.
+    let model = ModelKey { id: "bench".into(), version: format!("{size}-{}", std::process::id()), dimension: args.dim };
+
+    let mut rng = StdRng::seed_from_u64(size as u64);
+    let n_identities = size.div_ceil(args.views);
+    let basis: Option<Vec<Vec<f32>>> =
+        args.latent_dim.map(|latent| (0..latent).map(|_| (0..args.dim).map(|_| normal(&mut rng)).collect()).collect());
+    let centre = |rng: &mut StdRng| -> Vec<f32> {
+        match &basis {
+            Some(basis) => {
+                let mut v = vec![0.0f32; args.dim];
+                for row in basis {
+                    let w = normal(rng);
+                    v.iter_mut().zip(row).for_each(|(x, b)| *x += w * b);
+                }
+                unit(v)
+            }
+            None => unit((0..args.dim).map(|_| normal(rng)).collect()),
         }
-        let load_s = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        identities.optimize().await?;
-        let index_s = started.elapsed().as_secs_f64();
-        let stats = store.stats(&model.collection()).await?;
+    };
+    let centres: Vec<Vec<f32>> = (0..n_identities).map(|_| centre(&mut rng)).collect();
+    let started = Instant::now();
+    let mut loaded = 0;
+    while loaded < size {
+        let chunk = (size - loaded).min(20_000);
+        let rows = (loaded..loaded + chunk)
+            .map(|k| (format!("bench-{}", k / args.views), view(&centres[k / args.views], &mut rng)))
+            .collect();
+        loader.import(&model, rows).await.context("importing the gallery")?;
+        loaded += chunk;
+    }
+    let load_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    loader.optimize().await?;
+    let index_s = started.elapsed().as_secs_f64();
+    let stats = store.stats(&model.collection()).await?;
+    drop(loader);
 
+    let probes: Vec<Vec<f32>> =
+        (0..args.queries).map(|_| view(&centres[rng.gen_range(0..n_identities)], &mut rng)).collect();
+    let collection = model.collection();
+    let identity = |h: Option<&reid_vector_store::Hit>| h.and_then(|h| h.payload.get("identity").cloned());
+    let mut exact = Vec::with_capacity(probes.len());
+    let started = Instant::now();
+    for v in &probes {
+        exact.push(store.search(&collection, &SearchQuery::new(v.clone(), 1).exact(true)).await?);
+    }
+    let exact_ms = started.elapsed().as_secs_f64() * 1e3 / probes.len() as f64;
+
+    let efs: Vec<Option<usize>> =
+        if args.hnsw_ef.is_empty() { vec![None] } else { args.hnsw_ef.iter().map(|&ef| Some(ef)).collect() };
+    for ef in efs {
+        // The service as deployed with `association.hnsw_ef = ef`, over the gallery built above.
+        let config = config(args, &data_dir, ef);
+        let identities = Arc::new(Identities::open(config, store.clone(), None, IdentityMetrics::new()).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(reid_identity::serve(
-            identities.clone(),
+            identities,
             GrpcServer::new(vec![reid_identity::SERVICE_NAME]),
             listener,
             async {
@@ -129,8 +183,6 @@ pub async fn run(args: IdentityBenchArgs) -> anyhow::Result<ExitCode> {
             },
         ));
         let mut client = IdentityServiceClient::connect(format!("http://{addr}")).await?;
-        let probes: Vec<Vec<f32>> =
-            (0..args.queries).map(|_| view(&centres[rng.gen_range(0..n_identities)], &mut rng)).collect();
         let identify = |v: Vec<f32>| pb::IdentifyRequest {
             probes: vec![pb::Probe {
                 query: Some(pb::probe::Query::Embedding(pb::EmbeddingWithModel {
@@ -151,43 +203,33 @@ pub async fn run(args: IdentityBenchArgs) -> anyhow::Result<ExitCode> {
             latencies.push(t.elapsed());
         }
         latencies.sort();
+        let _ = stop.send(());
+        server.await??;
 
-        let collection = model.collection();
         let (mut agree, mut same_identity) = (0, 0);
-        let mut exact_time = Duration::ZERO;
-        let identity = |h: Option<&reid_vector_store::Hit>| h.and_then(|h| h.payload.get("identity").cloned());
-        for v in &probes {
-            let query = SearchQuery { hnsw_ef: args.hnsw_ef, ..SearchQuery::new(v.clone(), 1) };
+        for (v, exact) in probes.iter().zip(&exact) {
+            let query = SearchQuery { hnsw_ef: ef, ..SearchQuery::new(v.clone(), 1) };
             let approx = store.search(&collection, &query).await?;
-            let t = Instant::now();
-            let exact = store.search(&collection, &SearchQuery::new(v.clone(), 1).exact(true)).await?;
-            exact_time += t.elapsed();
             agree += usize::from(approx.first().map(|h| h.id) == exact.first().map(|h| h.id));
             same_identity += usize::from(identity(approx.first()) == identity(exact.first()));
         }
-        let _ = stop.send(());
-        server.await??;
-        if args.qdrant_url.is_some() {
-            store.delete_collection(&collection).await?;
-        }
         println!(
-            "{:>9}  {:>8.1}  {:>8.1}  {:>8.1}%  {:>7.2}  {:>7.2}  {:>8.4}  {:>8.4}  {:>8.1}",
+            "{:>9}  {:>8.1}  {:>8.1}  {:>7.1}%  {:>6}  {:>7.2}  {:>7.2}  {:>8.4}  {:>8.4}  {:>8.1}",
             size,
             load_s,
             index_s,
             100.0 * stats.indexed_vectors as f64 / stats.points.max(1) as f64,
+            ef.map_or("-".to_owned(), |ef| ef.to_string()),
             percentile(&latencies, 0.5).as_secs_f64() * 1e3,
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
             agree as f64 / probes.len() as f64,
             same_identity as f64 / probes.len() as f64,
-            exact_time.as_secs_f64() * 1e3 / probes.len() as f64,
+            exact_ms,
         );
-        println!("           {} segments, {} points", stats.segments, stats.points);
     }
-    println!("indexed: share of vectors in an HNSW index; p50/p99: Identify over gRPC, one embedding probe, top 5,");
-    println!(
-        "one call in flight; recall@1: HNSW top hit equal to the exact brute-force top hit over the same vectors;"
-    );
-    println!("same id: the two top hits belong to the same identity; exact ms: one brute-force search.");
-    Ok(ExitCode::SUCCESS)
+    println!("{:>9}  {} segments", "", stats.segments);
+    if args.qdrant_url.is_some() {
+        store.delete_collection(&collection).await?;
+    }
+    Ok(())
 }
