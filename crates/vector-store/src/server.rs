@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use qdrant_client::Qdrant;
 use qdrant_client::qdrant::{
     self, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeletePointsBuilder, Distance, PointStruct, QueryPointsBuilder, ScrollPointsBuilder, SearchParamsBuilder,
     SetPayloadPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
 };
+use qdrant_client::{Qdrant, QdrantError};
+use tonic::Code;
 
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
@@ -46,15 +47,28 @@ impl std::fmt::Debug for QdrantServerStore {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    let message = e.to_string();
-    if message.contains("transport error") || message.contains("Unavailable") || message.contains("connect") {
-        StoreError::Unavailable(message)
-    } else if message.contains("Not found: Collection") || message.contains("doesn't exist") {
-        StoreError::CollectionNotFound(message)
-    } else {
-        StoreError::Backend { backend: "qdrant", message }
+/// A client error as a store error, by the gRPC code the server answered.
+fn failed(e: QdrantError) -> StoreError {
+    let status = match &e {
+        QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => status,
+        _ => return StoreError::Backend { backend: "qdrant", message: e.to_string() },
+    };
+    match status.code() {
+        Code::NotFound => StoreError::CollectionNotFound(status.message().to_owned()),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
+            StoreError::Unavailable(status.message().to_owned())
+        }
+        _ => StoreError::Backend { backend: "qdrant", message: format!("{:?}: {}", status.code(), status.message()) },
     }
+}
+
+/// A reply reid cannot read (a point id that is not a UUID, a collection of another shape).
+fn unreadable(message: impl Into<String>) -> StoreError {
+    StoreError::Backend { backend: "qdrant", message: message.into() }
+}
+
+fn already_exists(e: &QdrantError) -> bool {
+    matches!(e, QdrantError::ResponseError { status } if status.code() == Code::AlreadyExists)
 }
 
 impl QdrantServerStore {
@@ -66,7 +80,7 @@ impl QdrantServerStore {
             .connect_timeout(options.timeout)
             .skip_compatibility_check()
             .build()
-            .map_err(backend)?;
+            .map_err(failed)?;
         client.health_check().await.map_err(|e| StoreError::Unavailable(format!("{}: {e}", options.url)))?;
         Ok(Self { client, dimensions: Default::default() })
     }
@@ -75,8 +89,8 @@ impl QdrantServerStore {
         if let Some(d) = self.dimensions.read().await.get(collection) {
             return Ok(*d);
         }
-        let info = self.client.collection_info(collection).await.map_err(|e| match backend(e) {
-            StoreError::Backend { .. } => StoreError::CollectionNotFound(collection.into()),
+        let info = self.client.collection_info(collection).await.map_err(|e| match failed(e) {
+            StoreError::CollectionNotFound(_) => StoreError::CollectionNotFound(collection.into()),
             other => other,
         })?;
         let dimension = info
@@ -88,7 +102,7 @@ impl QdrantServerStore {
                 Some(qdrant::vectors_config::Config::Params(p)) => Some(p.size as usize),
                 _ => None,
             })
-            .ok_or_else(|| backend(format!("collection {collection} has no single unnamed vector")))?;
+            .ok_or_else(|| unreadable(format!("collection {collection} has no single unnamed vector")))?;
         self.dimensions.write().await.insert(collection.into(), dimension);
         Ok(dimension)
     }
@@ -121,8 +135,8 @@ fn to_condition(condition: &Condition) -> qdrant::Condition {
 
 fn from_point_id(id: Option<qdrant::PointId>) -> StoreResult<PointId> {
     match id.and_then(|id| id.point_id_options) {
-        Some(PointIdOptions::Uuid(s)) => s.parse().map_err(|e| backend(format!("point id {s}: {e}"))),
-        other => Err(backend(format!("point id {other:?} is not a UUID; reid writes UUIDs"))),
+        Some(PointIdOptions::Uuid(s)) => s.parse().map_err(|e| unreadable(format!("point id {s}: {e}"))),
+        other => Err(unreadable(format!("point id {other:?} is not a UUID; reid writes UUIDs"))),
     }
 }
 
@@ -141,7 +155,7 @@ impl VectorStore for QdrantServerStore {
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> StoreResult<bool> {
         validate_name(&spec.name)?;
-        if self.client.collection_exists(&spec.name).await.map_err(backend)? {
+        if self.client.collection_exists(&spec.name).await.map_err(failed)? {
             let existing = self.dimension(&spec.name).await?;
             if existing != spec.dimension {
                 return Err(StoreError::DimensionMismatch { expected: existing, got: spec.dimension });
@@ -152,10 +166,10 @@ impl VectorStore for QdrantServerStore {
             .vectors_config(VectorParamsBuilder::new(spec.dimension as u64, Distance::Cosine));
         if let Err(e) = self.client.create_collection(create).await {
             // Another replica created it between our check and our create.
-            if e.to_string().contains("already exists") {
+            if already_exists(&e) {
                 return Ok(false);
             }
-            return Err(backend(e));
+            return Err(failed(e));
         }
         for (field, kind) in &spec.indexes {
             let kind = match kind {
@@ -164,14 +178,14 @@ impl VectorStore for QdrantServerStore {
                 FieldType::Bool => qdrant::FieldType::Bool,
             };
             let index = CreateFieldIndexCollectionBuilder::new(&spec.name, field, kind).wait(WAIT);
-            self.client.create_field_index(index).await.map_err(backend)?;
+            self.client.create_field_index(index).await.map_err(failed)?;
         }
         self.dimensions.write().await.insert(spec.name.clone(), spec.dimension);
         Ok(true)
     }
 
     async fn list_collections(&self) -> StoreResult<Vec<String>> {
-        let response = self.client.list_collections().await.map_err(backend)?;
+        let response = self.client.list_collections().await.map_err(failed)?;
         let mut names: Vec<String> = response.collections.into_iter().map(|c| c.name).collect();
         names.sort();
         Ok(names)
@@ -180,8 +194,8 @@ impl VectorStore for QdrantServerStore {
     async fn delete_collection(&self, name: &str) -> StoreResult<()> {
         validate_name(name)?;
         self.dimensions.write().await.remove(name);
-        if self.client.collection_exists(name).await.map_err(backend)? {
-            self.client.delete_collection(name).await.map_err(backend)?;
+        if self.client.collection_exists(name).await.map_err(failed)? {
+            self.client.delete_collection(name).await.map_err(failed)?;
         }
         Ok(())
     }
@@ -198,7 +212,7 @@ impl VectorStore for QdrantServerStore {
             .into_iter()
             .map(|p| PointStruct::new(p.id.to_string(), p.vector, qdrant_client::Payload::from(p.payload)))
             .collect();
-        self.client.upsert_points(UpsertPointsBuilder::new(collection, points).wait(WAIT)).await.map_err(backend)?;
+        self.client.upsert_points(UpsertPointsBuilder::new(collection, points).wait(WAIT)).await.map_err(failed)?;
         Ok(())
     }
 
@@ -216,7 +230,7 @@ impl VectorStore for QdrantServerStore {
         if let Some(filter) = to_filter(&query.filter) {
             request = request.filter(filter);
         }
-        let response = self.client.query(request).await.map_err(backend)?;
+        let response = self.client.query(request).await.map_err(failed)?;
         response
             .result
             .into_iter()
@@ -238,7 +252,7 @@ impl VectorStore for QdrantServerStore {
         if let Some(offset) = offset {
             request = request.offset(qdrant::PointId::from(offset.to_string()));
         }
-        let response = self.client.scroll(request).await.map_err(backend)?;
+        let response = self.client.scroll(request).await.map_err(failed)?;
         let records = response
             .result
             .into_iter()
@@ -253,7 +267,7 @@ impl VectorStore for QdrantServerStore {
         if let Some(filter) = to_filter(filter) {
             request = request.filter(filter);
         }
-        let response = self.client.count(request).await.map_err(backend)?;
+        let response = self.client.count(request).await.map_err(failed)?;
         Ok(response.result.map(|r| r.count).unwrap_or(0))
     }
 
@@ -262,7 +276,7 @@ impl VectorStore for QdrantServerStore {
         self.client
             .delete_points(DeletePointsBuilder::new(collection).points(filter).wait(WAIT))
             .await
-            .map_err(backend)?;
+            .map_err(failed)?;
         Ok(())
     }
 
@@ -271,24 +285,24 @@ impl VectorStore for QdrantServerStore {
         let request = SetPayloadPointsBuilder::new(collection, qdrant_client::Payload::from(payload))
             .points_selector(filter)
             .wait(WAIT);
-        self.client.set_payload(request).await.map_err(backend)?;
+        self.client.set_payload(request).await.map_err(failed)?;
         Ok(())
     }
 
     async fn set_alias(&self, alias: &str, collection: &str) -> StoreResult<()> {
         validate_name(alias)?;
         // Qdrant's create-alias replaces an existing alias of that name in one step.
-        self.client.create_alias(CreateAliasBuilder::new(collection, alias)).await.map_err(backend)?;
+        self.client.create_alias(CreateAliasBuilder::new(collection, alias)).await.map_err(failed)?;
         Ok(())
     }
 
     async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>> {
-        let response = self.client.list_aliases().await.map_err(backend)?;
+        let response = self.client.list_aliases().await.map_err(failed)?;
         Ok(response.aliases.into_iter().find(|a| a.alias_name == alias).map(|a| a.collection_name))
     }
 
     async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
-        let info = self.client.collection_info(collection).await.map_err(backend)?.result.unwrap_or_default();
+        let info = self.client.collection_info(collection).await.map_err(failed)?.result.unwrap_or_default();
         Ok(CollectionStats {
             points: info.points_count.unwrap_or_default(),
             indexed_vectors: info.indexed_vectors_count.unwrap_or_default(),
