@@ -34,7 +34,7 @@ lint: setup
 
 bench: release
 	target/release/reid bench embed
-	target/release/reid bench identity
+	target/release/reid bench identity --latent-dim 64
 
 # The seed's metric-learning experiment against pytorch-metric-learning: writes
 # docs/metric-learning.md and docs/img/ (about 25 minutes on 2 cores).
