@@ -133,6 +133,13 @@ impl Catalog {
         Ok((records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect(), next))
     }
 
+    /// Every enrolled identity.
+    pub async fn enrolled(&self) -> IdentityResult<Vec<IdentityEntry>> {
+        let filter = Filter::all().keyword("kind", "identity").flag("enrolled", true);
+        let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
+        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+    }
+
     /// Identities never enrolled and not seen since `before_ms`.
     pub async fn stale_anonymous(&self, before_ms: i64) -> IdentityResult<Vec<IdentityEntry>> {
         let filter =

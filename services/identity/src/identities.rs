@@ -399,21 +399,8 @@ impl Identities {
             .insert((g.model.id.clone(), g.model.version.clone()), g.clone());
     }
 
-    async fn enrolled_identities(&self) -> IdentityResult<Vec<IdentityEntry>> {
-        let mut all = Vec::new();
-        let mut token = None;
-        loop {
-            let (page, next) = self.catalog.identity_page(1024, token).await?;
-            all.extend(page.into_iter().filter(|e| e.enrolled));
-            match next {
-                Some(n) => token = Some(n),
-                None => return Ok(all),
-            }
-        }
-    }
-
     async fn reembed_enrolled(&self, gallery: &Gallery) -> IdentityResult<usize> {
-        let enrolled = self.enrolled_identities().await?;
+        let enrolled = self.catalog.enrolled().await?;
         let work: Vec<(String, String, Image)> = enrolled
             .iter()
             .flat_map(|e| {
@@ -759,6 +746,11 @@ impl Identities {
         if self.catalog.identity(&query.identity).await?.is_none() {
             return Err(IdentityError::IdentityNotFound(query.identity));
         }
+        self.timeline(&query).await
+    }
+
+    /// The sightings of an identity known to exist, in every gallery, in time order.
+    async fn timeline(&self, query: &SightingQuery) -> IdentityResult<Vec<Sighting>> {
         let mut filter = Filter::all().keyword("kind", "sighting").keyword("identity", &query.identity);
         if !query.cameras.is_empty() {
             filter = filter.keyword_in("camera", query.cameras.clone());
@@ -805,7 +797,7 @@ impl Identities {
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let sightings =
-                self.sightings(SightingQuery { identity: entry.identity.clone(), ..Default::default() }).await?;
+                self.timeline(&SightingQuery { identity: entry.identity.clone(), ..Default::default() }).await?;
             let cameras: BTreeSet<String> = sightings.iter().map(|s| s.camera.clone()).collect();
             out.push(IdentitySummary {
                 sightings: sightings.len() as u64,
