@@ -2,6 +2,7 @@
 //! graceful shutdown that flips health to NOT_SERVING before draining in-flight calls, the
 //! Prometheus `/metrics` endpoint, and the ctrl-c / SIGTERM future that `main` passes to `run`.
 
+pub mod duration;
 pub mod metrics;
 
 use std::future::Future;

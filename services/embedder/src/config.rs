@@ -20,7 +20,7 @@ pub struct EmbedderConfig {
     /// Most images in one model batch.
     pub max_batch: usize,
     /// Longest a request waits for others to fill its batch.
-    #[serde(with = "millis")]
+    #[serde(with = "reid_server::duration::millis")]
     pub max_delay: Duration,
     /// Requests waiting for the model beyond which new ones get RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
@@ -33,7 +33,7 @@ pub struct EmbedderConfig {
     /// Largest gRPC message, in bytes.
     pub max_message_bytes: usize,
     /// How often the served model's card is checked for a new version (0 disables watching).
-    #[serde(with = "millis")]
+    #[serde(with = "reid_server::duration::millis")]
     pub watch_interval: Duration,
     /// libtorch intra-op threads (0: libtorch's default, one per core).
     pub threads: usize,
@@ -75,15 +75,6 @@ impl EmbedderConfig {
 }
 
 /// Durations in configuration files are whole milliseconds.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
 
 #[cfg(test)]
 mod tests {

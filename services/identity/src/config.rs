@@ -27,7 +27,7 @@ pub struct IdentityConfig {
     pub max_message_bytes: usize,
     /// How long an `Identify` or `Observe` with images waits for the gallery of a new model version
     /// to be re-embedded before it answers UNAVAILABLE.
-    #[serde(with = "millis")]
+    #[serde(with = "reid_server::duration::millis")]
     pub migration_wait: Duration,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
@@ -67,10 +67,10 @@ pub struct TransitRule {
 pub struct RetentionConfig {
     /// Anonymous sightings (of identities never enrolled) older than this are deleted, with their
     /// thumbnails. Zero keeps them forever.
-    #[serde(with = "secs")]
+    #[serde(with = "reid_server::duration::secs")]
     pub anonymous_ttl: Duration,
     /// How often expired sightings are swept.
-    #[serde(with = "millis")]
+    #[serde(with = "reid_server::duration::millis")]
     pub sweep_interval: Duration,
 }
 
@@ -135,25 +135,7 @@ impl IdentityConfig {
     }
 }
 
-mod millis {
-    use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,199 @@
+//! The ingester's configuration: one struct, filled from a TOML file, then `REID_INGESTER_*`
+//! environment variables and flags (by the CLI); tests build it directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::detect::DetectorsConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngesterConfig {
+    /// The embedder that turns crops into embeddings. Without one, tracklets are sent to the
+    /// identity service as images and it embeds them.
+    pub embedder_url: Option<String>,
+    /// Where finished tracklets go (`Observe`). Without one, tracklets are only exported/counted.
+    pub identity_url: Option<String>,
+    /// Every tracklet is also written under this folder, one sub-folder per tracklet, in the layout
+    /// the trainer's `folders` dataset reads.
+    pub export_dir: Option<PathBuf>,
+    /// The detector of cameras that do not name one.
+    pub default_detector: String,
+    pub detectors: DetectorsConfig,
+    pub tracker: TrackerConfig,
+    pub crops: CropConfig,
+    pub delivery: DeliveryConfig,
+    pub reconnect: ReconnectConfig,
+    /// Frames waiting between a camera's reader and its detector. A live source that outruns the
+    /// detector loses its oldest waiting frames (counted as `queue_full`); files and folders wait.
+    pub frame_queue: usize,
+    /// Largest decoded frame, in pixels (a 4K frame is 8.3 M).
+    pub max_frame_pixels: u64,
+    /// Largest gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// Cameras started with the service.
+    pub cameras: Vec<CameraSpec>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<String>,
+}
+
+/// One camera: where its frames come from and how they are processed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    pub id: String,
+    /// A video file, a folder of images, `rtsp://`, `http(s)://` (MJPEG or any stream FFmpeg
+    /// reads), `device:N` for a local capture device, or `push` for a camera that pushes frames
+    /// (`PushFrames`) or detections (`PushDetections`).
+    pub url: String,
+    /// Frames per second to process; 0 processes every frame.
+    #[serde(default)]
+    pub target_fps: f32,
+    /// `hog`, `background`, `haar-face`, `mtcnn` or `onnx`; empty for `default_detector`.
+    #[serde(default)]
+    pub detector: String,
+}
+
+/// The SORT-like tracker: IoU against a constant-velocity prediction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// A detection joins a track when its box overlaps the track's predicted box by at least this.
+    pub min_iou: f32,
+    /// Detections a track needs before it counts (filters one-frame false positives).
+    pub min_hits: u32,
+    /// Processed frames a track survives without a detection (occlusion) before it ends.
+    pub max_misses: u32,
+    /// A track longer than this is cut into consecutive tracklets, so that a person standing in
+    /// view for an hour is still reported (0: never cut).
+    pub max_tracklet_frames: u32,
+}
+
+/// Which crops of a track are kept and sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CropConfig {
+    /// Best crops kept per tracklet (by size, sharpness, aspect, detector score).
+    pub per_tracklet: usize,
+    /// Kept crops are at least this many processed frames apart (different poses, not one moment).
+    pub min_gap_frames: u64,
+    /// Detections smaller than this (box height in pixels) are tracked but never kept as crops.
+    pub min_height: u32,
+    /// Context added around each box, as a fraction of its size.
+    pub padding: f32,
+    pub jpeg_quality: i32,
+}
+
+/// Getting tracklets to the embedder and the identity service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Tracklets held while the embedder or identity service is slow or down; beyond it the
+    /// oldest are dropped and counted (`buffer_full`).
+    pub buffer_tracklets: usize,
+    /// Most crops per embedder call; crops of every camera share a call.
+    pub embed_batch: usize,
+    /// How long a partial batch waits for more tracklets.
+    #[serde(with = "reid_server::duration::millis")]
+    pub batch_wait: Duration,
+    /// Retry back-off bounds while a downstream service is unavailable.
+    #[serde(with = "reid_server::duration::millis")]
+    pub retry_initial: Duration,
+    #[serde(with = "reid_server::duration::millis")]
+    pub retry_max: Duration,
+    /// On shutdown, how long buffered tracklets may take to be delivered.
+    #[serde(with = "reid_server::duration::millis")]
+    pub flush_timeout: Duration,
+    /// Per-call deadline.
+    #[serde(with = "reid_server::duration::millis")]
+    pub call_timeout: Duration,
+}
+
+/// Reconnecting a live source: exponential back-off with full jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectConfig {
+    #[serde(with = "reid_server::duration::millis")]
+    pub initial: Duration,
+    #[serde(with = "reid_server::duration::millis")]
+    pub max: Duration,
+    /// Give up after this many failed attempts in a row (0: never).
+    pub max_attempts: u32,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self {
+            embedder_url: None,
+            identity_url: None,
+            export_dir: None,
+            default_detector: "hog".into(),
+            detectors: DetectorsConfig::default(),
+            tracker: TrackerConfig::default(),
+            crops: CropConfig::default(),
+            delivery: DeliveryConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            frame_queue: 8,
+            max_frame_pixels: 16 << 20,
+            max_message_bytes: 64 << 20,
+            cameras: Vec::new(),
+            metrics_listen: None,
+        }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self { min_iou: 0.3, min_hits: 3, max_misses: 5, max_tracklet_frames: 600 }
+    }
+}
+
+impl Default for CropConfig {
+    fn default() -> Self {
+        Self { per_tracklet: 4, min_gap_frames: 3, min_height: 48, padding: 0.05, jpeg_quality: 90 }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            buffer_tracklets: 1000,
+            embed_batch: 32,
+            batch_wait: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(500), max: Duration::from_secs(30), max_attempts: 0 }
+    }
+}
+
+impl IngesterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.tracker;
+        if !(0.0..=1.0).contains(&t.min_iou) || t.min_iou == 0.0 {
+            return Err(format!("tracker.min_iou {} must lie in (0, 1]", t.min_iou));
+        }
+        if self.crops.per_tracklet == 0 || self.delivery.buffer_tracklets == 0 || self.delivery.embed_batch == 0 {
+            return Err("crops.per_tracklet, delivery.buffer_tracklets and delivery.embed_batch must be positive".into());
+        }
+        if self.frame_queue == 0 {
+            return Err("frame_queue must be positive".into());
+        }
+        if !(0..=100).contains(&self.crops.jpeg_quality) {
+            return Err(format!("crops.jpeg_quality {} must lie in [0, 100]", self.crops.jpeg_quality));
+        }
+        if self.reconnect.initial.is_zero() || self.reconnect.max < self.reconnect.initial {
+            return Err("reconnect.initial must be positive and at most reconnect.max".into());
+        }
+        Ok(())
+    }
+}

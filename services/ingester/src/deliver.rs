@@ -1,0 +1,382 @@
+//! Getting finished tracklets out: the bounded outbox every camera writes to, and the delivery
+//! worker that embeds crops of all cameras together in one embedder call and sends each tracklet
+//! to `IdentityService.Observe`. While a downstream service is slow or down, tracklets wait in the
+//! outbox and are retried with back-off; beyond its bound the oldest are dropped and counted.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rand::Rng;
+use reid_proto::v1 as pb;
+use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
+use reid_proto::v1::identity_service_client::IdentityServiceClient;
+use tokio::sync::Notify;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::config::DeliveryConfig;
+use crate::frame::{BBox, encoded};
+use crate::metrics::IngesterMetrics;
+
+/// One crop of a tracklet, encoded.
+#[derive(Debug, Clone)]
+pub struct EncodedCrop {
+    pub jpeg: Vec<u8>,
+    pub bbox: BBox,
+    pub captured_at: SystemTime,
+    pub frame: u64,
+    pub quality: f32,
+}
+
+/// A finished track of one camera, ready to be identified.
+#[derive(Debug, Clone)]
+pub struct Tracklet {
+    pub camera_id: String,
+    pub track_id: String,
+    pub crops: Vec<EncodedCrop>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+#[derive(Debug)]
+struct Pending {
+    tracklet: Tracklet,
+    /// Kept once embedded, so that a retried `Observe` does not embed again.
+    embedded: Option<(Vec<Vec<f32>>, pb::ModelRef)>,
+}
+
+/// The bounded buffer between the cameras and the delivery worker.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<VecDeque<Pending>>,
+    capacity: usize,
+    arrived: Notify,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self { queue: Mutex::new(VecDeque::new()), capacity, arrived: Notify::new(), dropped: AtomicU64::new(0) }
+    }
+
+    /// Queues a tracklet; returns the one dropped to make room, if the outbox was full.
+    pub fn submit(&self, tracklet: Tracklet) -> Option<Tracklet> {
+        let dropped = {
+            let mut q = self.lock();
+            let dropped = (q.len() >= self.capacity).then(|| q.pop_front()).flatten();
+            q.push_back(Pending { tracklet, embedded: None });
+            dropped
+        };
+        if dropped.is_some() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.arrived.notify_one();
+        dropped.map(|p| p.tracklet)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes tracklets from the front until `max_crops` crops are taken (at least one tracklet).
+    fn take(&self, max_crops: usize) -> Vec<Pending> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        let mut crops = 0;
+        while let Some(front) = q.front() {
+            let n = front.tracklet.crops.len();
+            if !out.is_empty() && crops + n > max_crops {
+                break;
+            }
+            crops += n;
+            out.extend(q.pop_front());
+        }
+        out
+    }
+
+    /// Puts tracklets that could not be delivered back at the front, in order.
+    fn requeue(&self, pending: Vec<Pending>) {
+        let mut q = self.lock();
+        for p in pending.into_iter().rev() {
+            q.push_front(p);
+        }
+    }
+}
+
+/// Where the delivery worker sends tracklets: the embedder and the identity service, as traits so
+/// that delivery can be tested against services that fail on cue.
+#[async_trait]
+pub trait Downstream: Send + Sync {
+    /// Embeds `images` in one call; `None` when no embedder is configured (the identity service
+    /// then embeds the images itself).
+    async fn embed(&self, images: Vec<pb::Image>) -> Result<Option<(Vec<Vec<f32>>, pb::ModelRef)>, Status>;
+    async fn observe(&self, request: pb::ObserveRequest) -> Result<pb::ObserveResponse, Status>;
+}
+
+/// The embedder and identity service over gRPC (connections are lazy: a service that is down at
+/// start-up is retried, not fatal).
+#[derive(Debug, Clone)]
+pub struct GrpcDownstream {
+    embedder: Option<EmbedderServiceClient<Channel>>,
+    identity: Option<IdentityServiceClient<Channel>>,
+}
+
+impl GrpcDownstream {
+    pub fn new(
+        embedder_url: Option<&str>,
+        identity_url: Option<&str>,
+        config: &DeliveryConfig,
+        max_message_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let channel = |url: &str| -> anyhow::Result<Channel> {
+            Ok(Endpoint::from_shared(reid_server::grpc_url(url))?
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(config.call_timeout)
+                .connect_lazy())
+        };
+        Ok(Self {
+            embedder: embedder_url.map(channel).transpose()?.map(|c| {
+                EmbedderServiceClient::new(c)
+                    .max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes)
+            }),
+            identity: identity_url.map(channel).transpose()?.map(|c| {
+                IdentityServiceClient::new(c)
+                    .max_decoding_message_size(max_message_bytes)
+                    .max_encoding_message_size(max_message_bytes)
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl Downstream for GrpcDownstream {
+    async fn embed(&self, images: Vec<pb::Image>) -> Result<Option<(Vec<Vec<f32>>, pb::ModelRef)>, Status> {
+        let Some(mut client) = self.embedder.clone() else { return Ok(None) };
+        let n = images.len();
+        let reply = client.embed(pb::EmbedRequest { images, request_id: String::new() }).await?.into_inner();
+        if reply.embeddings.len() != n {
+            return Err(Status::internal(format!("embedder answered {} embeddings for {n} images", reply.embeddings.len())));
+        }
+        let model = reply.model.ok_or_else(|| Status::internal("embedder reply names no model"))?;
+        Ok(Some((reply.embeddings.into_iter().map(|e| e.values).collect(), model)))
+    }
+
+    async fn observe(&self, request: pb::ObserveRequest) -> Result<pb::ObserveResponse, Status> {
+        let Some(mut client) = self.identity.clone() else {
+            return Ok(pb::ObserveResponse::default());
+        };
+        Ok(client.observe(request).await?.into_inner())
+    }
+}
+
+/// Worth retrying: the service is down, overloaded, restarting or timed out.
+fn transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::Cancelled
+    )
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn observe_request(p: &Pending) -> pb::ObserveRequest {
+    let t = &p.tracklet;
+    let crops = t
+        .crops
+        .iter()
+        .enumerate()
+        .map(|(i, c)| pb::TrackletCrop {
+            image: Some(encoded(c.jpeg.clone())),
+            r#box: Some(c.bbox.into()),
+            captured_at: Some(timestamp(c.captured_at)),
+            quality: c.quality,
+            embedding: p.embedded.as_ref().map(|(e, _)| pb::Embedding { values: e[i].clone() }),
+        })
+        .collect();
+    pb::ObserveRequest {
+        camera_id: t.camera_id.clone(),
+        track_id: t.track_id.clone(),
+        crops,
+        model: p.embedded.as_ref().map(|(_, m)| m.clone()),
+    }
+}
+
+/// Delivers what the outbox holds until `stop` is set and the outbox is empty (or the flush
+/// deadline passes).
+pub async fn deliver(
+    outbox: std::sync::Arc<Outbox>,
+    downstream: std::sync::Arc<dyn Downstream>,
+    config: DeliveryConfig,
+    metrics: IngesterMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut failures: u32 = 0;
+    let mut flush_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        metrics.outbox.set(outbox.len() as i64);
+        if *stop.borrow() {
+            let deadline = *flush_deadline.get_or_insert_with(|| tokio::time::Instant::now() + config.flush_timeout);
+            if outbox.is_empty() || tokio::time::Instant::now() >= deadline {
+                let left = outbox.len();
+                if left > 0 {
+                    tracing::warn!(left, "shutdown: tracklets not delivered before the flush deadline");
+                }
+                return;
+            }
+        } else if outbox.is_empty() {
+            tokio::select! {
+                _ = outbox.arrived.notified() => {}
+                _ = stop.changed() => {}
+            }
+            // Let a few more tracklets arrive so that their crops share one embedder call.
+            tokio::time::sleep(config.batch_wait).await;
+            continue;
+        }
+        let mut batch = outbox.take(config.embed_batch);
+        if batch.is_empty() {
+            continue;
+        }
+        match deliver_batch(&mut batch, downstream.as_ref(), &metrics).await {
+            Ok(()) => failures = 0,
+            Err(status) => {
+                outbox.requeue(batch);
+                failures += 1;
+                let backoff = backoff(config.retry_initial, config.retry_max, failures);
+                tracing::warn!(code = ?status.code(), error = %status.message(), waiting = outbox.len(), retry_in = ?backoff, "delivery failed; will retry");
+                metrics.delivery_retries.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed(), if !*stop.borrow() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Embeds the batch's crops that need it in one call, then observes each tracklet. On a transient
+/// failure the undelivered tracklets are left in `batch` for the caller to requeue; tracklets the
+/// identity service refuses outright are dropped and counted.
+async fn deliver_batch(batch: &mut Vec<Pending>, downstream: &dyn Downstream, metrics: &IngesterMetrics) -> Result<(), Status> {
+    let images: Vec<pb::Image> = batch
+        .iter()
+        .filter(|p| p.embedded.is_none())
+        .flat_map(|p| p.tracklet.crops.iter().map(|c| encoded(c.jpeg.clone())))
+        .collect();
+    if !images.is_empty() {
+        let n = images.len();
+        match downstream.embed(images).await {
+            Ok(Some((mut vectors, model))) => {
+                metrics.embedded_crops.inc_by(n as u64);
+                for p in batch.iter_mut().filter(|p| p.embedded.is_none()) {
+                    let rest = vectors.split_off(p.tracklet.crops.len());
+                    p.embedded = Some((std::mem::replace(&mut vectors, rest), model.clone()));
+                }
+            }
+            Ok(None) => {}
+            Err(status) if transient(&status) => return Err(status),
+            Err(status) => {
+                // The embedder refuses these crops (it never should: they are JPEGs we encoded).
+                tracing::error!(error = %status.message(), tracklets = batch.len(), "embedder refused a batch; dropping it");
+                metrics.tracklets.with_label_values(&["rejected"]).inc_by(batch.len() as u64);
+                batch.clear();
+                return Ok(());
+            }
+        }
+    }
+    while let Some(p) = batch.first() {
+        match downstream.observe(observe_request(p)).await {
+            Ok(reply) => {
+                tracing::debug!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, identity = %reply.identity_id, created = reply.created, "tracklet observed");
+                metrics.tracklets.with_label_values(&["delivered"]).inc();
+            }
+            Err(status) if transient(&status) => return Err(status),
+            Err(status) => {
+                tracing::warn!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, code = ?status.code(), error = %status.message(), "identity service refused a tracklet");
+                metrics.tracklets.with_label_values(&["rejected"]).inc();
+            }
+        }
+        batch.remove(0);
+    }
+    Ok(())
+}
+
+/// Exponential back-off with jitter: half fixed, half random, so that many ingesters that lost the
+/// same service do not retry in step.
+pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(max);
+    let half = exp / 2;
+    half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracklet(track: &str, crops: usize) -> Tracklet {
+        let crop = EncodedCrop {
+            jpeg: vec![1],
+            bbox: BBox::default(),
+            captured_at: SystemTime::UNIX_EPOCH,
+            frame: 0,
+            quality: 0.5,
+        };
+        Tracklet {
+            camera_id: "c".into(),
+            track_id: track.into(),
+            crops: vec![crop; crops],
+            start: SystemTime::UNIX_EPOCH,
+            end: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_full_outbox_drops_its_oldest_tracklets_and_counts_them() {
+        let outbox = Outbox::new(2);
+        assert!(outbox.submit(tracklet("1", 1)).is_none());
+        assert!(outbox.submit(tracklet("2", 1)).is_none());
+        assert_eq!(outbox.submit(tracklet("3", 1)).map(|t| t.track_id), Some("1".into()));
+        assert_eq!(outbox.dropped.load(Ordering::Relaxed), 1);
+        let taken: Vec<String> = outbox.take(10).into_iter().map(|p| p.tracklet.track_id).collect();
+        assert_eq!(taken, vec!["2", "3"]);
+    }
+
+    #[test]
+    fn batches_are_cut_by_crops_and_requeued_in_order() {
+        let outbox = Outbox::new(10);
+        for (t, n) in [("a", 3), ("b", 3), ("c", 3)] {
+            outbox.submit(tracklet(t, n));
+        }
+        let first = outbox.take(7);
+        assert_eq!(first.len(), 2, "a and b fit 7 crops, c does not");
+        outbox.requeue(first);
+        let all: Vec<String> = outbox.take(100).into_iter().map(|p| p.tracklet.track_id).collect();
+        assert_eq!(all, vec!["a", "b", "c"]);
+        // A tracklet larger than a batch still goes, alone.
+        outbox.submit(tracklet("big", 50));
+        assert_eq!(outbox.take(7).len(), 1);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        for attempt in 1..10 {
+            let d = backoff(i, m, attempt);
+            let exp = (i * (1 << (attempt - 1))).min(m);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
+        }
+    }
+}

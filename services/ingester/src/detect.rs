@@ -1,0 +1,516 @@
+//! Detectors: a frame in, boxes of people (or faces) out, behind one trait so that a camera's
+//! detector is a configuration choice.
+//!
+//! - `hog`: OpenCV's HOG + linear SVM people detector, with optional upscaling so that people
+//!   shorter than its 128-pixel window are found;
+//! - `background`: MOG2 background subtraction for static cameras: moving blobs of person shape;
+//! - `haar-face`: the Haar frontal-face cascade from Debian's `opencv-data`;
+//! - `onnx`: any YOLO-style ONNX detector through OpenCV's dnn module, with a configurable output
+//!   layout, so that users can bring a better model.
+
+use std::path::PathBuf;
+
+use opencv::core::{Mat, Point, Rect, Scalar, Size, Vector};
+use opencv::prelude::*;
+use opencv::{dnn, imgproc, objdetect, video};
+use serde::Deserialize;
+
+use crate::error::{IngesterError, IngesterResult};
+use crate::frame::BBox;
+
+/// One detected object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub bbox: BBox,
+    /// Detector confidence mapped to [0, 1].
+    pub score: f32,
+}
+
+/// What a detector finds: a face crop is embedded by a face model, a person crop by a re-ID model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Person,
+    Face,
+}
+
+pub trait Detector: Send {
+    /// Detections in `frame` (BGR8), in its pixel coordinates.
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>>;
+    fn target(&self) -> Target;
+}
+
+/// Every detector's settings, in the `[detectors]` table of the ingester's config.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorsConfig {
+    pub hog: HogConfig,
+    pub background: BackgroundConfig,
+    pub haar_face: HaarConfig,
+    pub onnx: Option<OnnxConfig>,
+}
+
+/// The names `detector` accepts.
+pub const DETECTORS: [&str; 4] = ["hog", "background", "haar-face", "onnx"];
+
+/// Builds the detector called `name`; unknown names are `UnsupportedDetector`, known ones whose
+/// model cannot be loaded are `DetectorUnavailable`.
+pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Detector>> {
+    let unavailable = |reason: String| IngesterError::DetectorUnavailable { name: name.into(), reason };
+    Ok(match name {
+        "hog" => Box::new(HogDetector::new(config.hog.clone()).map_err(|e| unavailable(e.message))?),
+        "background" => Box::new(BackgroundDetector::new(config.background.clone()).map_err(|e| unavailable(e.message))?),
+        "haar-face" => Box::new(HaarFaceDetector::new(&config.haar_face).map_err(unavailable)?),
+        "onnx" => {
+            let c = config
+                .onnx
+                .clone()
+                .ok_or_else(|| unavailable("no [detectors.onnx] section names a model".into()))?;
+            Box::new(OnnxDetector::new(c).map_err(unavailable)?)
+        }
+        other => return Err(IngesterError::UnsupportedDetector(other.into())),
+    })
+}
+
+// --- HOG ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HogConfig {
+    /// The frame is scaled by this before detection: 2.0 finds people down to 64 pixels tall, at
+    /// four times the cost.
+    pub upscale: f64,
+    /// Pyramid step between scales.
+    pub scale: f64,
+    /// Window stride in pixels (8 is OpenCV's default; 4 finds more at 4x the cost).
+    pub stride: i32,
+    /// SVM margin a window needs.
+    pub hit_threshold: f64,
+    /// HOG boxes have about 1/8 of margin around the person on each side; this much is cut off.
+    pub shrink: f32,
+}
+
+impl Default for HogConfig {
+    fn default() -> Self {
+        Self { upscale: 1.0, scale: 1.05, stride: 8, hit_threshold: 0.0, shrink: 0.1 }
+    }
+}
+
+pub struct HogDetector {
+    hog: objdetect::HOGDescriptor,
+    config: HogConfig,
+}
+
+impl HogDetector {
+    pub fn new(config: HogConfig) -> opencv::Result<Self> {
+        let mut hog = objdetect::HOGDescriptor::default()?;
+        hog.set_svm_detector(objdetect::HOGDescriptor::get_default_people_detector()?);
+        Ok(Self { hog, config })
+    }
+}
+
+impl Detector for HogDetector {
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let c = &self.config;
+        let scaled;
+        let input = if (c.upscale - 1.0).abs() > 1e-3 {
+            let mut m = Mat::default();
+            imgproc::resize(frame, &mut m, Size::default(), c.upscale, c.upscale, imgproc::INTER_LINEAR)?;
+            scaled = m;
+            &scaled
+        } else {
+            frame
+        };
+        let mut rects = Vector::<Rect>::new();
+        let mut weights = Vector::<f64>::new();
+        self.hog.detect_multi_scale_weights(
+            input,
+            &mut rects,
+            &mut weights,
+            c.hit_threshold,
+            Size::new(c.stride, c.stride),
+            Size::new(0, 0),
+            c.scale,
+            2.0,
+            false,
+        )?;
+        let k = 1.0 / c.upscale as f32;
+        Ok(rects
+            .iter()
+            .zip(weights.iter())
+            .map(|(r, w)| {
+                let (dx, dy) = (r.width as f32 * c.shrink / 2.0, r.height as f32 * c.shrink / 2.0);
+                Detection {
+                    bbox: BBox::new(
+                        (r.x as f32 + dx) * k,
+                        (r.y as f32 + dy) * k,
+                        (r.width as f32 - 2.0 * dx) * k,
+                        (r.height as f32 - 2.0 * dy) * k,
+                    ),
+                    // The SVM margin, squashed: 0 at the decision boundary, ~0.9 at a margin of 1.
+                    score: (1.0 - (-2.3 * w.max(0.0)).exp()) as f32,
+                }
+            })
+            .collect())
+    }
+
+    fn target(&self) -> Target {
+        Target::Person
+    }
+}
+
+// --- Background subtraction -----------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackgroundConfig {
+    /// Frames of history in the MOG2 model.
+    pub history: i32,
+    pub var_threshold: f64,
+    /// Smallest blob, in pixels of area.
+    pub min_area: f64,
+    /// Blobs whose height / width lies outside this range are not people.
+    pub min_aspect: f32,
+    pub max_aspect: f32,
+    /// Frames before the model is trusted (the first frames are all foreground).
+    pub warmup_frames: u32,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> Self {
+        Self { history: 300, var_threshold: 16.0, min_area: 800.0, min_aspect: 1.2, max_aspect: 5.0, warmup_frames: 10 }
+    }
+}
+
+pub struct BackgroundDetector {
+    model: opencv::core::Ptr<video::BackgroundSubtractorMOG2>,
+    kernel: Mat,
+    config: BackgroundConfig,
+    seen: u32,
+}
+
+impl BackgroundDetector {
+    pub fn new(config: BackgroundConfig) -> opencv::Result<Self> {
+        Ok(Self {
+            model: video::create_background_subtractor_mog2(config.history, config.var_threshold, true)?,
+            kernel: imgproc::get_structuring_element_def(imgproc::MORPH_ELLIPSE, Size::new(5, 5))?,
+            config,
+            seen: 0,
+        })
+    }
+}
+
+impl Detector for BackgroundDetector {
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let mut mask = Mat::default();
+        opencv::prelude::BackgroundSubtractorTrait::apply(&mut self.model, frame, &mut mask, -1.0)?;
+        self.seen += 1;
+        if self.seen <= self.config.warmup_frames {
+            return Ok(Vec::new());
+        }
+        // Shadows are marked 127 by MOG2: keep only the certain foreground, then close the holes.
+        let mut fg = Mat::default();
+        imgproc::threshold(&mask, &mut fg, 200.0, 255.0, imgproc::THRESH_BINARY)?;
+        let mut opened = Mat::default();
+        imgproc::morphology_ex_def(&fg, &mut opened, imgproc::MORPH_OPEN, &self.kernel)?;
+        let mut closed = Mat::default();
+        imgproc::morphology_ex(
+            &opened,
+            &mut closed,
+            imgproc::MORPH_CLOSE,
+            &self.kernel,
+            Point::new(-1, -1),
+            3,
+            opencv::core::BORDER_CONSTANT,
+            imgproc::morphology_default_border_value()?,
+        )?;
+        let mut contours = Vector::<Vector<Point>>::new();
+        imgproc::find_contours_def(&closed, &mut contours, imgproc::RETR_EXTERNAL, imgproc::CHAIN_APPROX_SIMPLE)?;
+        let mut out = Vec::new();
+        for contour in contours.iter() {
+            let area = imgproc::contour_area_def(&contour)?;
+            if area < self.config.min_area {
+                continue;
+            }
+            let r = imgproc::bounding_rect(&contour)?;
+            let aspect = r.height as f32 / r.width.max(1) as f32;
+            if aspect < self.config.min_aspect || aspect > self.config.max_aspect {
+                continue;
+            }
+            // How much of the box the blob fills: a person fills about half of theirs.
+            let fill = (area / f64::from(r.width * r.height).max(1.0)) as f32;
+            out.push(Detection {
+                bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32),
+                score: (fill / 0.6).min(1.0),
+            });
+        }
+        Ok(out)
+    }
+
+    fn target(&self) -> Target {
+        Target::Person
+    }
+}
+
+// --- Haar faces -----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaarConfig {
+    pub cascade: PathBuf,
+    pub min_size: i32,
+    pub min_neighbors: i32,
+}
+
+impl Default for HaarConfig {
+    fn default() -> Self {
+        Self {
+            cascade: PathBuf::from("/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"),
+            min_size: 40,
+            min_neighbors: 5,
+        }
+    }
+}
+
+pub struct HaarFaceDetector {
+    cascade: objdetect::CascadeClassifier,
+    min_size: i32,
+    min_neighbors: i32,
+}
+
+impl HaarFaceDetector {
+    pub fn new(config: &HaarConfig) -> Result<Self, String> {
+        if !config.cascade.is_file() {
+            return Err(format!("no cascade at {} (apt install opencv-data)", config.cascade.display()));
+        }
+        let path = config.cascade.to_string_lossy().into_owned();
+        let cascade = objdetect::CascadeClassifier::new(&path).map_err(|e| e.message)?;
+        if cascade.empty().unwrap_or(true) {
+            return Err(format!("{path} is not a cascade OpenCV can read"));
+        }
+        Ok(Self { cascade, min_size: config.min_size, min_neighbors: config.min_neighbors })
+    }
+}
+
+impl Detector for HaarFaceDetector {
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let mut gray = Mat::default();
+        imgproc::cvt_color_def(frame, &mut gray, imgproc::COLOR_BGR2GRAY)?;
+        let mut eq = Mat::default();
+        imgproc::equalize_hist(&gray, &mut eq)?;
+        let mut faces = Vector::<Rect>::new();
+        self.cascade.detect_multi_scale(
+            &eq,
+            &mut faces,
+            1.1,
+            self.min_neighbors,
+            0,
+            Size::new(self.min_size, self.min_size),
+            Size::default(),
+        )?;
+        Ok(faces
+            .iter()
+            .map(|r| Detection {
+                bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32),
+                score: 1.0,
+            })
+            .collect())
+    }
+
+    fn target(&self) -> Target {
+        Target::Face
+    }
+}
+
+// --- ONNX (YOLO-style) ----------------------------------------------------------------------------
+
+/// How the model's single output tensor is laid out.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputLayout {
+    /// `[1, N, 5 + C]`: cx, cy, w, h, objectness, class scores (YOLOv5/v7).
+    Yolov5,
+    /// `[1, 4 + C, N]`: cx, cy, w, h, class scores, no objectness (YOLOv8/v11).
+    Yolov8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnnxConfig {
+    pub model: PathBuf,
+    #[serde(default = "default_onnx_size")]
+    pub input_width: i32,
+    #[serde(default = "default_onnx_size")]
+    pub input_height: i32,
+    #[serde(default = "default_layout")]
+    pub layout: OutputLayout,
+    /// The class kept (0 is "person" in COCO).
+    #[serde(default)]
+    pub class_id: usize,
+    #[serde(default = "default_score")]
+    pub score_threshold: f32,
+    #[serde(default = "default_nms")]
+    pub nms_threshold: f32,
+    #[serde(default)]
+    pub faces: bool,
+}
+
+fn default_onnx_size() -> i32 {
+    640
+}
+fn default_layout() -> OutputLayout {
+    OutputLayout::Yolov8
+}
+fn default_score() -> f32 {
+    0.4
+}
+fn default_nms() -> f32 {
+    0.45
+}
+
+pub struct OnnxDetector {
+    net: dnn::Net,
+    config: OnnxConfig,
+}
+
+impl OnnxDetector {
+    pub fn new(config: OnnxConfig) -> Result<Self, String> {
+        if !config.model.is_file() {
+            return Err(format!("no model at {}", config.model.display()));
+        }
+        let net = dnn::read_net_from_onnx(&config.model).map_err(|e| format!("{}: {}", config.model.display(), e.message))?;
+        Ok(Self { net, config })
+    }
+}
+
+impl Detector for OnnxDetector {
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let c = &self.config;
+        let blob = dnn::blob_from_image(
+            frame,
+            1.0 / 255.0,
+            Size::new(c.input_width, c.input_height),
+            Scalar::default(),
+            true,
+            false,
+            opencv::core::CV_32F,
+        )?;
+        self.net.set_input_def(&blob)?;
+        let out = self.net.forward_single_def()?;
+        let dims = out.mat_size();
+        let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+        let data = out.data_typed::<f32>()?;
+        let sx = frame.cols() as f32 / c.input_width as f32;
+        let sy = frame.rows() as f32 / c.input_height as f32;
+        let candidates = parse_yolo(data, &shape, c.layout, c.class_id, c.score_threshold)
+            .map_err(|m| opencv::Error::new(opencv::core::StsBadArg, m))?;
+        let scaled: Vec<Detection> = candidates
+            .into_iter()
+            .map(|d| Detection { bbox: BBox::new(d.bbox.x * sx, d.bbox.y * sy, d.bbox.w * sx, d.bbox.h * sy), ..d })
+            .collect();
+        nms(scaled, c.score_threshold, c.nms_threshold)
+    }
+
+    fn target(&self) -> Target {
+        if self.config.faces { Target::Face } else { Target::Person }
+    }
+}
+
+/// Boxes of class `class_id` scoring at least `min_score`, from a YOLO output tensor of `shape`
+/// (batch 1), in the model's input coordinates.
+pub fn parse_yolo(
+    data: &[f32],
+    shape: &[usize],
+    layout: OutputLayout,
+    class_id: usize,
+    min_score: f32,
+) -> Result<Vec<Detection>, String> {
+    let (rows, cols) = match shape {
+        [1, a, b] => (*a, *b),
+        [a, b] => (*a, *b),
+        other => return Err(format!("expected a [1, N, K] output, got {other:?}")),
+    };
+    if data.len() != rows * cols {
+        return Err(format!("output holds {} values, shape {shape:?} says {}", data.len(), rows * cols));
+    }
+    // Normalise to (candidates, attributes) with an accessor over the raw buffer.
+    let (n, k, at): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) = match layout {
+        OutputLayout::Yolov5 => (rows, cols, Box::new(|i, j| data[i * cols + j])),
+        OutputLayout::Yolov8 => (cols, rows, Box::new(|i, j| data[j * cols + i])),
+    };
+    let first_class = if layout == OutputLayout::Yolov5 { 5 } else { 4 };
+    if class_id + first_class >= k {
+        return Err(format!("class {class_id} is out of range: the model has {} classes", k.saturating_sub(first_class)));
+    }
+    let mut out = Vec::new();
+    for i in 0..n {
+        let class_score = at(i, first_class + class_id);
+        let score = if layout == OutputLayout::Yolov5 { at(i, 4) * class_score } else { class_score };
+        if score < min_score {
+            continue;
+        }
+        let (cx, cy, w, h) = (at(i, 0), at(i, 1), at(i, 2), at(i, 3));
+        out.push(Detection { bbox: BBox::new(cx - w / 2.0, cy - h / 2.0, w, h), score });
+    }
+    Ok(out)
+}
+
+fn nms(detections: Vec<Detection>, min_score: f32, threshold: f32) -> opencv::Result<Vec<Detection>> {
+    let boxes: Vector<Rect> = detections
+        .iter()
+        .map(|d| Rect::new(d.bbox.x as i32, d.bbox.y as i32, d.bbox.w as i32, d.bbox.h as i32))
+        .collect();
+    let scores: Vector<f32> = detections.iter().map(|d| d.score).collect();
+    let mut keep = Vector::<i32>::new();
+    dnn::nms_boxes_def(&boxes, &scores, min_score, threshold, &mut keep)?;
+    Ok(keep.iter().filter_map(|i| detections.get(i as usize).cloned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_detectors_and_missing_models_are_errors() {
+        let config = DetectorsConfig::default();
+        assert!(matches!(build("yolo9000", &config), Err(IngesterError::UnsupportedDetector(_))));
+        assert!(matches!(build("onnx", &config), Err(IngesterError::DetectorUnavailable { .. })));
+        let config = DetectorsConfig {
+            onnx: Some(OnnxConfig {
+                model: "/nonexistent/model.onnx".into(),
+                input_width: 640,
+                input_height: 640,
+                layout: OutputLayout::Yolov8,
+                class_id: 0,
+                score_threshold: 0.4,
+                nms_threshold: 0.45,
+                faces: false,
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(build("onnx", &config), Err(IngesterError::DetectorUnavailable { .. })));
+        for name in ["hog", "background", "haar-face"] {
+            assert!(build(name, &DetectorsConfig::default()).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn yolo_outputs_of_both_layouts_parse_to_the_same_boxes() {
+        // Two candidates, two classes: the first is a person (class 0) at (100, 50) 20x40.
+        // Yolov5 rows: cx, cy, w, h, obj, c0, c1.
+        let v5 = [110.0, 70.0, 20.0, 40.0, 0.9, 0.8, 0.1, 300.0, 300.0, 10.0, 10.0, 0.9, 0.1, 0.9];
+        let d5 = parse_yolo(&v5, &[1, 2, 7], OutputLayout::Yolov5, 0, 0.5).expect("parses");
+        assert_eq!(d5.len(), 1);
+        assert_eq!(d5[0].bbox, BBox::new(100.0, 50.0, 20.0, 40.0));
+        assert!((d5[0].score - 0.72).abs() < 1e-6);
+        // Yolov8 columns: the same candidates transposed, no objectness.
+        let v8 = [110.0, 300.0, 70.0, 300.0, 20.0, 10.0, 40.0, 10.0, 0.8, 0.1, 0.1, 0.9];
+        let d8 = parse_yolo(&v8, &[1, 6, 2], OutputLayout::Yolov8, 0, 0.5).expect("parses");
+        assert_eq!(d8.len(), 1);
+        assert_eq!(d8[0].bbox, BBox::new(100.0, 50.0, 20.0, 40.0));
+        let class1 = parse_yolo(&v8, &[1, 6, 2], OutputLayout::Yolov8, 1, 0.5).expect("parses");
+        assert_eq!(class1.len(), 1);
+        assert_eq!(class1[0].bbox, BBox::new(295.0, 295.0, 10.0, 10.0));
+        assert!(parse_yolo(&v8, &[1, 6, 2], OutputLayout::Yolov8, 2, 0.5).is_err());
+        assert!(parse_yolo(&v8, &[1, 5, 2], OutputLayout::Yolov8, 0, 0.5).is_err());
+    }
+}

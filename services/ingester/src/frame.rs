@@ -1,0 +1,231 @@
+//! Frames and boxes: what flows from a source through detection and tracking, and the checks that
+//! turn a corrupt, truncated or empty pushed frame into a counted error instead of a crash.
+
+use std::time::SystemTime;
+
+use opencv::core::{Mat, Rect, Vector};
+use opencv::prelude::*;
+use opencv::{imgcodecs, imgproc};
+use reid_proto::v1 as pb;
+
+/// One decoded frame, BGR8.
+#[derive(Debug)]
+pub struct Frame {
+    pub image: Mat,
+    pub captured_at: SystemTime,
+    pub sequence: u64,
+}
+
+/// An axis-aligned box in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl BBox {
+    pub fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
+        Self { x, y, w, h }
+    }
+
+    pub fn area(&self) -> f32 {
+        self.w.max(0.0) * self.h.max(0.0)
+    }
+
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let x0 = self.x.max(other.x);
+        let y0 = self.y.max(other.y);
+        let x1 = (self.x + self.w).min(other.x + other.w);
+        let y1 = (self.y + self.h).min(other.y + other.h);
+        let inter = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 { 0.0 } else { inter / union }
+    }
+
+    pub fn center(&self) -> (f32, f32) {
+        (self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+
+    /// The box grown by `pad` of its size on every side, clipped to a `width` x `height` frame;
+    /// `None` when nothing of it lies inside.
+    pub fn to_rect(&self, pad: f32, width: i32, height: i32) -> Option<Rect> {
+        let (px, py) = (self.w * pad, self.h * pad);
+        let x0 = ((self.x - px).floor() as i32).clamp(0, width);
+        let y0 = ((self.y - py).floor() as i32).clamp(0, height);
+        let x1 = ((self.x + self.w + px).ceil() as i32).clamp(0, width);
+        let y1 = ((self.y + self.h + py).ceil() as i32).clamp(0, height);
+        (x1 > x0 && y1 > y0).then(|| Rect::new(x0, y0, x1 - x0, y1 - y0))
+    }
+
+    /// True when the box touches the frame border (the person is probably cut off).
+    pub fn touches_border(&self, width: i32, height: i32) -> bool {
+        let m = 2.0;
+        self.x <= m || self.y <= m || self.x + self.w >= width as f32 - m || self.y + self.h >= height as f32 - m
+    }
+}
+
+impl From<&pb::BoundingBox> for BBox {
+    fn from(b: &pb::BoundingBox) -> Self {
+        BBox::new(b.x, b.y, b.width, b.height)
+    }
+}
+
+impl From<BBox> for pb::BoundingBox {
+    fn from(b: BBox) -> Self {
+        pb::BoundingBox { x: b.x, y: b.y, width: b.w, height: b.h }
+    }
+}
+
+/// Why a pushed image could not be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FrameError {
+    #[error("empty image")]
+    Empty,
+    #[error("undecodable image ({0})")]
+    Corrupt(String),
+    #[error("raw image: {0}")]
+    WrongSize(String),
+    #[error("{width}x{height} is larger than the limit of {limit} pixels")]
+    TooLarge { width: u32, height: u32, limit: u64 },
+}
+
+impl FrameError {
+    /// The drop reason counted in camera status and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Empty => "empty",
+            FrameError::Corrupt(_) => "corrupt",
+            FrameError::WrongSize(_) => "wrong_size",
+            FrameError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// Decodes a wire image to BGR8. A truncated JPEG that OpenCV still decodes partly is accepted
+/// (the visible part is real); anything it cannot decode is `Corrupt`.
+pub fn decode(image: &pb::Image, max_pixels: u64) -> Result<Mat, FrameError> {
+    match &image.data {
+        None => Err(FrameError::Empty),
+        Some(pb::image::Data::Encoded(bytes)) => {
+            if bytes.is_empty() {
+                return Err(FrameError::Empty);
+            }
+            let buf = Vector::<u8>::from_slice(bytes);
+            // Refuse decompression bombs before decoding: the header gives the size.
+            let mat = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
+                .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
+            if mat.empty() {
+                return Err(FrameError::Corrupt("not an image OpenCV can decode".into()));
+            }
+            let (w, h) = (mat.cols() as u32, mat.rows() as u32);
+            if u64::from(w) * u64::from(h) > max_pixels {
+                return Err(FrameError::TooLarge { width: w, height: h, limit: max_pixels });
+            }
+            Ok(mat)
+        }
+        Some(pb::image::Data::Raw(raw)) => decode_raw(raw, max_pixels),
+    }
+}
+
+fn decode_raw(raw: &pb::RawImage, max_pixels: u64) -> Result<Mat, FrameError> {
+    let format = pb::PixelFormat::try_from(raw.format).unwrap_or(pb::PixelFormat::Unspecified);
+    let channels = match format {
+        pb::PixelFormat::Rgb8 | pb::PixelFormat::Bgr8 => 3,
+        pb::PixelFormat::Gray8 => 1,
+        pb::PixelFormat::Unspecified => return Err(FrameError::WrongSize("pixel format unspecified".into())),
+    };
+    if raw.width == 0 || raw.height == 0 {
+        return Err(FrameError::Empty);
+    }
+    if u64::from(raw.width) * u64::from(raw.height) > max_pixels {
+        return Err(FrameError::TooLarge { width: raw.width, height: raw.height, limit: max_pixels });
+    }
+    let expected = raw.width as usize * raw.height as usize * channels;
+    if raw.pixels.len() != expected {
+        return Err(FrameError::WrongSize(format!(
+            "{}x{}x{channels} needs {expected} bytes, got {}",
+            raw.width,
+            raw.height,
+            raw.pixels.len()
+        )));
+    }
+    let flat = Mat::from_slice(&raw.pixels).map_err(|e| FrameError::Corrupt(e.message.clone()))?;
+    let shaped = flat
+        .reshape(channels as i32, raw.height as i32)
+        .and_then(|m| m.try_clone())
+        .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
+    let code = match format {
+        pb::PixelFormat::Rgb8 => Some(imgproc::COLOR_RGB2BGR),
+        pb::PixelFormat::Gray8 => Some(imgproc::COLOR_GRAY2BGR),
+        _ => None,
+    };
+    match code {
+        None => Ok(shaped),
+        Some(code) => {
+            let mut bgr = Mat::default();
+            imgproc::cvt_color_def(&shaped, &mut bgr, code).map_err(|e| FrameError::Corrupt(e.message.clone()))?;
+            Ok(bgr)
+        }
+    }
+}
+
+/// Encodes a BGR crop as JPEG.
+pub fn encode_jpeg(image: &Mat, quality: i32) -> opencv::Result<Vec<u8>> {
+    let mut buf = Vector::<u8>::new();
+    let params = Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]);
+    imgcodecs::imencode(".jpg", image, &mut buf, &params)?;
+    Ok(buf.to_vec())
+}
+
+/// An encoded image for the wire.
+pub fn encoded(bytes: Vec<u8>) -> pb::Image {
+    pb::Image { data: Some(pb::image::Data::Encoded(bytes)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_boxes() {
+        let a = BBox::new(0.0, 0.0, 10.0, 10.0);
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&BBox::new(20.0, 20.0, 5.0, 5.0)), 0.0);
+        // Half overlap: 50 / (100 + 100 - 50).
+        let b = BBox::new(5.0, 0.0, 10.0, 10.0);
+        assert!((a.iou(&b) - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn boxes_are_clipped_to_the_frame() {
+        let b = BBox::new(-5.0, 90.0, 20.0, 20.0);
+        assert_eq!(b.to_rect(0.0, 100, 100), Some(Rect::new(0, 90, 15, 10)));
+        assert_eq!(BBox::new(200.0, 0.0, 5.0, 5.0).to_rect(0.0, 100, 100), None);
+    }
+
+    #[test]
+    fn bad_pushed_images_are_typed_errors() {
+        let max = 1 << 20;
+        assert_eq!(decode(&pb::Image { data: None }, max).err(), Some(FrameError::Empty));
+        assert_eq!(decode(&encoded(vec![]), max).err(), Some(FrameError::Empty));
+        assert!(matches!(decode(&encoded(b"not a jpeg at all".to_vec()), max), Err(FrameError::Corrupt(_))));
+        let raw = |w, h, n| pb::Image {
+            data: Some(pb::image::Data::Raw(pb::RawImage {
+                width: w,
+                height: h,
+                format: pb::PixelFormat::Rgb8 as i32,
+                pixels: vec![7; n],
+            })),
+        };
+        assert!(matches!(decode(&raw(4, 4, 47), max), Err(FrameError::WrongSize(_))));
+        assert!(matches!(decode(&raw(4096, 4096, 3), max), Err(FrameError::TooLarge { .. })));
+        let ok = decode(&raw(4, 2, 24), max).expect("a well-formed raw image decodes");
+        assert_eq!((ok.cols(), ok.rows(), ok.channels()), (4, 2, 3));
+        // A JPEG round trip, then the same bytes cut to a header only.
+        let jpeg = encode_jpeg(&ok, 90).expect("encode");
+        assert!(decode(&encoded(jpeg.clone()), max).is_ok());
+        assert!(decode(&encoded(jpeg[..20].to_vec()), max).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The ingester's domain core: the set of cameras (add, remove, list, push to), the outbox and the
+//! delivery worker behind them, and an orderly shutdown that flushes open tracks and delivers what
+//! it can before the deadline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex, watch};
+
+use crate::camera::{Camera, CameraStatus, PipelineContext};
+use crate::config::{CameraSpec, IngesterConfig};
+use crate::deliver::{Downstream, Outbox};
+use crate::detect;
+use crate::error::{IngesterError, IngesterResult};
+use crate::metrics::IngesterMetrics;
+use crate::source::SourceSpec;
+
+/// How long a removed or pushing camera may take to flush its open tracks.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Ingester {
+    ctx: PipelineContext,
+    cameras: Mutex<BTreeMap<String, Arc<Camera>>>,
+    stop_delivery: watch::Sender<bool>,
+    delivery: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester").finish_non_exhaustive()
+    }
+}
+
+/// Camera ids name folders and metric labels: keep them plain.
+fn check_camera_id(id: &str) -> IngesterResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IngesterError::invalid(format!(
+            "camera id {id:?}: 1 to 64 characters of letters, digits, '-', '_' and '.'"
+        )))
+    }
+}
+
+impl Ingester {
+    /// Starts the delivery worker (when there is somewhere to deliver to) and the configured
+    /// cameras. `downstream` is `None` when neither an embedder nor an identity service is set.
+    pub async fn start(
+        config: IngesterConfig,
+        downstream: Option<Arc<dyn Downstream>>,
+        metrics: IngesterMetrics,
+    ) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let config = Arc::new(config);
+        let outbox = downstream.as_ref().map(|_| Arc::new(Outbox::new(config.delivery.buffer_tracklets)));
+        let (stop_delivery, stop_rx) = watch::channel(false);
+        let delivery = match (&outbox, downstream) {
+            (Some(outbox), Some(downstream)) => Some(tokio::spawn(crate::deliver::deliver(
+                outbox.clone(),
+                downstream,
+                config.delivery.clone(),
+                metrics.clone(),
+                stop_rx,
+            ))),
+            _ => None,
+        };
+        let session = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let ctx = PipelineContext {
+            export_dir: config.export_dir.clone(),
+            config: config.clone(),
+            outbox,
+            metrics,
+            session: format!("{session:x}"),
+        };
+        let ingester = Self {
+            ctx,
+            cameras: Mutex::new(BTreeMap::new()),
+            stop_delivery,
+            delivery: Mutex::new(delivery),
+        };
+        for spec in config.cameras.iter().cloned() {
+            let id = spec.id.clone();
+            ingester.add(spec).await.map_err(|e| anyhow::anyhow!("camera {id} from the config: {e}"))?;
+        }
+        Ok(ingester)
+    }
+
+    pub fn config(&self) -> &IngesterConfig {
+        &self.ctx.config
+    }
+
+    pub fn metrics(&self) -> &IngesterMetrics {
+        &self.ctx.metrics
+    }
+
+    /// Tracklets waiting for delivery.
+    pub fn outbox_len(&self) -> usize {
+        self.ctx.outbox.as_ref().map_or(0, |o| o.len())
+    }
+
+    /// Tracklets the outbox dropped because it was full.
+    pub fn outbox_dropped(&self) -> u64 {
+        self.ctx.outbox.as_ref().map_or(0, |o| o.dropped.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub async fn add(&self, mut spec: CameraSpec) -> IngesterResult<CameraStatus> {
+        check_camera_id(&spec.id)?;
+        if !spec.target_fps.is_finite() || spec.target_fps < 0.0 {
+            return Err(IngesterError::invalid(format!("target_fps {} must be >= 0", spec.target_fps)));
+        }
+        let source = SourceSpec::parse(&spec.url)?;
+        if spec.detector.is_empty() {
+            spec.detector = self.ctx.config.default_detector.clone();
+        }
+        let mut cameras = self.cameras.lock().await;
+        if cameras.contains_key(&spec.id) {
+            return Err(IngesterError::CameraExists(spec.id));
+        }
+        // Loading a detector reads model files: off the async threads.
+        let (name, detectors) = (spec.detector.clone(), self.ctx.config.detectors.clone());
+        let detector = tokio::task::spawn_blocking(move || detect::build(&name, &detectors))
+            .await
+            .map_err(|e| IngesterError::invalid(format!("detector set-up panicked: {e}")))??;
+        tracing::info!(camera = %spec.id, url = %spec.url, detector = %spec.detector, "camera added");
+        let camera = Arc::new(Camera::start(spec.clone(), source, detector, self.ctx.clone()));
+        let status = camera.status();
+        cameras.insert(spec.id, camera);
+        Ok(status)
+    }
+
+    /// Stops a camera; its open tracks are flushed first.
+    pub async fn remove(&self, id: &str) -> IngesterResult<()> {
+        let camera = self.cameras.lock().await.remove(id).ok_or_else(|| IngesterError::UnknownCamera(id.into()))?;
+        tracing::info!(camera = %id, "camera removed");
+        let _ = tokio::task::spawn_blocking(move || camera.stop()).await;
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Vec<CameraStatus> {
+        self.cameras.lock().await.values().map(|c| c.status()).collect()
+    }
+
+    pub async fn camera(&self, id: &str) -> IngesterResult<Arc<Camera>> {
+        self.cameras.lock().await.get(id).cloned().ok_or_else(|| IngesterError::UnknownCamera(id.into()))
+    }
+
+    /// A push camera that no other client is pushing to; the guard releases it.
+    pub async fn push_camera(&self, id: &str) -> IngesterResult<PushGuard> {
+        check_camera_id(id)?;
+        let camera = self.camera(id).await?;
+        if camera.source != SourceSpec::Push {
+            return Err(IngesterError::NotAPushCamera(id.into()));
+        }
+        if camera.pushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(IngesterError::AlreadyPushing(id.into()));
+        }
+        Ok(PushGuard { camera })
+    }
+
+    /// Stops every camera (flushing their tracks), then lets delivery drain within its deadline.
+    pub async fn shutdown(&self) {
+        let cameras: Vec<Arc<Camera>> = std::mem::take(&mut *self.cameras.lock().await).into_values().collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for camera in cameras {
+                camera.stop();
+            }
+        })
+        .await;
+        let _ = self.stop_delivery.send(true);
+        if let Some(task) = self.delivery.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Held while a client pushes to a camera.
+#[derive(Debug)]
+pub struct PushGuard {
+    pub camera: Arc<Camera>,
+}
+
+impl PushGuard {
+    /// Ends the camera's open tracks and waits until their tracklets are out.
+    pub async fn flush(&self) {
+        let camera = self.camera.clone();
+        let _ = tokio::task::spawn_blocking(move || camera.flush(FLUSH_TIMEOUT)).await;
+    }
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.camera.pushing.store(false, std::sync::atomic::Ordering::Release);
+    }
+}

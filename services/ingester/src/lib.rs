@@ -1,0 +1,97 @@
+//! The camera ingester: camera feeds in, tracklets out.
+//!
+//! - [`source`]: where frames come from (files, streams, devices, folders, pushes) and the bounded
+//!   frame queue;
+//! - [`detect`]: the detectors behind one trait;
+//! - [`track`]: the SORT-like tracker and the best crops of each track;
+//! - [`camera`]: one camera's reader and processing threads, with its status;
+//! - [`deliver`]: the outbox and the worker that embeds and observes tracklets;
+//! - [`export`]: tracklets as training data;
+//! - [`ingester`]: the domain core; [`service`]: the thin tonic handlers;
+//! - [`run`]: what `reid serve ingester` and the tests call.
+
+pub mod camera;
+pub mod config;
+pub mod deliver;
+pub mod detect;
+pub mod error;
+pub mod export;
+pub mod frame;
+pub mod ingester;
+pub mod metrics;
+pub mod service;
+pub mod source;
+pub mod track;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use reid_proto::v1::ingester_service_server::IngesterServiceServer;
+use reid_server::GrpcServer;
+use tokio::net::TcpListener;
+
+pub use config::{CameraSpec, IngesterConfig};
+pub use error::IngesterError;
+pub use ingester::Ingester;
+
+/// The fully qualified gRPC name, as health checks ask for it.
+pub const SERVICE_NAME: &str = "reid.v1.IngesterService";
+
+/// Starts the ingester from its config: delivery to the configured services, configured cameras.
+pub async fn start(config: IngesterConfig) -> anyhow::Result<Arc<Ingester>> {
+    let downstream: Option<Arc<dyn deliver::Downstream>> =
+        if config.embedder_url.is_some() || config.identity_url.is_some() {
+            Some(Arc::new(deliver::GrpcDownstream::new(
+                config.embedder_url.as_deref(),
+                config.identity_url.as_deref(),
+                &config.delivery,
+                config.max_message_bytes,
+            )?))
+        } else {
+            None
+        };
+    Ok(Arc::new(Ingester::start(config, downstream, metrics::IngesterMetrics::new()).await?))
+}
+
+/// Serves the ingester on `listener` until `shutdown` resolves, then stops the cameras (their open
+/// tracks are flushed) and delivers what it can within `delivery.flush_timeout`.
+pub async fn run(
+    config: IngesterConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ingester = start(config).await?;
+    serve(ingester, GrpcServer::new(vec![SERVICE_NAME]), listener, shutdown).await
+}
+
+/// Serves an ingester that is already started (tests use it to reach the domain and the metrics).
+pub async fn serve(
+    ingester: Arc<Ingester>,
+    server: GrpcServer,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut background = Vec::new();
+    if let Some(addr) = &ingester.config().metrics_listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
+        let registry = ingester.metrics().registry.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = reid_server::metrics::serve(listener, registry, std::future::pending()).await {
+                tracing::warn!(error = %e, "metrics endpoint stopped");
+            }
+        }));
+    }
+    server.health().set_all(true).await;
+    let limit = ingester.config().max_message_bytes;
+    let grpc = IngesterServiceServer::new(service::IngesterGrpc::new(ingester.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
+    ingester.shutdown().await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
+    result
+}

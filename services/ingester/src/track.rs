@@ -1,0 +1,446 @@
+//! The tracker: SORT-like association of detections across frames (IoU against a
+//! constant-velocity prediction, greedy by overlap), and for each track the few best crops by
+//! quality, so that a person is embedded a handful of times rather than at every frame.
+
+use std::time::SystemTime;
+
+use opencv::core::Mat;
+use opencv::prelude::*;
+use opencv::{core, imgproc};
+
+use crate::config::{CropConfig, TrackerConfig};
+use crate::detect::{Detection, Target};
+use crate::frame::BBox;
+
+/// A crop cut from one frame for one detection.
+#[derive(Debug)]
+pub struct TrackedCrop {
+    pub image: Mat,
+    pub bbox: BBox,
+    pub captured_at: SystemTime,
+    /// The frame's sequence number in its camera.
+    pub frame: u64,
+    pub quality: f32,
+}
+
+/// A detection with, when it is large enough to be worth keeping, its crop.
+#[derive(Debug)]
+pub struct Observed {
+    pub detection: Detection,
+    pub crop: Option<TrackedCrop>,
+    /// An id the edge device gave this object (`PushDetections`); the tracker then trusts it
+    /// instead of matching boxes.
+    pub external_id: Option<String>,
+}
+
+/// A track that ended (or was cut at `max_tracklet_frames`): what becomes a tracklet.
+#[derive(Debug)]
+pub struct FinishedTrack {
+    pub track_id: String,
+    pub crops: Vec<TrackedCrop>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub hits: u32,
+}
+
+/// How good a crop is for re-identification, in [0, 1]: large, sharp, of the expected shape,
+/// confidently detected and not cut by the frame border.
+pub fn crop_quality(crop: &Mat, detection: &Detection, frame_w: i32, frame_h: i32, target: Target) -> f32 {
+    let (ref_height, ideal_aspect) = match target {
+        Target::Person => (160.0, 2.2),
+        Target::Face => (96.0, 1.2),
+    };
+    let b = &detection.bbox;
+    let size = (b.h / ref_height).min(1.0);
+    let aspect = (b.h / b.w.max(1.0)) / ideal_aspect;
+    let shape = (-1.5 * aspect.ln().abs()).exp();
+    let border = if b.touches_border(frame_w, frame_h) { 0.6 } else { 1.0 };
+    let sharp = sharpness(crop).unwrap_or(0.0);
+    let sharp = sharp / (sharp + 100.0);
+    (detection.score.clamp(0.0, 1.0).sqrt() * size * shape * sharp.sqrt() * border).clamp(0.0, 1.0)
+}
+
+/// Variance of the Laplacian: low for blurred or featureless crops.
+fn sharpness(crop: &Mat) -> opencv::Result<f32> {
+    let mut gray = Mat::default();
+    imgproc::cvt_color_def(crop, &mut gray, imgproc::COLOR_BGR2GRAY)?;
+    let mut lap = Mat::default();
+    imgproc::laplacian_def(&gray, &mut lap, core::CV_32F)?;
+    let mut mean = Mat::default();
+    let mut std = Mat::default();
+    core::mean_std_dev_def(&lap, &mut mean, &mut std)?;
+    let s = *std.at::<f64>(0)?;
+    Ok((s * s) as f32)
+}
+
+/// The best `k` crops of a track, at least `min_gap` frames apart.
+#[derive(Debug, Default)]
+pub struct BestCrops {
+    crops: Vec<TrackedCrop>,
+}
+
+impl BestCrops {
+    pub fn offer(&mut self, crop: TrackedCrop, k: usize, min_gap: u64) {
+        if let Some(near) = self.crops.iter_mut().find(|c| c.frame.abs_diff(crop.frame) < min_gap) {
+            if crop.quality > near.quality {
+                *near = crop;
+            }
+            return;
+        }
+        if self.crops.len() < k {
+            self.crops.push(crop);
+        } else if let Some(worst) = self.crops.iter_mut().min_by(|a, b| a.quality.total_cmp(&b.quality))
+            && crop.quality > worst.quality
+        {
+            *worst = crop;
+        }
+    }
+
+    pub fn take(&mut self) -> Vec<TrackedCrop> {
+        let mut crops = std::mem::take(&mut self.crops);
+        crops.sort_by_key(|c| c.frame);
+        crops
+    }
+
+    pub fn len(&self) -> usize {
+        self.crops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crops.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Track {
+    id: u64,
+    segment: u32,
+    external: Option<String>,
+    bbox: BBox,
+    /// Per-frame motion of the centre and of the size.
+    velocity: (f32, f32, f32, f32),
+    hits: u32,
+    misses: u32,
+    frames: u32,
+    last_frame: u64,
+    crops: BestCrops,
+    start: SystemTime,
+    end: SystemTime,
+}
+
+impl Track {
+    fn predicted(&self, frame: u64) -> BBox {
+        let dt = frame.saturating_sub(self.last_frame) as f32;
+        let (vx, vy, vw, vh) = self.velocity;
+        let w = (self.bbox.w + vw * dt).max(1.0);
+        let h = (self.bbox.h + vh * dt).max(1.0);
+        let (cx, cy) = self.bbox.center();
+        BBox::new(cx + vx * dt - w / 2.0, cy + vy * dt - h / 2.0, w, h)
+    }
+
+    fn update(&mut self, bbox: BBox, frame: u64, at: SystemTime) {
+        let dt = frame.saturating_sub(self.last_frame).max(1) as f32;
+        let (cx0, cy0) = self.bbox.center();
+        let (cx1, cy1) = bbox.center();
+        let measured = ((cx1 - cx0) / dt, (cy1 - cy0) / dt, (bbox.w - self.bbox.w) / dt, (bbox.h - self.bbox.h) / dt);
+        // Alpha-beta smoothing of the motion: detections jitter by a few pixels each frame.
+        let a = 0.5;
+        let v = self.velocity;
+        self.velocity = (
+            a * measured.0 + (1.0 - a) * v.0,
+            a * measured.1 + (1.0 - a) * v.1,
+            a * measured.2 + (1.0 - a) * v.2,
+            a * measured.3 + (1.0 - a) * v.3,
+        );
+        self.bbox = bbox;
+        self.last_frame = frame;
+        self.hits += 1;
+        self.misses = 0;
+        self.end = self.end.max(at);
+    }
+}
+
+/// One camera's tracker. `session` keeps track ids unique across restarts of the ingester (the
+/// identity service treats a repeated camera + track as a retry).
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    crops: CropConfig,
+    session: String,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, crops: CropConfig, session: impl Into<String>) -> Self {
+        Self { config, crops, session: session.into(), tracks: Vec::new(), next_id: 1 }
+    }
+
+    pub fn active(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Feeds one processed frame's detections; returns the tracks that ended with it.
+    pub fn update(&mut self, frame: u64, at: SystemTime, observed: Vec<Observed>) -> Vec<FinishedTrack> {
+        let mut matched_track = vec![false; self.tracks.len()];
+        let mut assignment: Vec<Option<usize>> = vec![None; observed.len()];
+
+        // Edge ids first: they are the edge device's own association.
+        for (d, o) in observed.iter().enumerate() {
+            if let Some(ext) = &o.external_id
+                && let Some(t) = self.tracks.iter().position(|t| t.external.as_deref() == Some(ext.as_str()))
+                && !matched_track[t]
+            {
+                matched_track[t] = true;
+                assignment[d] = Some(t);
+            }
+        }
+        // Then IoU against each track's predicted box, best overlaps first.
+        let mut pairs = Vec::new();
+        for (d, o) in observed.iter().enumerate() {
+            if assignment[d].is_some() || o.external_id.is_some() {
+                continue;
+            }
+            for (t, track) in self.tracks.iter().enumerate() {
+                if matched_track[t] || track.external.is_some() {
+                    continue;
+                }
+                let iou = track.predicted(frame).iou(&o.detection.bbox);
+                if iou >= self.config.min_iou {
+                    pairs.push((iou, t, d));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, t, d) in pairs {
+            if !matched_track[t] && assignment[d].is_none() {
+                matched_track[t] = true;
+                assignment[d] = Some(t);
+            }
+        }
+
+        for track in self.tracks.iter_mut() {
+            track.frames += 1;
+        }
+        let (k, gap) = (self.crops.per_tracklet, self.crops.min_gap_frames);
+        for (o, slot) in observed.into_iter().zip(assignment) {
+            let t = match slot {
+                Some(t) => t,
+                None => {
+                    self.tracks.push(Track {
+                        id: self.next_id,
+                        segment: 1,
+                        external: o.external_id.clone(),
+                        bbox: o.detection.bbox,
+                        velocity: (0.0, 0.0, 0.0, 0.0),
+                        hits: 0,
+                        misses: 0,
+                        frames: 1,
+                        last_frame: frame,
+                        crops: BestCrops::default(),
+                        start: at,
+                        end: at,
+                    });
+                    self.next_id += 1;
+                    matched_track.push(true);
+                    self.tracks.len() - 1
+                }
+            };
+            let track = &mut self.tracks[t];
+            track.update(o.detection.bbox, frame, at);
+            if let Some(crop) = o.crop {
+                track.crops.offer(crop, k, gap);
+            }
+        }
+
+        let mut finished = Vec::new();
+        let mut i = 0;
+        while i < self.tracks.len() {
+            if !matched_track[i] {
+                self.tracks[i].misses += 1;
+            }
+            let track = &mut self.tracks[i];
+            if track.misses > self.config.max_misses {
+                let track = self.tracks.remove(i);
+                matched_track.remove(i);
+                finished.extend(self.finish(track));
+                continue;
+            }
+            if self.config.max_tracklet_frames > 0 && track.frames >= self.config.max_tracklet_frames {
+                let segment = self.cut(i);
+                finished.extend(segment);
+            }
+            i += 1;
+        }
+        finished
+    }
+
+    /// Ends every track (end of stream, camera removed, shutdown).
+    pub fn flush(&mut self) -> Vec<FinishedTrack> {
+        let tracks = std::mem::take(&mut self.tracks);
+        tracks.into_iter().filter_map(|t| self.finish(t)).collect()
+    }
+
+    fn track_id(&self, track: &Track) -> String {
+        let base = match &track.external {
+            Some(ext) => format!("{}-edge-{ext}", self.session),
+            None => format!("{}-{}", self.session, track.id),
+        };
+        if track.segment > 1 { format!("{base}.{}", track.segment) } else { base }
+    }
+
+    fn finish(&self, mut track: Track) -> Option<FinishedTrack> {
+        // Short-lived tracks are mostly false detections; edge-tracked objects are trusted.
+        let confirmed = track.hits >= self.config.min_hits || track.external.is_some();
+        if !confirmed || track.crops.is_empty() {
+            return None;
+        }
+        Some(FinishedTrack {
+            track_id: self.track_id(&track),
+            crops: track.crops.take(),
+            start: track.start,
+            end: track.end,
+            hits: track.hits,
+        })
+    }
+
+    /// Emits what track `i` has so far as one tracklet and goes on with a new segment.
+    fn cut(&mut self, i: usize) -> Option<FinishedTrack> {
+        let id = self.track_id(&self.tracks[i]);
+        let min_hits = self.config.min_hits;
+        let track = &mut self.tracks[i];
+        let out = (track.hits >= min_hits && !track.crops.is_empty()).then(|| FinishedTrack {
+            track_id: id,
+            crops: track.crops.take(),
+            start: track.start,
+            end: track.end,
+            hits: track.hits,
+        });
+        track.segment += 1;
+        track.frames = 0;
+        track.start = track.end;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn crop(frame: u64, quality: f32) -> TrackedCrop {
+        TrackedCrop {
+            image: Mat::default(),
+            bbox: BBox::default(),
+            captured_at: SystemTime::UNIX_EPOCH,
+            frame,
+            quality,
+        }
+    }
+
+    fn seen(x: f32, y: f32, frame: u64, quality: f32) -> Observed {
+        let bbox = BBox::new(x, y, 40.0, 100.0);
+        Observed {
+            detection: Detection { bbox, score: 0.9 },
+            crop: Some(TrackedCrop { bbox, ..crop(frame, quality) }),
+            external_id: None,
+        }
+    }
+
+    fn at(frame: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(frame * 100)
+    }
+
+    fn tracker() -> Tracker {
+        Tracker::new(
+            TrackerConfig { min_iou: 0.3, min_hits: 3, max_misses: 2, max_tracklet_frames: 0 },
+            CropConfig { per_tracklet: 3, min_gap_frames: 2, ..CropConfig::default() },
+            "s",
+        )
+    }
+
+    #[test]
+    fn best_crops_keeps_the_best_spread_out_crops() {
+        let mut best = BestCrops::default();
+        for (frame, q) in [(0, 0.5), (1, 0.9), (4, 0.2), (8, 0.3), (12, 0.8)] {
+            best.offer(crop(frame, q), 3, 2);
+        }
+        // Frame 1 replaced its neighbour 0; frame 12 replaced the worst (frame 4).
+        let kept: Vec<(u64, f32)> = best.take().iter().map(|c| (c.frame, c.quality)).collect();
+        assert_eq!(kept, vec![(1, 0.9), (8, 0.3), (12, 0.8)]);
+    }
+
+    #[test]
+    fn two_people_crossing_keep_their_tracks() {
+        let mut t = tracker();
+        let mut ended = Vec::new();
+        // A walks right, B walks left, 10 px per frame; they pass each other around frame 10.
+        for f in 0..20u64 {
+            let a = seen(100.0 + 10.0 * f as f32, 50.0, f, 0.5);
+            let b = seen(300.0 - 10.0 * f as f32, 60.0, f, 0.5);
+            // While they overlap, the detector sees only one of them (occlusion).
+            let frame = if (9..=10).contains(&f) { vec![a] } else { vec![a, b] };
+            ended.extend(t.update(f, at(f), frame));
+        }
+        assert!(ended.is_empty(), "no track ends while both are in view");
+        let finished = t.flush();
+        assert_eq!(finished.len(), 2, "one track each, not split at the crossing: {finished:?}");
+        let mut first_x: Vec<f32> = finished.iter().map(|f| f.crops[0].bbox.x).collect();
+        first_x.sort_by(f32::total_cmp);
+        // Each track's earliest kept crop lies on its own side of the crossing.
+        assert!(first_x[0] < 200.0 && first_x[1] > 200.0, "{first_x:?}");
+        assert!(finished.iter().all(|f| f.hits >= 17));
+    }
+
+    #[test]
+    fn tracks_end_after_misses_and_one_frame_blips_are_dropped() {
+        let mut t = tracker();
+        for f in 0..5u64 {
+            assert!(t.update(f, at(f), vec![seen(100.0 + 5.0 * f as f32, 50.0, f, 0.5)]).is_empty());
+        }
+        // A one-frame false detection far away.
+        assert!(t.update(5, at(5), vec![seen(600.0, 300.0, 5, 0.5)]).is_empty());
+        let mut ended = Vec::new();
+        for f in 6..10u64 {
+            ended.extend(t.update(f, at(f), vec![]));
+        }
+        assert_eq!(ended.len(), 1, "the person's track ends; the blip is discarded");
+        assert_eq!(ended[0].hits, 5);
+        assert_eq!(ended[0].start, at(0));
+        assert_eq!(ended[0].end, at(4));
+        assert!(ended[0].track_id.starts_with("s-"));
+        assert_eq!(t.active(), 0);
+    }
+
+    #[test]
+    fn long_tracks_are_cut_into_tracklets() {
+        let mut t = Tracker::new(
+            TrackerConfig { min_iou: 0.3, min_hits: 2, max_misses: 2, max_tracklet_frames: 10 },
+            CropConfig { per_tracklet: 2, min_gap_frames: 1, ..CropConfig::default() },
+            "s",
+        );
+        let mut ended = Vec::new();
+        for f in 0..25u64 {
+            ended.extend(t.update(f, at(f), vec![seen(100.0, 50.0, f, 0.5)]));
+        }
+        ended.extend(t.flush());
+        let ids: Vec<&str> = ended.iter().map(|f| f.track_id.as_str()).collect();
+        assert_eq!(ids, vec!["s-1", "s-1.2", "s-1.3"]);
+    }
+
+    #[test]
+    fn edge_track_ids_are_trusted() {
+        let mut t = tracker();
+        for f in 0..3u64 {
+            // The same edge id jumps across the frame: IoU alone would start new tracks.
+            let mut o = seen(100.0 + 200.0 * f as f32, 50.0, f, 0.5);
+            o.external_id = Some("7".into());
+            t.update(f, at(f), vec![o]);
+        }
+        let done = t.flush();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].track_id, "s-edge-7");
+        assert_eq!(done[0].hits, 3);
+    }
+}
