@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod experiment;
 mod identity;
+mod ingester;
 mod serve;
 mod train;
 
@@ -39,6 +40,12 @@ enum Command {
     Identities(identity::IdentitiesArgs),
     /// Prints the feedback pairs (same / different) as JSON lines, for training.
     Feedback(identity::FeedbackArgs),
+    /// Adds, lists and removes the cameras of a running ingester.
+    #[command(subcommand)]
+    Cameras(ingester::CamerasCommand),
+    /// Tracklets as training data.
+    #[command(subcommand)]
+    Tracklets(ingester::TrackletsCommand),
     /// Trains an embedding model (in-process, or on a trainer service with --addr).
     Train(train::TrainArgs),
     /// Experiments that write their figures into docs/.
@@ -82,6 +89,8 @@ fn main() -> std::process::ExitCode {
             Command::Sightings(args) => identity::sightings(args).await,
             Command::Identities(args) => identity::identities(args).await,
             Command::Feedback(args) => identity::feedback(args).await,
+            Command::Cameras(cmd) => ingester::cameras(cmd).await,
+            Command::Tracklets(cmd) => ingester::tracklets(cmd).await,
             Command::Train(args) => train::run(args).await,
             Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,

@@ -18,6 +18,65 @@ pub enum ServeCommand {
     Trainer(TrainerArgs),
     /// The identity service (default 127.0.0.1:50052), on the embedded engine unless --qdrant-url.
     Identity(IdentityArgs),
+    /// The camera ingester (default 127.0.0.1:50053).
+    Ingester(IngesterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IngesterArgs {
+    /// TOML file with any `IngesterConfig` field (cameras, detectors, tracker); flags and
+    /// environment override it.
+    #[arg(long, env = "REID_INGESTER_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "REID_INGESTER_LISTEN", default_value = reid_proto::ports::INGESTER)]
+    listen: String,
+    /// The embedder (host:port or URL); without one the identity service embeds the crops.
+    #[arg(long, env = "REID_INGESTER_EMBEDDER")]
+    embedder: Option<String>,
+    /// The identity service that tracklets are sent to.
+    #[arg(long, env = "REID_INGESTER_IDENTITY")]
+    identity: Option<String>,
+    /// Also write every tracklet's crops under this folder (the trainer's `tracklets` layout).
+    #[arg(long, env = "REID_INGESTER_EXPORT_DIR")]
+    export_dir: Option<PathBuf>,
+    /// The detector of cameras that do not name one: hog, background, haar-face or onnx.
+    #[arg(long, env = "REID_INGESTER_DETECTOR")]
+    detector: Option<String>,
+    /// A camera to start with, as ID=URL (repeatable).
+    #[arg(long = "camera", value_parser = parse_camera)]
+    cameras: Vec<reid_ingester::CameraSpec>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "REID_INGESTER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String> {
+    let (id, url) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=URL"))?;
+    Ok(reid_ingester::CameraSpec { id: id.into(), url: url.into(), target_fps: 0.0, detector: String::new() })
+}
+
+impl IngesterArgs {
+    fn config(&self) -> anyhow::Result<reid_ingester::IngesterConfig> {
+        let mut config: reid_ingester::IngesterConfig = read_toml(self.config.as_deref())?;
+        if let Some(v) = &self.embedder {
+            config.embedder_url = Some(reid_server::grpc_url(v));
+        }
+        if let Some(v) = &self.identity {
+            config.identity_url = Some(reid_server::grpc_url(v));
+        }
+        if let Some(v) = &self.export_dir {
+            config.export_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.detector {
+            config.default_detector = v.clone();
+        }
+        if let Some(v) = &self.metrics_listen {
+            config.metrics_listen = Some(v.clone());
+        }
+        config.cameras.extend(self.cameras.iter().cloned());
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +177,7 @@ impl TrainerArgs {
 }
 
 /// A service's config from its TOML file, or its defaults without one.
-fn read_toml<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> anyhow::Result<T> {
+pub(crate) fn read_toml<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> anyhow::Result<T> {
     match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -205,6 +264,11 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
             let config = args.config()?;
             let listener = bind(&args.listen).await?;
             reid_identity::run(config, listener, reid_server::shutdown_signal()).await?;
+        }
+        ServeCommand::Ingester(args) => {
+            let config = args.config()?;
+            let listener = bind(&args.listen).await?;
+            reid_ingester::run(config, listener, reid_server::shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
