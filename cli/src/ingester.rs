@@ -78,7 +78,8 @@ pub async fn cameras(cmd: CamerasCommand) -> anyhow::Result<ExitCode> {
         CamerasCommand::Add(a) => {
             let camera = pb::CameraConfig { camera_id: a.id, url: a.url, target_fps: a.fps, detector: a.detector };
             let mut client = IngesterServiceClient::new(connect(&a.addr).await?);
-            let r = client.add_camera(pb::AddCameraRequest { camera: Some(camera) }).await.map_err(failed("add camera"))?;
+            let r =
+                client.add_camera(pb::AddCameraRequest { camera: Some(camera) }).await.map_err(failed("add camera"))?;
             println!("{}", status_json(&r.into_inner().status.unwrap_or_default()));
         }
         CamerasCommand::List(a) => {
@@ -142,7 +143,8 @@ pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let ingester = reid_ingester::start(config).await?;
-    let spec = CameraSpec { id: args.camera.clone(), url: args.source.clone(), target_fps: args.fps, detector: args.detector };
+    let spec =
+        CameraSpec { id: args.camera.clone(), url: args.source.clone(), target_fps: args.fps, detector: args.detector };
     ingester.add(spec).await?;
     let camera = ingester.camera(&args.camera).await?;
     let limit = Duration::from_secs(args.max_seconds.unwrap_or(u64::MAX / 4));

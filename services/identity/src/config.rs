@@ -135,8 +135,6 @@ impl IdentityConfig {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,8 @@ pub struct CameraStats {
     drops: Mutex<BTreeMap<&'static str, u64>>,
     pub tracklets: AtomicU64,
     pub reconnects: AtomicU32,
+    /// The reader reached the end of a file or folder.
+    source_ended: AtomicBool,
     last_error: Mutex<String>,
     input_rate: Mutex<Rate>,
     processed_rate: Mutex<Rate>,
@@ -118,6 +120,7 @@ impl CameraStats {
             drops: Mutex::new(BTreeMap::new()),
             tracklets: AtomicU64::new(0),
             reconnects: AtomicU32::new(0),
+            source_ended: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
             input_rate: Mutex::new(Rate::new()),
             processed_rate: Mutex::new(Rate::new()),
@@ -166,7 +169,10 @@ pub struct PipelineContext {
 pub enum Work {
     Frame(Frame),
     /// Crops cut at the edge (`PushDetections`): no detector runs.
-    Detections { captured_at: SystemTime, items: Vec<(Detection, Mat, Option<String>)> },
+    Detections {
+        captured_at: SystemTime,
+        items: Vec<(Detection, Mat, Option<String>)>,
+    },
     /// End every open track now (a pushing client went away); the sender hears when it is done.
     Flush(Option<std::sync::mpsc::Sender<()>>),
 }
@@ -221,7 +227,16 @@ impl Camera {
                 .spawn(move || process_loop(&spec, detector, &ctx, &stats, &queue))
                 .ok()
         };
-        Self { spec, source, stats, stop, queue, processor: Mutex::new(processor), pushing: AtomicBool::new(false), metrics: ctx.metrics }
+        Self {
+            spec,
+            source,
+            stats,
+            stop,
+            queue,
+            processor: Mutex::new(processor),
+            pushing: AtomicBool::new(false),
+            metrics: ctx.metrics,
+        }
     }
 
     /// Queues pushed work; counts what the live queue had to drop for it.
@@ -283,9 +298,8 @@ impl Camera {
         let deadline = Instant::now() + timeout;
         loop {
             let state = self.stats.state();
-            let reader_done = matches!(state, CameraState::Finished | CameraState::Failed);
             let drained = lock(&self.processor).as_ref().is_none_or(|p| p.is_finished());
-            if (reader_done && drained) || Instant::now() >= deadline {
+            if (matches!(state, CameraState::Finished | CameraState::Failed) && drained) || Instant::now() >= deadline {
                 return state;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -351,7 +365,8 @@ fn read_loop(
                     count_drop(id, stats, metrics, reason);
                 }
                 Ok(Read::End) => {
-                    stats.set_state(CameraState::Finished);
+                    // Finished once the processing thread has drained the queue and flushed.
+                    stats.source_ended.store(true, Ordering::Release);
                     return;
                 }
                 Err(e) => {
@@ -421,7 +436,10 @@ fn process_loop(
                 let result = if sampler.take(frame.captured_at) {
                     let started = Instant::now();
                     let detected = detector.detect(&frame.image);
-                    ctx.metrics.detect_seconds.with_label_values(&[&detector_name]).observe(started.elapsed().as_secs_f64());
+                    ctx.metrics
+                        .detect_seconds
+                        .with_label_values(&[&detector_name])
+                        .observe(started.elapsed().as_secs_f64());
                     match detected {
                         Ok(detections) => {
                             let observed = cut_crops(&frame, detections, &config.crops, target);
@@ -472,6 +490,9 @@ fn process_loop(
     }
     let rest = tracker.flush();
     emit(spec, rest, ctx, stats);
+    if stats.source_ended.load(Ordering::Acquire) {
+        stats.set_state(CameraState::Finished);
+    }
 }
 
 /// Each detection with its crop, when it is large enough to keep.
@@ -486,7 +507,13 @@ fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, targ
                 .and_then(|rect| Mat::roi(&frame.image, rect).and_then(|m| m.try_clone()).ok())
                 .map(|image| {
                     let quality = crop_quality(&image, &detection, w, h, target);
-                    TrackedCrop { image, bbox: detection.bbox, captured_at: frame.captured_at, frame: frame.sequence, quality }
+                    TrackedCrop {
+                        image,
+                        bbox: detection.bbox,
+                        captured_at: frame.captured_at,
+                        frame: frame.sequence,
+                        quality,
+                    }
                 });
             Observed { detection, crop, external_id: None }
         })
@@ -499,9 +526,13 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
             .crops
             .iter()
             .filter_map(|c| match encode_jpeg(&c.image, ctx.config.crops.jpeg_quality) {
-                Ok(jpeg) => {
-                    Some(EncodedCrop { jpeg, bbox: c.bbox, captured_at: c.captured_at, frame: c.frame, quality: c.quality })
-                }
+                Ok(jpeg) => Some(EncodedCrop {
+                    jpeg,
+                    bbox: c.bbox,
+                    captured_at: c.captured_at,
+                    frame: c.frame,
+                    quality: c.quality,
+                }),
                 Err(e) => {
                     tracing::warn!(camera = %spec.id, error = %e.message, "cannot encode a crop");
                     None
@@ -511,8 +542,13 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         if crops.is_empty() {
             continue;
         }
-        let tracklet =
-            Tracklet { camera_id: spec.id.clone(), track_id: track.track_id, crops, start: track.start, end: track.end };
+        let tracklet = Tracklet {
+            camera_id: spec.id.clone(),
+            track_id: track.track_id,
+            crops,
+            start: track.start,
+            end: track.end,
+        };
         stats.tracklets.fetch_add(1, Ordering::Relaxed);
         ctx.metrics.tracklets.with_label_values(&["emitted"]).inc();
         if let Some(dir) = &ctx.export_dir
@@ -523,7 +559,6 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         if let Some(outbox) = &ctx.outbox
             && let Some(lost) = outbox.submit(tracklet)
         {
-            ctx.metrics.tracklets.with_label_values(&["dropped"]).inc();
             tracing::warn!(camera = %lost.camera_id, track = %lost.track_id, "outbox full: dropped the oldest tracklet");
         }
     }

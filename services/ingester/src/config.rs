@@ -183,7 +183,9 @@ impl IngesterConfig {
             return Err(format!("tracker.min_iou {} must lie in (0, 1]", t.min_iou));
         }
         if self.crops.per_tracklet == 0 || self.delivery.buffer_tracklets == 0 || self.delivery.embed_batch == 0 {
-            return Err("crops.per_tracklet, delivery.buffer_tracklets and delivery.embed_batch must be positive".into());
+            return Err(
+                "crops.per_tracklet, delivery.buffer_tracklets and delivery.embed_batch must be positive".into()
+            );
         }
         if self.frame_queue == 0 {
             return Err("frame_queue must be positive".into());

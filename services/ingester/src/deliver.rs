@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use prometheus::IntCounter;
 use rand::Rng;
 use reid_proto::v1 as pb;
 use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
@@ -51,66 +51,110 @@ struct Pending {
 /// The bounded buffer between the cameras and the delivery worker.
 #[derive(Debug)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Pending>>,
+    /// Waiting tracklets, and how many more the delivery worker holds in flight (they count
+    /// against the bound too: they are not delivered yet).
+    queue: Mutex<OutboxState>,
     capacity: usize,
     arrived: Notify,
-    pub(crate) dropped: AtomicU64,
+    dropped: IntCounter,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    waiting: VecDeque<Pending>,
+    in_flight: usize,
+    /// How many of the oldest in-flight tracklets newcomers have displaced: if their delivery
+    /// fails they are dropped instead of waiting again, so that the outbox always keeps the newest.
+    evicted: usize,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
-        Self { queue: Mutex::new(VecDeque::new()), capacity, arrived: Notify::new(), dropped: AtomicU64::new(0) }
+    /// `dropped` counts the tracklets the bound costs.
+    pub fn new(capacity: usize, dropped: IntCounter) -> Self {
+        Self { queue: Mutex::new(OutboxState::default()), capacity, arrived: Notify::new(), dropped }
     }
 
-    /// Queues a tracklet; returns the one dropped to make room, if the outbox was full.
+    /// Queues a tracklet. When the outbox is full the oldest tracklet makes room: an in-flight one
+    /// is dropped if its delivery fails; a waiting one is returned (dropped now).
     pub fn submit(&self, tracklet: Tracklet) -> Option<Tracklet> {
         let dropped = {
             let mut q = self.lock();
-            let dropped = (q.len() >= self.capacity).then(|| q.pop_front()).flatten();
-            q.push_back(Pending { tracklet, embedded: None });
+            let pending = Pending { tracklet, embedded: None };
+            let held = q.waiting.len() + q.in_flight - q.evicted;
+            // Tracklets in flight were taken from the front: they are older than any waiting.
+            let dropped = if held < self.capacity {
+                None
+            } else if q.in_flight > q.evicted {
+                q.evicted += 1;
+                None
+            } else {
+                q.waiting.pop_front()
+            };
+            q.waiting.push_back(pending);
             dropped
         };
         if dropped.is_some() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
         self.arrived.notify_one();
         dropped.map(|p| p.tracklet)
     }
 
+    /// Tracklets not delivered yet, waiting or in flight (displaced ones not counted).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let q = self.lock();
+        q.waiting.len() + q.in_flight - q.evicted
+    }
+
+    /// Tracklets dropped because the outbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes tracklets from the front until `max_crops` crops are taken (at least one tracklet).
+    /// They stay in flight until `requeue` or `done`.
     fn take(&self, max_crops: usize) -> Vec<Pending> {
         let mut q = self.lock();
         let mut out = Vec::new();
         let mut crops = 0;
-        while let Some(front) = q.front() {
+        while let Some(front) = q.waiting.front() {
             let n = front.tracklet.crops.len();
             if !out.is_empty() && crops + n > max_crops {
                 break;
             }
             crops += n;
-            out.extend(q.pop_front());
+            out.extend(q.waiting.pop_front());
         }
+        q.in_flight += out.len();
         out
     }
 
-    /// Puts tracklets that could not be delivered back at the front, in order.
+    /// Puts tracklets whose delivery failed back at the front, in order, except the oldest ones
+    /// that newcomers displaced meanwhile: those are dropped (and counted) now.
     fn requeue(&self, pending: Vec<Pending>) {
         let mut q = self.lock();
-        for p in pending.into_iter().rev() {
-            q.push_front(p);
+        q.in_flight = q.in_flight.saturating_sub(pending.len());
+        let evicted = q.evicted.min(pending.len());
+        q.evicted -= evicted;
+        self.dropped.inc_by(evicted as u64);
+        for p in pending.into_iter().skip(evicted).rev() {
+            q.waiting.push_front(p);
         }
+    }
+
+    /// The `n` oldest tracklets in flight are finished with (delivered or refused).
+    fn done(&self, n: usize) {
+        let mut q = self.lock();
+        q.in_flight = q.in_flight.saturating_sub(n);
+        q.evicted = q.evicted.saturating_sub(n);
     }
 }
 
@@ -167,7 +211,10 @@ impl Downstream for GrpcDownstream {
         let n = images.len();
         let reply = client.embed(pb::EmbedRequest { images, request_id: String::new() }).await?.into_inner();
         if reply.embeddings.len() != n {
-            return Err(Status::internal(format!("embedder answered {} embeddings for {n} images", reply.embeddings.len())));
+            return Err(Status::internal(format!(
+                "embedder answered {} embeddings for {n} images",
+                reply.embeddings.len()
+            )));
         }
         let model = reply.model.ok_or_else(|| Status::internal("embedder reply names no model"))?;
         Ok(Some((reply.embeddings.into_iter().map(|e| e.values).collect(), model)))
@@ -185,7 +232,12 @@ impl Downstream for GrpcDownstream {
 fn transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Unknown | Code::Cancelled
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Cancelled
     )
 }
 
@@ -250,7 +302,10 @@ pub async fn deliver(
         if batch.is_empty() {
             continue;
         }
-        match deliver_batch(&mut batch, downstream.as_ref(), &metrics).await {
+        let taken = batch.len();
+        let result = deliver_batch(&mut batch, downstream.as_ref(), &metrics).await;
+        outbox.done(taken - batch.len());
+        match result {
             Ok(()) => failures = 0,
             Err(status) => {
                 outbox.requeue(batch);
@@ -270,7 +325,11 @@ pub async fn deliver(
 /// Embeds the batch's crops that need it in one call, then observes each tracklet. On a transient
 /// failure the undelivered tracklets are left in `batch` for the caller to requeue; tracklets the
 /// identity service refuses outright are dropped and counted.
-async fn deliver_batch(batch: &mut Vec<Pending>, downstream: &dyn Downstream, metrics: &IngesterMetrics) -> Result<(), Status> {
+async fn deliver_batch(
+    batch: &mut Vec<Pending>,
+    downstream: &dyn Downstream,
+    metrics: &IngesterMetrics,
+) -> Result<(), Status> {
     let images: Vec<pb::Image> = batch
         .iter()
         .filter(|p| p.embedded.is_none())
@@ -343,20 +402,49 @@ mod tests {
         }
     }
 
+    fn outbox(capacity: usize) -> Outbox {
+        Outbox::new(capacity, IntCounter::new("dropped", "dropped").unwrap_or_else(|_| unreachable!()))
+    }
+
+    fn ids(pending: &[Pending]) -> Vec<&str> {
+        pending.iter().map(|p| p.tracklet.track_id.as_str()).collect()
+    }
+
     #[test]
     fn a_full_outbox_drops_its_oldest_tracklets_and_counts_them() {
-        let outbox = Outbox::new(2);
+        let outbox = outbox(2);
         assert!(outbox.submit(tracklet("1", 1)).is_none());
         assert!(outbox.submit(tracklet("2", 1)).is_none());
         assert_eq!(outbox.submit(tracklet("3", 1)).map(|t| t.track_id), Some("1".into()));
-        assert_eq!(outbox.dropped.load(Ordering::Relaxed), 1);
-        let taken: Vec<String> = outbox.take(10).into_iter().map(|p| p.tracklet.track_id).collect();
-        assert_eq!(taken, vec!["2", "3"]);
+        assert_eq!(outbox.dropped(), 1);
+        let taken = outbox.take(10);
+        assert_eq!(ids(&taken), vec!["2", "3"]);
+        // Both in flight when 4 and 5 arrive: they displace 2 and 3, which are dropped when
+        // their delivery fails.
+        assert_eq!(outbox.len(), 2);
+        assert!(outbox.submit(tracklet("4", 1)).is_none());
+        assert!(outbox.submit(tracklet("5", 1)).is_none());
+        assert_eq!(outbox.len(), 2);
+        outbox.requeue(taken);
+        assert_eq!(outbox.dropped(), 3);
+        assert_eq!(ids(&outbox.take(10)), vec!["4", "5"]);
+    }
+
+    #[test]
+    fn a_displaced_tracklet_that_is_delivered_is_not_counted_lost() {
+        let outbox = outbox(1);
+        outbox.submit(tracklet("1", 1));
+        let taken = outbox.take(10);
+        outbox.submit(tracklet("2", 1));
+        outbox.done(taken.len());
+        assert_eq!(outbox.dropped(), 0);
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(ids(&outbox.take(10)), vec!["2"]);
     }
 
     #[test]
     fn batches_are_cut_by_crops_and_requeued_in_order() {
-        let outbox = Outbox::new(10);
+        let outbox = outbox(10);
         for (t, n) in [("a", 3), ("b", 3), ("c", 3)] {
             outbox.submit(tracklet(t, n));
         }

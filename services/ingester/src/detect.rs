@@ -58,13 +58,13 @@ pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Det
     let unavailable = |reason: String| IngesterError::DetectorUnavailable { name: name.into(), reason };
     Ok(match name {
         "hog" => Box::new(HogDetector::new(config.hog.clone()).map_err(|e| unavailable(e.message))?),
-        "background" => Box::new(BackgroundDetector::new(config.background.clone()).map_err(|e| unavailable(e.message))?),
+        "background" => {
+            Box::new(BackgroundDetector::new(config.background.clone()).map_err(|e| unavailable(e.message))?)
+        }
         "haar-face" => Box::new(HaarFaceDetector::new(&config.haar_face).map_err(unavailable)?),
         "onnx" => {
-            let c = config
-                .onnx
-                .clone()
-                .ok_or_else(|| unavailable("no [detectors.onnx] section names a model".into()))?;
+            let c =
+                config.onnx.clone().ok_or_else(|| unavailable("no [detectors.onnx] section names a model".into()))?;
             Box::new(OnnxDetector::new(c).map_err(unavailable)?)
         }
         other => return Err(IngesterError::UnsupportedDetector(other.into())),
@@ -309,10 +309,7 @@ impl Detector for HaarFaceDetector {
         )?;
         Ok(faces
             .iter()
-            .map(|r| Detection {
-                bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32),
-                score: 1.0,
-            })
+            .map(|r| Detection { bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32), score: 1.0 })
             .collect())
     }
 
@@ -377,7 +374,8 @@ impl OnnxDetector {
         if !config.model.is_file() {
             return Err(format!("no model at {}", config.model.display()));
         }
-        let net = dnn::read_net_from_onnx(&config.model).map_err(|e| format!("{}: {}", config.model.display(), e.message))?;
+        let net =
+            dnn::read_net_from_onnx(&config.model).map_err(|e| format!("{}: {}", config.model.display(), e.message))?;
         Ok(Self { net, config })
     }
 }
@@ -432,14 +430,21 @@ pub fn parse_yolo(
     if data.len() != rows * cols {
         return Err(format!("output holds {} values, shape {shape:?} says {}", data.len(), rows * cols));
     }
-    // Normalise to (candidates, attributes) with an accessor over the raw buffer.
-    let (n, k, at): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) = match layout {
-        OutputLayout::Yolov5 => (rows, cols, Box::new(|i, j| data[i * cols + j])),
-        OutputLayout::Yolov8 => (cols, rows, Box::new(|i, j| data[j * cols + i])),
+    // Candidates x attributes, whichever way the buffer stores them.
+    let (n, k) = match layout {
+        OutputLayout::Yolov5 => (rows, cols),
+        OutputLayout::Yolov8 => (cols, rows),
+    };
+    let at = |i: usize, j: usize| match layout {
+        OutputLayout::Yolov5 => data[i * cols + j],
+        OutputLayout::Yolov8 => data[j * cols + i],
     };
     let first_class = if layout == OutputLayout::Yolov5 { 5 } else { 4 };
     if class_id + first_class >= k {
-        return Err(format!("class {class_id} is out of range: the model has {} classes", k.saturating_sub(first_class)));
+        return Err(format!(
+            "class {class_id} is out of range: the model has {} classes",
+            k.saturating_sub(first_class)
+        ));
     }
     let mut out = Vec::new();
     for i in 0..n {

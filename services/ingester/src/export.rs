@@ -21,8 +21,11 @@ fn component(s: &str) -> String {
 
 /// The folder a tracklet is written to.
 pub fn tracklet_dir(root: &Path, tracklet: &Tracklet) -> PathBuf {
-    root.join(component(&tracklet.camera_id))
-        .join(format!("{:013}_{}", millis(tracklet.start), component(&tracklet.track_id)))
+    root.join(component(&tracklet.camera_id)).join(format!(
+        "{:013}_{}",
+        millis(tracklet.start),
+        component(&tracklet.track_id)
+    ))
 }
 
 pub fn write_tracklet(root: &Path, tracklet: &Tracklet) -> std::io::Result<PathBuf> {
@@ -57,7 +60,13 @@ mod tests {
     fn tracklets_land_in_the_trainer_layout_in_time_order() {
         let root = tempfile::tempdir().expect("tempdir");
         let at = |s| UNIX_EPOCH + Duration::from_secs(s);
-        let crop = |frame| EncodedCrop { jpeg: vec![0xff, 0xd8], bbox: BBox::default(), captured_at: at(5), frame, quality: 0.5 };
+        let crop = |frame| EncodedCrop {
+            jpeg: vec![0xff, 0xd8],
+            bbox: BBox::default(),
+            captured_at: at(5),
+            frame,
+            quality: 0.5,
+        };
         for (track, start) in [("s-10", 100), ("s-9", 20)] {
             let t = Tracklet {
                 camera_id: "lobby/1".into(),

@@ -56,7 +56,10 @@ impl Ingester {
     ) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let config = Arc::new(config);
-        let outbox = downstream.as_ref().map(|_| Arc::new(Outbox::new(config.delivery.buffer_tracklets)));
+        let outbox = downstream.as_ref().map(|_| {
+            let dropped = metrics.tracklets.with_label_values(&["dropped"]);
+            Arc::new(Outbox::new(config.delivery.buffer_tracklets, dropped))
+        });
         let (stop_delivery, stop_rx) = watch::channel(false);
         let delivery = match (&outbox, downstream) {
             (Some(outbox), Some(downstream)) => Some(tokio::spawn(crate::deliver::deliver(
@@ -76,12 +79,8 @@ impl Ingester {
             metrics,
             session: format!("{session:x}"),
         };
-        let ingester = Self {
-            ctx,
-            cameras: Mutex::new(BTreeMap::new()),
-            stop_delivery,
-            delivery: Mutex::new(delivery),
-        };
+        let ingester =
+            Self { ctx, cameras: Mutex::new(BTreeMap::new()), stop_delivery, delivery: Mutex::new(delivery) };
         for spec in config.cameras.iter().cloned() {
             let id = spec.id.clone();
             ingester.add(spec).await.map_err(|e| anyhow::anyhow!("camera {id} from the config: {e}"))?;
@@ -104,7 +103,7 @@ impl Ingester {
 
     /// Tracklets the outbox dropped because it was full.
     pub fn outbox_dropped(&self) -> u64 {
-        self.ctx.outbox.as_ref().map_or(0, |o| o.dropped.load(std::sync::atomic::Ordering::Relaxed))
+        self.ctx.outbox.as_ref().map_or(0, |o| o.dropped())
     }
 
     pub async fn add(&self, mut spec: CameraSpec) -> IngesterResult<CameraStatus> {

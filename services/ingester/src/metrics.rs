@@ -50,7 +50,8 @@ impl IngesterMetrics {
         let outbox = IntGauge::new("outbox_tracklets", "Tracklets waiting for delivery").expect("valid gauge");
         let embedded_crops = IntCounter::new("embedded_crops_total", "Crops embedded").expect("valid counter");
         let delivery_retries =
-            IntCounter::new("delivery_retries_total", "Delivery attempts that failed and were retried").expect("valid counter");
+            IntCounter::new("delivery_retries_total", "Delivery attempts that failed and were retried")
+                .expect("valid counter");
         let reconnects = IntCounterVec::new(Opts::new("reconnects_total", "Source reconnections"), &["camera"])
             .expect("valid counter");
         for c in [

@@ -101,7 +101,11 @@ impl IngesterService for IngesterGrpc {
             let camera = stream_camera(&self.ingester, &mut guard, &message.camera_id).await?;
             let stats = &camera.stats;
             before.get_or_insert_with(|| {
-                (stats.frames_processed.load(Ordering::Relaxed), stats.dropped("queue_full"), stats.tracklets.load(Ordering::Relaxed))
+                (
+                    stats.frames_processed.load(Ordering::Relaxed),
+                    stats.dropped("queue_full"),
+                    stats.tracklets.load(Ordering::Relaxed),
+                )
             });
             reply.frames_received += 1;
             let Some(f) = message.frame else {
@@ -187,7 +191,10 @@ impl IngesterService for IngesterGrpc {
         Ok(Response::new(reply))
     }
 
-    async fn add_camera(&self, request: Request<pb::AddCameraRequest>) -> Result<Response<pb::AddCameraResponse>, Status> {
+    async fn add_camera(
+        &self,
+        request: Request<pb::AddCameraRequest>,
+    ) -> Result<Response<pb::AddCameraResponse>, Status> {
         let c = request.into_inner().camera.ok_or_else(|| Status::invalid_argument("camera is required"))?;
         let spec = CameraSpec { id: c.camera_id, url: c.url, target_fps: c.target_fps, detector: c.detector };
         let status = self.ingester.add(spec).await?;

@@ -59,7 +59,10 @@ impl SourceSpec {
             return Ok(SourceSpec::Stream(url.into()));
         }
         if url.contains("://") {
-            return Err(IngesterError::bad_url(url, "unsupported scheme (rtsp, http, https, rtmp, device:N, push, or a path)"));
+            return Err(IngesterError::bad_url(
+                url,
+                "unsupported scheme (rtsp, http, https, rtmp, device:N, push, or a path)",
+            ));
         }
         let path = PathBuf::from(url.strip_prefix("file:").unwrap_or(url));
         if path.is_dir() {
@@ -362,7 +365,10 @@ mod tests {
             SourceSpec::parse("rtsp://cam.local:554/stream1").ok(),
             Some(SourceSpec::Stream("rtsp://cam.local:554/stream1".into()))
         );
-        assert_eq!(SourceSpec::parse(dir.path().to_str().unwrap_or_default()).ok(), Some(SourceSpec::Folder(dir.path().into())));
+        assert_eq!(
+            SourceSpec::parse(dir.path().to_str().unwrap_or_default()).ok(),
+            Some(SourceSpec::Folder(dir.path().into()))
+        );
         assert_eq!(SourceSpec::parse(file.to_str().unwrap_or_default()).ok(), Some(SourceSpec::File(file.clone())));
         for bad in ["", "device:x", "device:-1", "rtsp://", "http:///path", "ftp://host/x", "/no/such/file.avi"] {
             assert!(matches!(SourceSpec::parse(bad), Err(IngesterError::BadUrl { .. })), "{bad:?}");

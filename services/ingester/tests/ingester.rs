@@ -36,7 +36,12 @@ async fn start(config: IngesterConfig) -> Running {
 
 fn camera(id: &str, url: &str, detector: &str) -> pb::AddCameraRequest {
     pb::AddCameraRequest {
-        camera: Some(pb::CameraConfig { camera_id: id.into(), url: url.into(), target_fps: 0.0, detector: detector.into() }),
+        camera: Some(pb::CameraConfig {
+            camera_id: id.into(),
+            url: url.into(),
+            target_fps: 0.0,
+            detector: detector.into(),
+        }),
     }
 }
 
@@ -45,10 +50,25 @@ fn scene_jpeg(i: usize) -> Vec<u8> {
     let mut m = Mat::new_rows_cols_with_default(240, 320, opencv::core::CV_8UC3, Scalar::new(170.0, 170.0, 160.0, 0.0))
         .unwrap();
     let x = 20 + (i * 4) % 260;
-    imgproc::rectangle(&mut m, Rect::new(x as i32, 60, 24, 80), Scalar::new(40.0, 30.0, 30.0, 0.0), -1, imgproc::LINE_8, 0)
-        .unwrap();
-    imgproc::circle(&mut m, Point::new(x as i32 + 12, 50), 10, Scalar::new(60.0, 80.0, 120.0, 0.0), -1, imgproc::LINE_8, 0)
-        .unwrap();
+    imgproc::rectangle(
+        &mut m,
+        Rect::new(x as i32, 60, 24, 80),
+        Scalar::new(40.0, 30.0, 30.0, 0.0),
+        -1,
+        imgproc::LINE_8,
+        0,
+    )
+    .unwrap();
+    imgproc::circle(
+        &mut m,
+        Point::new(x as i32 + 12, 50),
+        10,
+        Scalar::new(60.0, 80.0, 120.0, 0.0),
+        -1,
+        imgproc::LINE_8,
+        0,
+    )
+    .unwrap();
     let mut buf = Vector::<u8>::new();
     imgcodecs::imencode(".jpg", &m, &mut buf, &Vector::new()).unwrap();
     buf.to_vec()
@@ -75,8 +95,7 @@ async fn mjpeg_server() -> (String, Arc<AtomicUsize>) {
                     }
                 }
                 let flaky = String::from_utf8_lossy(&request).contains("/flaky");
-                let cut_after =
-                    if flaky && counter.fetch_add(1, Ordering::SeqCst) == 0 { 15 } else { usize::MAX };
+                let cut_after = if flaky && counter.fetch_add(1, Ordering::SeqCst) == 0 { 15 } else { usize::MAX };
                 let header = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
                 if socket.write_all(header.as_bytes()).await.is_err() {
                     return;
@@ -125,7 +144,8 @@ async fn a_camera_that_drops_is_reconnected_while_the_others_keep_running() {
         if flaky.reconnects >= 1 && steady_during_outage.is_none() {
             steady_during_outage = Some(steady.frames_processed);
         }
-        let back = flaky.reconnects >= 1 && flaky.state == pb::CameraState::Running as i32 && flaky.frames_processed > 30;
+        let back =
+            flaky.reconnects >= 1 && flaky.state == pb::CameraState::Running as i32 && flaky.frames_processed > 30;
         if back || Instant::now() > deadline {
             break;
         }
@@ -175,7 +195,12 @@ async fn corrupt_truncated_and_empty_pushed_frames_are_counted_and_skipped() {
     // Raw pixels whose length does not match their size.
     messages.push(frame(
         "",
-        Some(pb::image::Data::Raw(pb::RawImage { width: 10, height: 10, format: pb::PixelFormat::Rgb8 as i32, pixels: vec![0; 7] })),
+        Some(pb::image::Data::Raw(pb::RawImage {
+            width: 10,
+            height: 10,
+            format: pb::PixelFormat::Rgb8 as i32,
+            pixels: vec![0; 7],
+        })),
         1004,
     ));
     // A camera's pace: a frame every 10 ms (the detector keeps up, so the live queue drops none).
@@ -246,7 +271,10 @@ async fn unknown_cameras_bad_urls_and_unsupported_detectors_get_clear_errors() {
     let e = client.push_frames(push("")).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = client
-        .push_detections(tokio_stream::iter(vec![pb::PushDetectionsRequest { camera_id: "nobody".into(), ..Default::default() }]))
+        .push_detections(tokio_stream::iter(vec![pb::PushDetectionsRequest {
+            camera_id: "nobody".into(),
+            ..Default::default()
+        }]))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
