@@ -74,8 +74,6 @@ impl EmbedderConfig {
     }
 }
 
-/// Durations in configuration files are whole milliseconds.
-
 #[cfg(test)]
 mod tests {
     use super::*;
