@@ -27,6 +27,14 @@ pub struct TrainArgs {
     /// Run on the trainer service at this address instead of in this process.
     #[arg(long)]
     addr: Option<String>,
+    /// After training, publish the best epoch as MODEL_DIR/NAME (where embedders load models).
+    #[arg(long, conflicts_with = "addr")]
+    publish: Option<String>,
+    #[arg(long, default_value = "models")]
+    model_dir: PathBuf,
+    /// Publish the weights in f16 (half the size, same f32 inference).
+    #[arg(long, requires = "publish")]
+    half: bool,
 }
 
 pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
@@ -67,6 +75,10 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             best.threshold,
             outcome.dir.join("best").display()
         );
+    }
+    if let Some(name) = &args.publish {
+        let (version, path) = reid_trainer::publish::publish_with(&outcome.dir, &args.model_dir, name, args.half)?;
+        println!("published {} version {version}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

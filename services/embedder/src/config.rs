@@ -7,6 +7,11 @@ use std::time::Duration;
 use reid_model::DevicePreference;
 use serde::Deserialize;
 
+/// reid's default person model, committed under `models/`: MobileNetV2 fine-tuned on the
+/// tracklets the ingester cuts from vtest.avi (`make person-model`; card and figures in
+/// docs/models.md).
+pub const DEFAULT_MODEL: &str = "person-vtest";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbedderConfig {
@@ -45,7 +50,7 @@ impl Default for EmbedderConfig {
     fn default() -> Self {
         EmbedderConfig {
             model_dir: PathBuf::from("models"),
-            model: "mobilenetv2-imagenet".to_owned(),
+            model: DEFAULT_MODEL.to_owned(),
             device: DevicePreference::Auto,
             fp16: false,
             max_batch: 32,

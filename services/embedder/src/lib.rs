@@ -20,7 +20,7 @@ use reid_proto::v1::embedder_service_server::EmbedderServiceServer;
 use reid_server::GrpcServer;
 use tokio::net::TcpListener;
 
-pub use config::EmbedderConfig;
+pub use config::{DEFAULT_MODEL, EmbedderConfig};
 pub use embedder::Embedder;
 pub use error::EmbedderError;
 

@@ -10,6 +10,12 @@ use crate::error::TrainError;
 
 /// Copies `run_dir/best` to `model_dir/name`; returns the published version and folder.
 pub fn publish(run_dir: &Path, model_dir: &Path, name: &str) -> Result<(String, PathBuf), TrainError> {
+    publish_with(run_dir, model_dir, name, false)
+}
+
+/// As [`publish`]; with `half`, floating-point weights are stored in f16 (half the size; the
+/// embedder computes in f32 all the same), for models meant to be committed or shipped.
+pub fn publish_with(run_dir: &Path, model_dir: &Path, name: &str, half: bool) -> Result<(String, PathBuf), TrainError> {
     if !reid_model::card::is_folder_name(name) {
         return Err(TrainError::InvalidModelName(name.to_owned()));
     }
@@ -23,7 +29,21 @@ pub fn publish(run_dir: &Path, model_dir: &Path, name: &str) -> Result<(String, 
     let target = model_dir.join(name);
     std::fs::create_dir_all(&target).map_err(TrainError::io(&target))?;
     let file = format!("{}.safetensors", card.version);
-    std::fs::copy(&weights, target.join(&file)).map_err(TrainError::io(&weights))?;
+    if half {
+        let tensors = tch::Tensor::read_safetensors(&weights)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", weights.display())))?;
+        let halved: Vec<(String, tch::Tensor)> = tensors
+            .into_iter()
+            .map(|(n, t)| {
+                let t = if t.f_is_floating_point().unwrap_or(false) { t.to_kind(tch::Kind::Half) } else { t };
+                (n, t)
+            })
+            .collect();
+        tch::Tensor::write_safetensors(&halved, target.join(&file))
+            .map_err(|e| TrainError::Config(format!("writing {}: {e}", target.join(&file).display())))?;
+    } else {
+        std::fs::copy(&weights, target.join(&file)).map_err(TrainError::io(&weights))?;
+    }
     card.weights = file.into();
     let tmp = target.join("model.json.tmp");
     let text = serde_json::to_string_pretty(&card).map_err(|e| TrainError::Config(e.to_string()))?;

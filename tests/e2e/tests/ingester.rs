@@ -94,7 +94,7 @@ fn shows_a_person(frame: u64, b: [f32; 4]) -> Option<bool> {
 async fn start_embedder() -> String {
     let config = reid_embedder::EmbedderConfig {
         model_dir: repo().join("models"),
-        model: "mobilenetv2-imagenet".into(),
+        model: reid_embedder::DEFAULT_MODEL.into(),
         watch_interval: Duration::ZERO,
         ..Default::default()
     };

@@ -24,9 +24,13 @@ impl NativeModel {
         let mut vs = nn::VarStore::new(device);
         let net = nets::build(&architecture, &vs.root(), card.input, i64::from(card.embedding_dim))?;
         vs.load(weights).map_err(|e| ModelError::Weights { path: weights.to_owned(), reason: e.to_string() })?;
+        // Loading takes the stored precision (weights may ship in f16 to stay small); compute in
+        // f32 unless half precision was asked for on a GPU.
         let half = options.fp16 && device.is_cuda();
         if half {
             vs.half();
+        } else {
+            vs.float();
         }
         Ok(NativeModel { card, _vs: vs, net, device, half })
     }
