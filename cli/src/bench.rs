@@ -19,6 +19,8 @@ pub enum BenchCommand {
     Embed(EmbedBenchArgs),
     /// Identify latency and HNSW recall@1 at several gallery sizes.
     Identity(crate::bench_identity::IdentityBenchArgs),
+    /// Ingester frames/s per core for each detector, and end to end.
+    Ingest(crate::bench_ingest::IngestBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +49,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Embed(args) => embed(args).await,
         BenchCommand::Identity(args) => crate::bench_identity::run(args).await,
+        BenchCommand::Ingest(args) => crate::bench_ingest::run(args).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_identity;
+mod bench_ingest;
 mod client;
 mod demo;
 mod experiment;
