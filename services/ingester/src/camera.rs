@@ -501,20 +501,23 @@ fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, targ
     detections
         .into_iter()
         .map(|detection| {
-            let crop = (detection.bbox.h >= crops.min_height as f32)
-                .then(|| detection.bbox.to_rect(crops.padding, w, h))
-                .flatten()
-                .and_then(|rect| Mat::roi(&frame.image, rect).and_then(|m| m.try_clone()).ok())
-                .map(|image| {
-                    let quality = crop_quality(&image, &detection, w, h, target);
-                    TrackedCrop {
-                        image,
-                        bbox: detection.bbox,
-                        captured_at: frame.captured_at,
-                        frame: frame.sequence,
-                        quality,
-                    }
-                });
+            let cut = || match &detection.landmarks {
+                Some(points) => crate::mtcnn::align(&frame.image, points, crops.face_size).ok(),
+                None => detection
+                    .bbox
+                    .to_rect(crops.padding, w, h)
+                    .and_then(|rect| Mat::roi(&frame.image, rect).and_then(|m| m.try_clone()).ok()),
+            };
+            let crop = (detection.bbox.h >= crops.min_height as f32).then(cut).flatten().map(|image| {
+                let quality = crop_quality(&image, &detection, w, h, target);
+                TrackedCrop {
+                    image,
+                    bbox: detection.bbox,
+                    captured_at: frame.captured_at,
+                    frame: frame.sequence,
+                    quality,
+                }
+            });
             Observed { detection, crop, external_id: None }
         })
         .collect()

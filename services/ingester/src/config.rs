@@ -83,6 +83,8 @@ pub struct CropConfig {
     pub min_height: u32,
     /// Context added around each box, as a fraction of its size.
     pub padding: f32,
+    /// Side of the aligned face crop cut on a detector's landmarks (FaceNet takes 160).
+    pub face_size: i32,
     pub jpeg_quality: i32,
 }
 
@@ -152,7 +154,7 @@ impl Default for TrackerConfig {
 
 impl Default for CropConfig {
     fn default() -> Self {
-        Self { per_tracklet: 4, min_gap_frames: 3, min_height: 48, padding: 0.05, jpeg_quality: 90 }
+        Self { per_tracklet: 4, min_gap_frames: 3, min_height: 48, padding: 0.05, face_size: 160, jpeg_quality: 90 }
     }
 }
 

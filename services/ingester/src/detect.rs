@@ -5,6 +5,7 @@
 //!   shorter than its 128-pixel window are found;
 //! - `background`: MOG2 background subtraction for static cameras: moving blobs of person shape;
 //! - `haar-face`: the Haar frontal-face cascade from Debian's `opencv-data`;
+//! - `mtcnn`: MTCNN faces with five landmarks ([`crate::mtcnn`]), for aligned face crops;
 //! - `onnx`: any YOLO-style ONNX detector through OpenCV's dnn module, with a configurable output
 //!   layout, so that users can bring a better model.
 
@@ -24,6 +25,15 @@ pub struct Detection {
     pub bbox: BBox,
     /// Detector confidence mapped to [0, 1].
     pub score: f32,
+    /// Face landmarks (eyes, nose, mouth corners) when the detector gives them: the crop is then
+    /// aligned on them.
+    pub landmarks: Option<[(f32, f32); 5]>,
+}
+
+impl Detection {
+    pub fn new(bbox: BBox, score: f32) -> Self {
+        Self { bbox, score, landmarks: None }
+    }
 }
 
 /// What a detector finds: a face crop is embedded by a face model, a person crop by a re-ID model.
@@ -46,11 +56,12 @@ pub struct DetectorsConfig {
     pub hog: HogConfig,
     pub background: BackgroundConfig,
     pub haar_face: HaarConfig,
+    pub mtcnn: crate::mtcnn::MtcnnConfig,
     pub onnx: Option<OnnxConfig>,
 }
 
 /// The names `detector` accepts.
-pub const DETECTORS: [&str; 4] = ["hog", "background", "haar-face", "onnx"];
+pub const DETECTORS: [&str; 5] = ["hog", "background", "haar-face", "mtcnn", "onnx"];
 
 /// Builds the detector called `name`; unknown names are `UnsupportedDetector`, known ones whose
 /// model cannot be loaded are `DetectorUnavailable`.
@@ -62,6 +73,7 @@ pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Det
             Box::new(BackgroundDetector::new(config.background.clone()).map_err(|e| unavailable(e.message))?)
         }
         "haar-face" => Box::new(HaarFaceDetector::new(&config.haar_face).map_err(unavailable)?),
+        "mtcnn" => Box::new(crate::mtcnn::MtcnnDetector::new(config.mtcnn.clone()).map_err(unavailable)?),
         "onnx" => {
             let c =
                 config.onnx.clone().ok_or_else(|| unavailable("no [detectors.onnx] section names a model".into()))?;
@@ -139,16 +151,14 @@ impl Detector for HogDetector {
             .zip(weights.iter())
             .map(|(r, w)| {
                 let (dx, dy) = (r.width as f32 * c.shrink / 2.0, r.height as f32 * c.shrink / 2.0);
-                Detection {
-                    bbox: BBox::new(
-                        (r.x as f32 + dx) * k,
-                        (r.y as f32 + dy) * k,
-                        (r.width as f32 - 2.0 * dx) * k,
-                        (r.height as f32 - 2.0 * dy) * k,
-                    ),
-                    // The SVM margin, squashed: 0 at the decision boundary, ~0.9 at a margin of 1.
-                    score: (1.0 - (-2.3 * w.max(0.0)).exp()) as f32,
-                }
+                let bbox = BBox::new(
+                    (r.x as f32 + dx) * k,
+                    (r.y as f32 + dy) * k,
+                    (r.width as f32 - 2.0 * dx) * k,
+                    (r.height as f32 - 2.0 * dy) * k,
+                );
+                // The SVM margin, squashed: 0 at the decision boundary, ~0.9 at a margin of 1.
+                Detection::new(bbox, (1.0 - (-2.3 * w.max(0.0)).exp()) as f32)
             })
             .collect())
     }
@@ -238,10 +248,8 @@ impl Detector for BackgroundDetector {
             }
             // How much of the box the blob fills: a person fills about half of theirs.
             let fill = (area / f64::from(r.width * r.height).max(1.0)) as f32;
-            out.push(Detection {
-                bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32),
-                score: (fill / 0.6).min(1.0),
-            });
+            let bbox = BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
+            out.push(Detection::new(bbox, (fill / 0.6).min(1.0)));
         }
         Ok(out)
     }
@@ -309,7 +317,7 @@ impl Detector for HaarFaceDetector {
         )?;
         Ok(faces
             .iter()
-            .map(|r| Detection { bbox: BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32), score: 1.0 })
+            .map(|r| Detection::new(BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32), 1.0))
             .collect())
     }
 
@@ -403,7 +411,7 @@ impl Detector for OnnxDetector {
             .map_err(|m| opencv::Error::new(opencv::core::StsBadArg, m))?;
         let scaled: Vec<Detection> = candidates
             .into_iter()
-            .map(|d| Detection { bbox: BBox::new(d.bbox.x * sx, d.bbox.y * sy, d.bbox.w * sx, d.bbox.h * sy), ..d })
+            .map(|d| Detection::new(BBox::new(d.bbox.x * sx, d.bbox.y * sy, d.bbox.w * sx, d.bbox.h * sy), d.score))
             .collect();
         nms(scaled, c.score_threshold, c.nms_threshold)
     }
@@ -454,7 +462,7 @@ pub fn parse_yolo(
             continue;
         }
         let (cx, cy, w, h) = (at(i, 0), at(i, 1), at(i, 2), at(i, 3));
-        out.push(Detection { bbox: BBox::new(cx - w / 2.0, cy - h / 2.0, w, h), score });
+        out.push(Detection::new(BBox::new(cx - w / 2.0, cy - h / 2.0, w, h), score));
     }
     Ok(out)
 }
@@ -478,6 +486,11 @@ mod tests {
     fn unknown_detectors_and_missing_models_are_errors() {
         let config = DetectorsConfig::default();
         assert!(matches!(build("yolo9000", &config), Err(IngesterError::UnsupportedDetector(_))));
+        let no_mtcnn = DetectorsConfig {
+            mtcnn: crate::mtcnn::MtcnnConfig { model_dir: "/nonexistent".into(), ..Default::default() },
+            ..Default::default()
+        };
+        assert!(matches!(build("mtcnn", &no_mtcnn), Err(IngesterError::DetectorUnavailable { .. })));
         assert!(matches!(build("onnx", &config), Err(IngesterError::DetectorUnavailable { .. })));
         let config = DetectorsConfig {
             onnx: Some(OnnxConfig {

@@ -2,7 +2,7 @@
 //!
 //! - [`source`]: where frames come from (files, streams, devices, folders, pushes) and the bounded
 //!   frame queue;
-//! - [`detect`]: the detectors behind one trait;
+//! - [`detect`]: the detectors behind one trait ([`mtcnn`]: faces with landmarks, and alignment);
 //! - [`track`]: the SORT-like tracker and the best crops of each track;
 //! - [`camera`]: one camera's reader and processing threads, with its status;
 //! - [`deliver`]: the outbox and the worker that embeds and observes tracklets;
@@ -19,6 +19,7 @@ pub mod export;
 pub mod frame;
 pub mod ingester;
 pub mod metrics;
+pub mod mtcnn;
 pub mod service;
 pub mod source;
 pub mod track;

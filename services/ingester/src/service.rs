@@ -167,7 +167,7 @@ impl IngesterService for IngesterGrpc {
                     match (bbox, crop) {
                         (Some(bbox), Some(Ok(crop))) if bbox.w > 0.0 && bbox.h > 0.0 => {
                             let id = (!d.track_id.is_empty()).then_some(d.track_id);
-                            items.push((Detection { bbox, score: d.score.clamp(0.0, 1.0) }, crop, id));
+                            items.push((Detection::new(bbox, d.score.clamp(0.0, 1.0)), crop, id));
                         }
                         _ => rejected += 1,
                     }

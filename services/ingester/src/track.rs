@@ -342,7 +342,7 @@ mod tests {
     fn seen(x: f32, y: f32, frame: u64, quality: f32) -> Observed {
         let bbox = BBox::new(x, y, 40.0, 100.0);
         Observed {
-            detection: Detection { bbox, score: 0.9 },
+            detection: Detection::new(bbox, 0.9),
             crop: Some(TrackedCrop { bbox, ..crop(frame, quality) }),
             external_id: None,
         }
