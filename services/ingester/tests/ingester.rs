@@ -280,3 +280,42 @@ async fn unknown_cameras_bad_urls_and_unsupported_detectors_get_clear_errors() {
     assert_eq!(e.code(), Code::NotFound);
     client.remove_camera(pb::RemoveCameraRequest { camera_id: "lobby".into() }).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_the_tracks_still_open() {
+    let export = tempfile::tempdir().unwrap();
+    let config = IngesterConfig { export_dir: Some(export.path().to_path_buf()), ..Default::default() };
+    let Running { mut client, ingester } = start(config).await;
+    client.add_camera(camera("door", "push", "background")).await.unwrap();
+    // A camera that keeps its stream open: 40 frames of someone walking, then silence.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    for i in 0..40usize {
+        tx.send(frame(if i == 0 { "door" } else { "" }, Some(pb::image::Data::Encoded(scene_jpeg(i))), i as u64))
+            .await
+            .unwrap();
+    }
+    let push = tokio::spawn(async move { client.push_frames(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let door = loop {
+        assert!(Instant::now() < deadline, "the 40 frames were not processed");
+        // The frames arrive faster than a camera sends them: the live queue may drop some.
+        if let Ok(door) = ingester.camera("door").await
+            && door.stats.frames_processed.load(Ordering::Relaxed) + door.stats.dropped("queue_full") == 40
+        {
+            break door;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(door.stats.tracklets.load(Ordering::Relaxed), 0, "the person is still in view: no track has ended");
+
+    ingester.shutdown().await;
+    assert_eq!(door.stats.tracklets.load(Ordering::Relaxed), 1, "shutdown ended the open track");
+    let tracklets: Vec<_> = std::fs::read_dir(export.path().join("door")).unwrap().collect();
+    assert_eq!(tracklets.len(), 1);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tracklets[0].as_ref().unwrap().path().join("tracklet.json")).unwrap())
+            .unwrap();
+    assert!(!meta["crops"].as_array().unwrap().is_empty());
+    drop(tx);
+    let _ = push.await;
+}
