@@ -36,3 +36,14 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
+
+/// Binds `addr` and serves `registry` there in the background until the task is aborted; the
+/// bind error (address taken, bad address) is returned at once.
+pub async fn spawn(addr: &str, registry: Registry) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics listener {addr}: {e}"))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = serve(listener, registry, std::future::pending()).await {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    }))
+}

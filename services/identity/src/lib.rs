@@ -92,13 +92,7 @@ pub async fn serve(
         }
     }));
     if let Some(addr) = &identities.config().metrics_listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
-        let registry = identities.metrics().registry.clone();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = reid_server::metrics::serve(listener, registry, std::future::pending()).await {
-                tracing::warn!(error = %e, "metrics endpoint stopped");
-            }
-        }));
+        background.push(reid_server::metrics::spawn(addr, identities.metrics().registry.clone()).await?);
     }
     server.health().set_all(true).await;
     let limit = identities.config().max_message_bytes;

@@ -27,7 +27,6 @@ pub mod track;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use reid_proto::v1::ingester_service_server::IngesterServiceServer;
 use reid_server::GrpcServer;
 use tokio::net::TcpListener;
@@ -75,13 +74,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut background = Vec::new();
     if let Some(addr) = &ingester.config().metrics_listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
-        let registry = ingester.metrics().registry.clone();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = reid_server::metrics::serve(listener, registry, std::future::pending()).await {
-                tracing::warn!(error = %e, "metrics endpoint stopped");
-            }
-        }));
+        background.push(reid_server::metrics::spawn(addr, ingester.metrics().registry.clone()).await?);
     }
     server.health().set_all(true).await;
     let limit = ingester.config().max_message_bytes;
