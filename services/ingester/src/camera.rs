@@ -225,7 +225,16 @@ impl Camera {
             std::thread::Builder::new()
                 .name(format!("cam-{}-proc", spec.id))
                 .spawn(move || process_loop(&spec, detector, &ctx, &stats, &queue))
-                .ok()
+        };
+        let processor = match processor {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                stats.error(format!("cannot start processing thread: {e}"));
+                stats.set_state(CameraState::Failed);
+                stop.stop();
+                queue.close();
+                None
+            }
         };
         Self {
             spec,

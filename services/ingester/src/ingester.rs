@@ -115,15 +115,19 @@ impl Ingester {
         if spec.detector.is_empty() {
             spec.detector = self.ctx.config.default_detector.clone();
         }
-        let mut cameras = self.cameras.lock().await;
-        if cameras.contains_key(&spec.id) {
+        if self.cameras.lock().await.contains_key(&spec.id) {
             return Err(IngesterError::CameraExists(spec.id));
         }
-        // Loading a detector reads model files: off the async threads.
+        // Loading a detector reads model files: off the async threads, and without holding the
+        // camera table (listing and pushing go on meanwhile).
         let (name, detectors) = (spec.detector.clone(), self.ctx.config.detectors.clone());
         let detector = tokio::task::spawn_blocking(move || detect::build(&name, &detectors))
             .await
             .map_err(|e| IngesterError::invalid(format!("detector set-up panicked: {e}")))??;
+        let mut cameras = self.cameras.lock().await;
+        if cameras.contains_key(&spec.id) {
+            return Err(IngesterError::CameraExists(spec.id));
+        }
         tracing::info!(camera = %spec.id, url = %spec.url, detector = %spec.detector, "camera added");
         let camera = Arc::new(Camera::start(spec.clone(), source, detector, self.ctx.clone()));
         let status = camera.status();
