@@ -29,6 +29,9 @@ pub struct IngestBenchArgs {
     model: String,
     #[arg(long, default_value = "models")]
     model_dir: PathBuf,
+    /// TOML with any `IngesterConfig` field (detector settings, e.g. `[detectors.hog] scale = 1.2`).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Let OpenCV use every core inside one detector call (default: one thread, so that the
     /// per-core figure is what a camera costs when many share the machine).
     #[arg(long)]
@@ -124,14 +127,15 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{} on {cores} cores, OpenCV threads per call: {threads}", args.video.display());
 
+    let base: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
     let decode = decode_only(&args.video)?;
     let reference = decode.frames as f64 / decode.cpu.max(1e-9);
     decode.print("decode only (reference)", None);
     for detector in &args.detectors {
-        let one = ingest(IngesterConfig::default(), &args.video, detector, 1).await?;
+        let one = ingest(base.clone(), &args.video, detector, 1).await?;
         one.print(&format!("decode+detect+track {detector}"), Some(reference));
         if args.cameras > 1 {
-            let many = ingest(IngesterConfig::default(), &args.video, detector, args.cameras).await?;
+            let many = ingest(base.clone(), &args.video, detector, args.cameras).await?;
             many.print(&format!("  {} cameras at once", args.cameras), Some(reference));
         }
     }
@@ -159,7 +163,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
         let config = IngesterConfig {
             embedder_url: Some(reid_server::grpc_url(&embedder.addr)),
             identity_url: Some(reid_server::grpc_url(&identity_addr)),
-            ..Default::default()
+            ..base
         };
         let detector = args.detectors.first().cloned().unwrap_or_else(|| "hog".into());
         let e2e = ingest(config, &args.video, &detector, 1).await?;
