@@ -68,7 +68,9 @@ pub const DETECTORS: [&str; 5] = ["hog", "background", "haar-face", "mtcnn", "on
 pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Detector>> {
     let unavailable = |reason: String| IngesterError::DetectorUnavailable { name: name.into(), reason };
     Ok(match name {
-        "hog" => Box::new(HogDetector::new(config.hog.clone()).map_err(|e| unavailable(e.message))?),
+        "hog" => Box::new(
+            HogDetector::new(config.hog.clone(), config.background.clone()).map_err(|e| unavailable(e.message))?,
+        ),
         "background" => {
             Box::new(BackgroundDetector::new(config.background.clone()).map_err(|e| unavailable(e.message))?)
         }
@@ -99,29 +101,82 @@ pub struct HogConfig {
     pub hit_threshold: f64,
     /// HOG boxes have about 1/8 of margin around the person on each side; this much is cut off.
     pub shrink: f32,
+    /// For static cameras: run HOG only around what moved (MOG2 foreground, `[detectors.background]`
+    /// settings), not over the whole frame. Much cheaper on scenes with few people; someone who
+    /// stands still long enough to become background is no longer detected.
+    pub motion_gate: bool,
+    /// Smallest moving blob (pixels of area) that opens a region; fragments of a person count.
+    pub motion_min_area: f64,
 }
 
 impl Default for HogConfig {
     fn default() -> Self {
-        Self { upscale: 1.0, scale: 1.05, stride: 8, hit_threshold: 0.0, shrink: 0.1 }
+        Self {
+            upscale: 1.0,
+            scale: 1.05,
+            stride: 8,
+            hit_threshold: 0.0,
+            shrink: 0.1,
+            motion_gate: false,
+            motion_min_area: 100.0,
+        }
     }
 }
 
 pub struct HogDetector {
     hog: objdetect::HOGDescriptor,
     config: HogConfig,
+    motion: Option<BackgroundDetector>,
 }
 
 impl HogDetector {
-    pub fn new(config: HogConfig) -> opencv::Result<Self> {
+    pub fn new(config: HogConfig, background: BackgroundConfig) -> opencv::Result<Self> {
         let mut hog = objdetect::HOGDescriptor::default()?;
         hog.set_svm_detector(objdetect::HOGDescriptor::get_default_people_detector()?);
-        Ok(Self { hog, config })
+        let motion = if config.motion_gate { Some(BackgroundDetector::new(background)?) } else { None };
+        Ok(Self { hog, config, motion })
     }
 }
 
 impl Detector for HogDetector {
     fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let Some(motion) = self.motion.as_mut() else { return self.detect_in(frame, 0, 0) };
+        let (w, h) = (frame.cols(), frame.rows());
+        // Each moving region, grown to hold a whole person around it and at least one HOG window.
+        let mut regions: Vec<Rect> = Vec::new();
+        for r in motion.foreground(frame, self.config.motion_min_area)? {
+            let (cx, cy) = (r.x + r.width / 2, r.y + r.height / 2);
+            let rw = (r.width * 2).max(r.height) + 64;
+            let rh = r.height * 2 + 96;
+            let grown = Rect::new(cx - rw / 2, cy - rh / 2, rw, rh) & Rect::new(0, 0, w, h);
+            if grown.width >= 64 && grown.height >= 128 {
+                regions.push(grown);
+            }
+        }
+        // Overlapping regions are searched once, as their union.
+        let mut merged: Vec<Rect> = Vec::new();
+        for r in regions {
+            match merged.iter_mut().find(|m| (**m & r).area() > 0) {
+                Some(m) => *m |= r,
+                None => merged.push(r),
+            }
+        }
+        let mut found = Vec::new();
+        for r in merged {
+            let roi = Mat::roi(frame, r)?.try_clone()?;
+            found.extend(self.detect_in(&roi, r.x, r.y)?);
+        }
+        nms(found, 0.0, 0.45)
+    }
+
+    fn target(&self) -> Target {
+        Target::Person
+    }
+}
+
+impl HogDetector {
+    /// HOG over `frame` (a region of the frame at `ox`, `oy`), boxes in frame coordinates.
+    fn detect_in(&mut self, frame: &Mat, ox: i32, oy: i32) -> opencv::Result<Vec<Detection>> {
         let c = &self.config;
         let scaled;
         let input = if (c.upscale - 1.0).abs() > 1e-3 {
@@ -152,8 +207,8 @@ impl Detector for HogDetector {
             .map(|(r, w)| {
                 let (dx, dy) = (r.width as f32 * c.shrink / 2.0, r.height as f32 * c.shrink / 2.0);
                 let bbox = BBox::new(
-                    (r.x as f32 + dx) * k,
-                    (r.y as f32 + dy) * k,
+                    (r.x as f32 + dx) * k + ox as f32,
+                    (r.y as f32 + dy) * k + oy as f32,
                     (r.width as f32 - 2.0 * dx) * k,
                     (r.height as f32 - 2.0 * dy) * k,
                 );
@@ -161,10 +216,6 @@ impl Detector for HogDetector {
                 Detection::new(bbox, (1.0 - (-2.3 * w.max(0.0)).exp()) as f32)
             })
             .collect())
-    }
-
-    fn target(&self) -> Target {
-        Target::Person
     }
 }
 
@@ -211,6 +262,35 @@ impl BackgroundDetector {
 
 impl Detector for BackgroundDetector {
     fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let mut out = Vec::new();
+        for r in self.foreground(frame, self.config.min_area)? {
+            let aspect = r.height as f32 / r.width.max(1) as f32;
+            if aspect < self.config.min_aspect || aspect > self.config.max_aspect {
+                continue;
+            }
+            let bbox = BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
+            out.push(Detection::new(bbox, (r.fill / 0.6).min(1.0)));
+        }
+        Ok(out)
+    }
+
+    fn target(&self) -> Target {
+        Target::Person
+    }
+}
+
+/// A foreground blob: its bounding box and how much of the box it fills.
+struct Blob {
+    x: i32,
+    y: i32,
+    width: i32,
+    height: i32,
+    fill: f32,
+}
+
+impl BackgroundDetector {
+    /// Updates the background model with `frame`; returns the moving blobs of at least `min_area`.
+    fn foreground(&mut self, frame: &Mat, min_area: f64) -> opencv::Result<Vec<Blob>> {
         let mut mask = Mat::default();
         opencv::prelude::BackgroundSubtractorTrait::apply(&mut self.model, frame, &mut mask, -1.0)?;
         self.seen += 1;
@@ -238,24 +318,15 @@ impl Detector for BackgroundDetector {
         let mut out = Vec::new();
         for contour in contours.iter() {
             let area = imgproc::contour_area_def(&contour)?;
-            if area < self.config.min_area {
+            if area < min_area {
                 continue;
             }
             let r = imgproc::bounding_rect(&contour)?;
-            let aspect = r.height as f32 / r.width.max(1) as f32;
-            if aspect < self.config.min_aspect || aspect > self.config.max_aspect {
-                continue;
-            }
             // How much of the box the blob fills: a person fills about half of theirs.
             let fill = (area / f64::from(r.width * r.height).max(1.0)) as f32;
-            let bbox = BBox::new(r.x as f32, r.y as f32, r.width as f32, r.height as f32);
-            out.push(Detection::new(bbox, (fill / 0.6).min(1.0)));
+            out.push(Blob { x: r.x, y: r.y, width: r.width, height: r.height, fill });
         }
         Ok(out)
-    }
-
-    fn target(&self) -> Target {
-        Target::Person
     }
 }
 
