@@ -4,7 +4,6 @@
 //! holds up another.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -78,10 +77,7 @@ impl Rate {
 #[derive(Debug)]
 pub struct CameraStats {
     state: AtomicU8,
-    pub frames_in: AtomicU64,
     pub frames_processed: AtomicU64,
-    /// Every frame the processing thread finished with (processed, sampled out, or failed).
-    pub frames_done: AtomicU64,
     drops: Mutex<BTreeMap<&'static str, u64>>,
     pub tracklets: AtomicU64,
     pub reconnects: AtomicU32,
@@ -114,9 +110,7 @@ impl CameraStats {
     fn new() -> Self {
         Self {
             state: AtomicU8::new(CameraState::Connecting as u8),
-            frames_in: AtomicU64::new(0),
             frames_processed: AtomicU64::new(0),
-            frames_done: AtomicU64::new(0),
             drops: Mutex::new(BTreeMap::new()),
             tracklets: AtomicU64::new(0),
             reconnects: AtomicU32::new(0),
@@ -139,16 +133,11 @@ impl CameraStats {
         lock(&self.drops).get(reason).copied().unwrap_or(0)
     }
 
-    pub fn dropped_total(&self) -> u64 {
-        lock(&self.drops).values().sum()
-    }
-
     fn error(&self, e: impl Into<String>) {
         *lock(&self.last_error) = e.into();
     }
 
     fn frame_in(&self) {
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
         lock(&self.input_rate).tick();
     }
 }
@@ -158,7 +147,6 @@ impl CameraStats {
 pub struct PipelineContext {
     pub config: Arc<IngesterConfig>,
     pub outbox: Option<Arc<Outbox>>,
-    pub export_dir: Option<PathBuf>,
     pub metrics: IngesterMetrics,
     /// Prefix of this process's track ids.
     pub session: String,
@@ -437,37 +425,31 @@ fn process_loop(
     let mut tracker = Tracker::new(config.tracker.clone(), config.crops.clone(), ctx.session.clone());
     let mut sampler = Sampler::new(spec.target_fps);
     let target = detector.target();
-    let detector_name = if spec.detector.is_empty() { config.default_detector.clone() } else { spec.detector.clone() };
     let mut pushed_sequence = 0u64;
     while let Some(work) = queue.pop() {
         let finished = match work {
+            Work::Frame(frame) if !sampler.take(frame.captured_at) => Vec::new(),
             Work::Frame(frame) => {
-                let result = if sampler.take(frame.captured_at) {
-                    let started = Instant::now();
-                    let detected = detector.detect(&frame.image);
-                    ctx.metrics
-                        .detect_seconds
-                        .with_label_values(&[&detector_name])
-                        .observe(started.elapsed().as_secs_f64());
-                    match detected {
-                        Ok(detections) => {
-                            let observed = cut_crops(&frame, detections, &config.crops, target);
-                            stats.frames_processed.fetch_add(1, Ordering::Relaxed);
-                            lock(&stats.processed_rate).tick();
-                            ctx.metrics.frames.with_label_values(&[&spec.id, "processed"]).inc();
-                            tracker.update(frame.sequence, frame.captured_at, observed)
-                        }
-                        Err(e) => {
-                            stats.error(format!("detector: {}", e.message));
-                            count_drop(&spec.id, stats, &ctx.metrics, "detector_error");
-                            Vec::new()
-                        }
+                let started = Instant::now();
+                let detected = detector.detect(&frame.image);
+                ctx.metrics
+                    .detect_seconds
+                    .with_label_values(&[&spec.detector])
+                    .observe(started.elapsed().as_secs_f64());
+                match detected {
+                    Ok(detections) => {
+                        let observed = cut_crops(&frame, detections, &config.crops, target);
+                        stats.frames_processed.fetch_add(1, Ordering::Relaxed);
+                        lock(&stats.processed_rate).tick();
+                        ctx.metrics.frames.with_label_values(&[&spec.id, "processed"]).inc();
+                        tracker.update(frame.sequence, frame.captured_at, observed)
                     }
-                } else {
-                    Vec::new()
-                };
-                stats.frames_done.fetch_add(1, Ordering::Relaxed);
-                result
+                    Err(e) => {
+                        stats.error(format!("detector: {}", e.message));
+                        count_drop(&spec.id, stats, &ctx.metrics, "detector_error");
+                        Vec::new()
+                    }
+                }
             }
             Work::Detections { captured_at, items } => {
                 pushed_sequence += 1;
@@ -563,7 +545,7 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         };
         stats.tracklets.fetch_add(1, Ordering::Relaxed);
         ctx.metrics.tracklets.with_label_values(&["emitted"]).inc();
-        if let Some(dir) = &ctx.export_dir
+        if let Some(dir) = &ctx.config.export_dir
             && let Err(e) = crate::export::write_tracklet(dir, &tracklet)
         {
             tracing::warn!(camera = %spec.id, error = %e, "cannot export a tracklet");

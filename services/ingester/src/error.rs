@@ -16,7 +16,7 @@ pub enum IngesterError {
     AlreadyPushing(String),
     #[error("bad camera url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("unsupported detector {0:?}: expected one of hog, background, haar-face, mtcnn, onnx")]
+    #[error("unsupported detector {0:?}: expected one of {known}", known = crate::detect::DETECTORS.join(", "))]
     UnsupportedDetector(String),
     #[error("detector {name}: {reason}")]
     DetectorUnavailable { name: String, reason: String },

@@ -113,7 +113,7 @@ pub fn decode(image: &pb::Image, max_pixels: u64) -> Result<Mat, FrameError> {
                 return Err(FrameError::Empty);
             }
             let buf = Vector::<u8>::from_slice(bytes);
-            // Refuse decompression bombs before decoding: the header gives the size.
+            // OpenCV caps what it decodes (2^30 pixels); the tighter limit applies once decoded.
             let mat = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
                 .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
             if mat.empty() {

@@ -72,13 +72,7 @@ impl Ingester {
             _ => None,
         };
         let session = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        let ctx = PipelineContext {
-            export_dir: config.export_dir.clone(),
-            config: config.clone(),
-            outbox,
-            metrics,
-            session: format!("{session:x}"),
-        };
+        let ctx = PipelineContext { config: config.clone(), outbox, metrics, session: format!("{session:x}") };
         let ingester =
             Self { ctx, cameras: Mutex::new(BTreeMap::new()), stop_delivery, delivery: Mutex::new(delivery) };
         for spec in config.cameras.iter().cloned() {

@@ -102,10 +102,6 @@ impl BestCrops {
         crops
     }
 
-    pub fn len(&self) -> usize {
-        self.crops.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.crops.is_empty()
     }
