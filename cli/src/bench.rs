@@ -123,7 +123,7 @@ fn crop_jpeg(width: u32, height: u32) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn measure(
-    channel: &tonic::transport::Channel,
+    channel: &reid_server::Channel,
     image: &pb::Image,
     concurrency: usize,
     seconds: f64,
@@ -138,7 +138,7 @@ async fn measure(
 }
 
 async fn run_clients(
-    channel: &tonic::transport::Channel,
+    channel: &reid_server::Channel,
     image: &pb::Image,
     concurrency: usize,
     duration: Duration,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use reid_proto::v1 as pb;
 use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
-use tonic::transport::Channel;
+use reid_server::{Channel, Security};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -29,14 +29,79 @@ pub struct EmbedArgs {
     images: Vec<PathBuf>,
 }
 
-/// Connects to `addr` (`host:port` or a URL), with a message limit that fits big batches.
+/// API key and TLS for every connection this process makes, from the global flags and
+/// `REID_API_KEY` / `REID_TLS_*`; services take the same settings for their own listeners.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Sent with every call; services started by this command require it from their callers.
+    #[arg(long, global = true, env = "REID_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Trust this CA (PEM) for https:// addresses, beside the system roots.
+    #[arg(long, global = true, env = "REID_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "REID_TLS_CLIENT_CERT")]
+    tls_client_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "REID_TLS_CLIENT_KEY")]
+    tls_client_key: Option<PathBuf>,
+    /// `reid serve`/`reid up`: serve TLS with this certificate chain and key (PEM).
+    #[arg(long, global = true, env = "REID_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "REID_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// `reid serve`/`reid up`: require client certificates signed by this CA (mutual TLS).
+    #[arg(long, global = true, env = "REID_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// Settings given here, over those of a config file.
+    pub fn over(&self, mut base: Security) -> Security {
+        let set = |field: &mut Option<PathBuf>, v: &Option<PathBuf>| {
+            if v.is_some() {
+                field.clone_from(v);
+            }
+        };
+        if self.api_key.is_some() {
+            base.api_key.clone_from(&self.api_key);
+        }
+        set(&mut base.tls_ca, &self.tls_ca);
+        set(&mut base.tls_client_cert, &self.tls_client_cert);
+        set(&mut base.tls_client_key, &self.tls_client_key);
+        set(&mut base.tls_cert, &self.tls_cert);
+        set(&mut base.tls_key, &self.tls_key);
+        set(&mut base.tls_client_ca, &self.tls_client_ca);
+        base
+    }
+}
+
+static SECURITY: std::sync::OnceLock<SecurityArgs> = std::sync::OnceLock::new();
+
+/// Records the command line's security settings, once (`main`).
+pub fn set_security(args: &SecurityArgs) -> anyhow::Result<()> {
+    args.over(Security::default()).validate().map_err(anyhow::Error::msg)?;
+    let _ = SECURITY.set(args.clone());
+    Ok(())
+}
+
+/// The command line's settings over `base` (a service's config file).
+pub fn security_over(base: Security) -> Security {
+    match SECURITY.get() {
+        Some(args) => args.over(base),
+        None => base,
+    }
+}
+
+/// The command line's security settings.
+pub fn security() -> Security {
+    security_over(Security::default())
+}
+
+/// Connects to `addr` (`host:port` or a URL; `https://` for TLS), carrying the API key.
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let url = reid_server::grpc_url(addr);
-    Channel::from_shared(url.clone())
-        .with_context(|| format!("invalid address {addr}"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))
+    let security = security();
+    let channel = security.endpoint(addr)?.connect().await.with_context(|| format!("cannot connect to {addr}"))?;
+    Ok(security.channel(channel))
 }
 
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {

@@ -98,7 +98,7 @@ fn print_similarities(photos: &[PathBuf], embeddings: &[pb::Embedding], threshol
 /// Trains the small CNN briefly, publishes it into the embedder's model folder and swaps it in.
 async fn train_and_publish(
     args: &DemoArgs,
-    client: &mut EmbedderServiceClient<tonic::transport::Channel>,
+    client: &mut EmbedderServiceClient<reid_server::Channel>,
 ) -> anyhow::Result<()> {
     println!("\ntraining the small CNN (28x28 -> 10-d, triplet loss, batch-all mining) on a Fashion-MNIST subset");
     let config = reid_trainer::TrainConfig::parse(

@@ -9,7 +9,7 @@ use clap::Args;
 use reid_proto::v1 as pb;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use reid_server::Channel;
 
 use crate::client::connect;
 

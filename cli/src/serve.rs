@@ -74,6 +74,7 @@ impl IngesterArgs {
             config.metrics_listen = Some(v.clone());
         }
         config.cameras.extend(self.cameras.iter().cloned());
+        config.security = crate::client::security_over(std::mem::take(&mut config.security));
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -138,6 +139,7 @@ impl IdentityArgs {
         if let Some(v) = &self.metrics_listen {
             config.metrics_listen = Some(v.clone());
         }
+        config.security = crate::client::security_over(std::mem::take(&mut config.security));
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
@@ -158,6 +160,9 @@ pub struct TrainerArgs {
     model_dir: Option<PathBuf>,
     #[arg(long, env = "REID_TRAINER_MAX_CONCURRENT_RUNS")]
     max_concurrent_runs: Option<usize>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "REID_TRAINER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 impl TrainerArgs {
@@ -172,6 +177,11 @@ impl TrainerArgs {
         if let Some(v) = self.max_concurrent_runs {
             config.max_concurrent_runs = v;
         }
+        if let Some(v) = &self.metrics_listen {
+            config.metrics_listen = Some(v.clone());
+        }
+        config.security = crate::client::security_over(std::mem::take(&mut config.security));
+        config.security.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 }
@@ -244,6 +254,8 @@ impl EmbedderArgs {
         if let Some(v) = self.threads {
             config.threads = v;
         }
+        config.security = crate::client::security_over(std::mem::take(&mut config.security));
+        config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 }

@@ -2,8 +2,12 @@
 //! graceful shutdown that flips health to NOT_SERVING before draining in-flight calls, the
 //! Prometheus `/metrics` endpoint, and the ctrl-c / SIGTERM future that `main` passes to `run`.
 
+pub mod client;
 pub mod duration;
 pub mod metrics;
+pub mod security;
+
+pub use security::{Channel, Security};
 
 use std::future::Future;
 
@@ -19,6 +23,7 @@ pub struct GrpcServer {
     health: HealthReporter,
     /// Fully qualified gRPC service names, e.g. `reid.v1.EmbedderService`.
     services: Vec<&'static str>,
+    security: Security,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -29,7 +34,13 @@ impl std::fmt::Debug for GrpcServer {
 
 impl GrpcServer {
     pub fn new(services: Vec<&'static str>) -> Self {
-        GrpcServer { health: HealthReporter::new(), services }
+        GrpcServer { health: HealthReporter::new(), services, security: Security::default() }
+    }
+
+    /// Requires the API key and speaks TLS as `security` says.
+    pub fn secured(mut self, security: &Security) -> Self {
+        self.security = security.clone();
+        self
     }
 
     pub fn health(&self) -> Health {
@@ -61,13 +72,26 @@ impl GrpcServer {
         );
         let health = self.health();
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, services = ?self.services, "serving grpc");
+        let tls = self.security.server_tls()?;
+        tracing::info!(
+            %addr,
+            services = ?self.services,
+            tls = tls.is_some(),
+            mutual_tls = self.security.tls_client_ca.is_some(),
+            api_key = self.security.api_key.is_some(),
+            "serving grpc"
+        );
         let drain = async move {
             shutdown.await;
             tracing::info!(%addr, "shutting down: finishing calls in flight");
             health.set_all(false).await;
         };
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
+            .layer(self.security.require_key())
             .add_routes(routes)
             .add_service(health_service)
             .add_service(reflection_v1)

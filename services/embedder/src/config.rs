@@ -44,6 +44,8 @@ pub struct EmbedderConfig {
     pub threads: usize,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
+    /// API key and TLS, for callers and for the services this one calls.
+    pub security: reid_server::Security,
 }
 
 impl Default for EmbedderConfig {
@@ -63,12 +65,14 @@ impl Default for EmbedderConfig {
             watch_interval: Duration::from_secs(2),
             threads: 0,
             metrics_listen: None,
+            security: reid_server::Security::default(),
         }
     }
 }
 
 impl EmbedderConfig {
     pub fn validate(&self) -> Result<(), String> {
+        self.security.validate()?;
         if self.max_batch == 0 || self.queue_capacity == 0 || self.max_images_per_request == 0 {
             return Err("max_batch, queue_capacity and max_images_per_request must be positive".into());
         }

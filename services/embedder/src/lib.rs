@@ -34,7 +34,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let server = GrpcServer::new(vec![SERVICE_NAME]);
+    let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let embedder = Embedder::start(config, server.health()).await?;
     serve(embedder, server, listener, shutdown).await
 }

@@ -31,6 +31,8 @@ pub struct IdentityConfig {
     pub migration_wait: Duration,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
+    /// API key and TLS, for callers and for the services this one calls.
+    pub security: reid_server::Security,
 }
 
 /// How a probe or tracklet is matched to an identity (open-set).
@@ -88,6 +90,7 @@ impl Default for IdentityConfig {
             max_message_bytes: 64 << 20,
             migration_wait: Duration::from_secs(30),
             metrics_listen: None,
+            security: reid_server::Security::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl Default for RetentionConfig {
 
 impl IdentityConfig {
     pub fn validate(&self) -> Result<(), String> {
+        self.security.validate()?;
         let a = &self.association;
         if let Some(t) = a.threshold
             && !(-1.0..=1.0).contains(&t)

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
 use reid_proto::v1::{EmbedRequest, GetModelRequest, Image};
-use tonic::transport::{Channel, Endpoint};
+use reid_server::{Channel, Security};
 
 use crate::error::{IdentityError, IdentityResult};
 use crate::model::ModelKey;
@@ -32,11 +32,13 @@ pub struct GrpcEmbedder {
 }
 
 impl GrpcEmbedder {
-    pub fn new(url: &str, max_message_bytes: usize) -> IdentityResult<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| IdentityError::invalid(format!("embedder url {url:?}: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(5));
-        let client = EmbedderServiceClient::new(endpoint.connect_lazy())
+    /// `url` may name several embedders (a list, or `dns:///` for all addresses of a name):
+    /// calls are balanced over them (`reid_server::client`).
+    pub fn new(url: &str, max_message_bytes: usize, security: &Security) -> IdentityResult<Self> {
+        let channel = security
+            .connect_lazy(url, |e| e.connect_timeout(std::time::Duration::from_secs(5)))
+            .map_err(|e| IdentityError::invalid(format!("embedder url {url:?}: {e:#}")))?;
+        let client = EmbedderServiceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
         Ok(Self { client })

@@ -62,12 +62,13 @@ pub async fn run(
     let store = open_store(&config).await?;
     let embedder =
         match &config.embedder_url {
-            Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes)?)
+            Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes, &config.security)?)
                 as Arc<dyn embedder::EmbedderClient>),
             None => None,
         };
+    let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let identities = Identities::open(config, store, embedder, metrics::IdentityMetrics::new()).await?;
-    serve(Arc::new(identities), GrpcServer::new(vec![SERVICE_NAME]), listener, shutdown).await
+    serve(Arc::new(identities), server, listener, shutdown).await
 }
 
 /// Serves identities that are already open (tests use it to reach the domain and the metrics).

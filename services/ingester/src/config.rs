@@ -37,6 +37,8 @@ pub struct IngesterConfig {
     pub cameras: Vec<CameraSpec>,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
+    /// API key and TLS, for callers and for the services this one calls.
+    pub security: reid_server::Security,
 }
 
 /// One camera: where its frames come from and how they are processed.
@@ -142,6 +144,7 @@ impl Default for IngesterConfig {
             max_message_bytes: 64 << 20,
             cameras: Vec::new(),
             metrics_listen: None,
+            security: reid_server::Security::default(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl Default for ReconnectConfig {
 
 impl IngesterConfig {
     pub fn validate(&self) -> Result<(), String> {
+        self.security.validate()?;
         let t = &self.tracker;
         if !(0.0..=1.0).contains(&t.min_iou) || t.min_iou == 0.0 {
             return Err(format!("tracker.min_iou {} must lie in (0, 1]", t.min_iou));

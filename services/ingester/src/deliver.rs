@@ -14,7 +14,7 @@ use reid_proto::v1 as pb;
 use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint};
+use reid_server::{Channel, Security};
 use tonic::{Code, Status};
 
 use crate::config::DeliveryConfig;
@@ -182,12 +182,12 @@ impl GrpcDownstream {
         identity_url: Option<&str>,
         config: &DeliveryConfig,
         max_message_bytes: usize,
+        security: &Security,
     ) -> anyhow::Result<Self> {
+        // Either address may name several replicas (a list, or `dns:///`): calls are balanced.
+        let timeout = config.call_timeout;
         let channel = |url: &str| -> anyhow::Result<Channel> {
-            Ok(Endpoint::from_shared(reid_server::grpc_url(url))?
-                .connect_timeout(Duration::from_secs(5))
-                .timeout(config.call_timeout)
-                .connect_lazy())
+            security.connect_lazy(url, move |e| e.connect_timeout(Duration::from_secs(5)).timeout(timeout))
         };
         Ok(Self {
             embedder: embedder_url.map(channel).transpose()?.map(|c| {

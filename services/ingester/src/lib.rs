@@ -47,6 +47,7 @@ pub async fn start(config: IngesterConfig) -> anyhow::Result<Arc<Ingester>> {
                 config.identity_url.as_deref(),
                 &config.delivery,
                 config.max_message_bytes,
+                &config.security,
             )?))
         } else {
             None
@@ -61,8 +62,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let ingester = start(config).await?;
-    serve(ingester, GrpcServer::new(vec![SERVICE_NAME]), listener, shutdown).await
+    serve(ingester, server, listener, shutdown).await
 }
 
 /// Serves an ingester that is already started (tests use it to reach the domain and the metrics).

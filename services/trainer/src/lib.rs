@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod loss;
+pub mod metrics;
 pub mod miner;
 pub mod model;
 pub mod plot;
@@ -44,10 +45,20 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let server = GrpcServer::new(vec![SERVICE_NAME]);
+    config.security.validate().map_err(anyhow::Error::msg)?;
+    let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
+    let metrics = metrics::TrainerMetrics::new();
+    let endpoint = match &config.metrics_listen {
+        Some(addr) => Some(reid_server::metrics::spawn(addr, metrics.registry.clone()).await?),
+        None => None,
+    };
     server.health().set_all(true).await;
-    let grpc = TrainerServiceServer::new(service::TrainerGrpc::new(config));
-    server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await
+    let grpc = TrainerServiceServer::new(service::TrainerGrpc::new(config, metrics));
+    let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
+    result
 }
 
 /// `NAME-YYYYMMDD-HHMMSS` (UTC): a run's id and folder name.

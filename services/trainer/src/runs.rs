@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
+use crate::metrics::TrainerMetrics;
 use crate::train::{EpochRecord, Event};
 
 /// One run and what is known of it.
@@ -171,6 +172,7 @@ pub struct Runs {
     runs_dir: PathBuf,
     runs: Mutex<BTreeMap<String, Arc<RunHandle>>>,
     gate: Arc<Semaphore>,
+    metrics: TrainerMetrics,
 }
 
 impl std::fmt::Debug for Runs {
@@ -180,8 +182,13 @@ impl std::fmt::Debug for Runs {
 }
 
 impl Runs {
-    pub fn new(runs_dir: PathBuf, max_concurrent: usize) -> Runs {
-        Runs { runs_dir, runs: Mutex::new(BTreeMap::new()), gate: Arc::new(Semaphore::new(max_concurrent.max(1))) }
+    pub fn new(runs_dir: PathBuf, max_concurrent: usize, metrics: TrainerMetrics) -> Runs {
+        Runs {
+            runs_dir,
+            runs: Mutex::new(BTreeMap::new()),
+            gate: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            metrics,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<RunHandle>>> {
@@ -201,7 +208,7 @@ impl Runs {
         let handle = RunHandle::new(id.clone(), self.runs_dir.join(&id), config);
         runs.insert(id, handle.clone());
         drop(runs);
-        let (gate, run) = (self.gate.clone(), handle.clone());
+        let (gate, run, metrics) = (self.gate.clone(), handle.clone(), self.metrics.clone());
         tokio::spawn(async move {
             let Ok(_permit) = gate.acquire_owned().await else { return };
             if run.cancel.load(Ordering::Relaxed) {
@@ -209,13 +216,26 @@ impl Runs {
                 return;
             }
             run.start();
-            let job = run.clone();
+            metrics.runs_active.inc();
+            let (job, m) = (run.clone(), metrics.clone());
             let result = tokio::task::spawn_blocking(move || {
-                crate::train::train(&job.config, &job.dir, &mut |e| job.record(&e), &job.cancel).map(|_| ())
+                let mut on_event = |e: Event| {
+                    if let Event::Epoch(r) = &e
+                        && r.epoch > 0
+                    {
+                        m.epochs.inc();
+                        m.last_map.set(r.map);
+                    }
+                    job.record(&e);
+                };
+                crate::train::train(&job.config, &job.dir, &mut on_event, &job.cancel).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| Err(TrainError::Config(format!("training thread: {e}"))));
+            metrics.runs_active.dec();
             run.finish(result);
+            let state = run.state().as_str_name().trim_start_matches("RUN_STATE_").to_ascii_lowercase();
+            metrics.runs_ended.with_label_values(&[state.as_str()]).inc();
         });
         Ok(handle)
     }

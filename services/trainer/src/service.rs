@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::TrainConfig;
 use crate::error::TrainError;
+use crate::metrics::TrainerMetrics;
 use crate::publish::publish;
 use crate::runs::{Runs, is_terminal};
 
@@ -26,11 +27,21 @@ pub struct TrainerConfig {
     pub model_dir: PathBuf,
     /// Runs that train at once; later ones wait, QUEUED.
     pub max_concurrent_runs: usize,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<String>,
+    /// API key and TLS, for callers and for the embedders this one calls.
+    pub security: reid_server::Security,
 }
 
 impl Default for TrainerConfig {
     fn default() -> Self {
-        TrainerConfig { runs_dir: PathBuf::from("runs"), model_dir: PathBuf::from("models"), max_concurrent_runs: 1 }
+        TrainerConfig {
+            runs_dir: PathBuf::from("runs"),
+            model_dir: PathBuf::from("models"),
+            max_concurrent_runs: 1,
+            metrics_listen: None,
+            security: reid_server::Security::default(),
+        }
     }
 }
 
@@ -38,11 +49,13 @@ impl Default for TrainerConfig {
 pub struct TrainerGrpc {
     runs: Arc<Runs>,
     config: TrainerConfig,
+    metrics: TrainerMetrics,
 }
 
 impl TrainerGrpc {
-    pub fn new(config: TrainerConfig) -> Self {
-        TrainerGrpc { runs: Arc::new(Runs::new(config.runs_dir.clone(), config.max_concurrent_runs)), config }
+    pub fn new(config: TrainerConfig, metrics: TrainerMetrics) -> Self {
+        let runs = Runs::new(config.runs_dir.clone(), config.max_concurrent_runs, metrics.clone());
+        TrainerGrpc { runs: Arc::new(runs), config, metrics }
     }
 
     fn start(&self, req: pb::StartRunRequest) -> Result<String, TrainError> {
@@ -156,18 +169,20 @@ impl TrainerService for TrainerGrpc {
             .map_err(|e| Status::internal(e.to_string()))??;
         let mut notified = Vec::new();
         for addr in req.embedder_addrs {
-            load_on_embedder(&addr, &req.name).await?;
+            load_on_embedder(&addr, &req.name, &self.config.security).await?;
             notified.push(addr);
         }
+        self.metrics.published.inc();
         Ok(Response::new(pb::PublishModelResponse { version, path: path.display().to_string(), notified }))
     }
 }
 
 /// Asks the embedder at `addr` to serve model folder `name`.
-async fn load_on_embedder(addr: &str, name: &str) -> Result<(), TrainError> {
+async fn load_on_embedder(addr: &str, name: &str, security: &reid_server::Security) -> Result<(), TrainError> {
     let err = |message: String| TrainError::Embedder { addr: addr.to_owned(), message };
-    let url = reid_server::grpc_url(addr);
-    let mut client = EmbedderServiceClient::connect(url).await.map_err(|e| err(e.to_string()))?;
+    let endpoint = security.endpoint(addr).map_err(|e| err(format!("{e:#}")))?;
+    let channel = endpoint.connect().await.map_err(|e| err(e.to_string()))?;
+    let mut client = EmbedderServiceClient::new(security.channel(channel));
     client.load_model(pb::LoadModelRequest { name: name.to_owned() }).await.map_err(|s| err(s.message().to_owned()))?;
     Ok(())
 }

@@ -1,0 +1,149 @@
+//! Channels from one service to another, with client-side load balancing.
+//!
+//! An address is one of
+//! - `host:port` or a URL (`http://`, `https://`): one endpoint;
+//! - a comma-separated list of those: calls are spread over the endpoints that are up
+//!   (power of two choices over pending requests, tower's balancer inside tonic);
+//! - `dns:///host:port` (or `dns+https:///host:port`): `host` is resolved every
+//!   [`RESOLVE_EVERY`] and every address it resolves to is an endpoint; endpoints come and go
+//!   with the answers. A Kubernetes headless Service gives one address per ready pod.
+//!
+//! Every channel connects lazily, so a service starts whether or not the ones it calls are up.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tonic::transport::Endpoint;
+use tonic::transport::channel::Change;
+
+use crate::security::{Channel, Security};
+
+/// How often `dns:///` targets are resolved again.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(10);
+
+/// What an address names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    One(String),
+    List(Vec<String>),
+    Dns { host: String, port: u16, tls: bool },
+}
+
+impl Target {
+    pub fn parse(addr: &str) -> anyhow::Result<Target> {
+        let addr = addr.trim();
+        for (scheme, tls) in [("dns:///", false), ("dns+https:///", true)] {
+            if let Some(rest) = addr.strip_prefix(scheme) {
+                let (host, port) = rest.rsplit_once(':').with_context(|| format!("{addr}: expected {scheme}HOST:PORT"))?;
+                let port = port.parse().with_context(|| format!("{addr}: bad port"))?;
+                anyhow::ensure!(!host.is_empty(), "{addr}: no host");
+                return Ok(Target::Dns { host: host.to_owned(), port, tls });
+            }
+        }
+        let parts: Vec<String> = addr.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        match parts.len() {
+            0 => anyhow::bail!("empty address"),
+            1 => Ok(Target::One(parts.into_iter().next().unwrap_or_default())),
+            _ => Ok(Target::List(parts)),
+        }
+    }
+}
+
+impl Security {
+    /// A lazily connecting channel to `addr` (see the module doc for the forms), each endpoint
+    /// set up by `configure` (timeouts), carrying this service's key and TLS settings.
+    pub fn connect_lazy(
+        &self,
+        addr: &str,
+        configure: impl Fn(Endpoint) -> Endpoint + Send + Sync + 'static,
+    ) -> anyhow::Result<Channel> {
+        let channel = match Target::parse(addr)? {
+            Target::One(a) => configure(self.endpoint(&a)?).connect_lazy(),
+            Target::List(list) => {
+                let endpoints =
+                    list.iter().map(|a| Ok(configure(self.endpoint(a)?))).collect::<anyhow::Result<Vec<_>>>()?;
+                tonic::transport::Channel::balance_list(endpoints.into_iter())
+            }
+            Target::Dns { host, port, tls } => {
+                let (channel, changes) = tonic::transport::Channel::balance_channel(64);
+                let (security, name) = (self.clone(), host.clone());
+                let make = move |ip: SocketAddr| -> anyhow::Result<Endpoint> {
+                    let endpoint = if tls {
+                        // Certificates name the service, not the pod's address.
+                        Endpoint::from_shared(format!("https://{ip}"))?
+                            .tls_config(security.client_tls()?.domain_name(name.clone()))?
+                    } else {
+                        Endpoint::from_shared(format!("http://{ip}"))?
+                    };
+                    Ok(configure(endpoint))
+                };
+                tokio::spawn(resolve_forever(host, port, std::sync::Arc::new(make), changes));
+                channel
+            }
+        };
+        Ok(self.channel(channel))
+    }
+}
+
+/// Keeps the balancer's endpoints equal to what `host` resolves to, until the channel is dropped.
+async fn resolve_forever(
+    host: String,
+    port: u16,
+    make: std::sync::Arc<dyn Fn(SocketAddr) -> anyhow::Result<Endpoint> + Send + Sync>,
+    changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
+) {
+    let mut known: BTreeSet<SocketAddr> = BTreeSet::new();
+    loop {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let found: BTreeSet<SocketAddr> = found.collect();
+                for gone in known.difference(&found) {
+                    if changes.send(Change::Remove(*gone)).await.is_err() {
+                        return;
+                    }
+                }
+                for new in found.difference(&known) {
+                    match make(*new) {
+                        Ok(endpoint) => {
+                            if changes.send(Change::Insert(*new, endpoint)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(%host, addr = %new, error = %e, "cannot make an endpoint"),
+                    }
+                }
+                if found != known {
+                    tracing::info!(%host, endpoints = found.len(), "endpoints changed");
+                }
+                known = found;
+            }
+            Err(e) => tracing::warn!(%host, error = %e, "cannot resolve; keeping the endpoints known"),
+        }
+        tokio::time::sleep(RESOLVE_EVERY).await;
+        if changes.is_closed() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_one_endpoint_a_list_or_a_dns_name() {
+        assert_eq!(Target::parse("127.0.0.1:50051").ok(), Some(Target::One("127.0.0.1:50051".into())));
+        assert_eq!(
+            Target::parse("a:1, http://b:2").ok(),
+            Some(Target::List(vec!["a:1".into(), "http://b:2".into()]))
+        );
+        assert_eq!(
+            Target::parse("dns:///embedder:50051").ok(),
+            Some(Target::Dns { host: "embedder".into(), port: 50051, tls: false })
+        );
+        assert!(Target::parse("dns:///embedder").is_err());
+        assert!(Target::parse(" , ").is_err());
+    }
+}
