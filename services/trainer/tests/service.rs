@@ -35,7 +35,7 @@ struct Trainer {
 async fn start(tag: &str) -> Trainer {
     let root = std::env::temp_dir().join(format!("reid-trainer-svc-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let config = TrainerConfig { runs_dir: root.join("runs"), model_dir: root.join("models"), max_concurrent_runs: 1 };
+    let config = TrainerConfig { runs_dir: root.join("runs"), model_dir: root.join("models"), ..Default::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
