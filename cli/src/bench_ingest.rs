@@ -93,10 +93,8 @@ async fn ingest(
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
     for i in 0..cameras {
         let spec = CameraSpec {
-            id: format!("cam{i}"),
-            url: video.to_string_lossy().into_owned(),
-            target_fps: 0.0,
             detector: detector.into(),
+            ..CameraSpec::new(format!("cam{i}"), video.to_string_lossy())
         };
         ingester.add(spec).await?;
     }

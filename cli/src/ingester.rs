@@ -42,6 +42,21 @@ pub struct AddArgs {
     /// hog, background, haar-face or onnx; the ingester's default when unset.
     #[arg(long, default_value = "")]
     detector: String,
+    /// The part of the frame this camera sees: x,y,width,height as fractions (e.g. 0,0,0.6,1).
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    region: Vec<f32>,
+    /// Resize factor after the region.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f32,
+    /// Per-channel gains B,G,R (e.g. 0.8,1,1.2 for a warmer picture).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    gains: Vec<f32>,
+    /// Added to every channel after the gains.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    brightness: f32,
+    /// The camera clock's offset, added to every frame time (milliseconds, may be negative).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    time_offset_ms: i64,
     /// A video file, image folder, rtsp:// or http(s):// URL, device:N, or push.
     url: String,
 }
@@ -76,7 +91,20 @@ pub fn status_json(s: &pb::CameraStatus) -> Value {
 pub async fn cameras(cmd: CamerasCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CamerasCommand::Add(a) => {
-            let camera = pb::CameraConfig { camera_id: a.id, url: a.url, target_fps: a.fps, detector: a.detector };
+            let view = pb::CameraView {
+                region: a.region,
+                scale: a.scale,
+                gains: a.gains,
+                brightness: a.brightness,
+                time_offset_ms: a.time_offset_ms,
+            };
+            let camera = pb::CameraConfig {
+                camera_id: a.id,
+                url: a.url,
+                target_fps: a.fps,
+                detector: a.detector,
+                view: Some(view),
+            };
             let mut client = IngesterServiceClient::new(connect(&a.addr).await?);
             let r =
                 client.add_camera(pb::AddCameraRequest { camera: Some(camera) }).await.map_err(failed("add camera"))?;
@@ -144,7 +172,7 @@ pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let ingester = reid_ingester::start(config).await?;
     let spec =
-        CameraSpec { id: args.camera.clone(), url: args.source.clone(), target_fps: args.fps, detector: args.detector };
+        CameraSpec { target_fps: args.fps, detector: args.detector, ..CameraSpec::new(&args.camera, &args.source) };
     ingester.add(spec).await?;
     let camera = ingester.camera(&args.camera).await?;
     let limit = Duration::from_secs(args.max_seconds.unwrap_or(u64::MAX / 4));

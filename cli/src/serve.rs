@@ -52,7 +52,7 @@ pub struct IngesterArgs {
 
 fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String> {
     let (id, url) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=URL"))?;
-    Ok(reid_ingester::CameraSpec { id: id.into(), url: url.into(), target_fps: 0.0, detector: String::new() })
+    Ok(reid_ingester::CameraSpec::new(id, url))
 }
 
 impl IngesterArgs {

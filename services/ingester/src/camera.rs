@@ -430,6 +430,14 @@ fn process_loop(
         let finished = match work {
             Work::Frame(frame) if !sampler.take(frame.captured_at) => Vec::new(),
             Work::Frame(frame) => {
+                let frame = match spec.view.apply(frame) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        stats.error(format!("view: {e}"));
+                        count_drop(&spec.id, stats, &ctx.metrics, "view");
+                        continue;
+                    }
+                };
                 let started = Instant::now();
                 let detected = detector.detect(&frame.image);
                 ctx.metrics

@@ -56,6 +56,22 @@ pub struct CameraSpec {
     /// `hog`, `background`, `haar-face`, `mtcnn` or `onnx`; empty for `default_detector`.
     #[serde(default)]
     pub detector: String,
+    /// The part of the source this camera sees, and how (region, scale, colour, clock offset).
+    #[serde(default)]
+    pub view: crate::view::View,
+}
+
+impl CameraSpec {
+    /// A camera on `url` with the defaults: every frame, the default detector, the whole view.
+    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
+        CameraSpec {
+            id: id.into(),
+            url: url.into(),
+            target_fps: 0.0,
+            detector: String::new(),
+            view: crate::view::View::default(),
+        }
+    }
 }
 
 /// The SORT-like tracker: IoU against a constant-velocity prediction.

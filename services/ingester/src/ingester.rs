@@ -106,6 +106,7 @@ impl Ingester {
             return Err(IngesterError::invalid(format!("target_fps {} must be >= 0", spec.target_fps)));
         }
         let source = SourceSpec::parse(&spec.url)?;
+        spec.view.validate().map_err(IngesterError::invalid)?;
         if spec.detector.is_empty() {
             spec.detector = self.ctx.config.default_detector.clone();
         }

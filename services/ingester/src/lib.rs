@@ -23,6 +23,7 @@ pub mod mtcnn;
 pub mod service;
 pub mod source;
 pub mod track;
+pub mod view;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use crate::config::CameraSpec;
 use crate::detect::Detection;
 use crate::frame::{self, BBox, Frame};
 use crate::ingester::{Ingester, PushGuard};
+use crate::view::View;
 
 #[derive(Debug, Clone)]
 pub struct IngesterGrpc {
@@ -23,6 +24,31 @@ pub struct IngesterGrpc {
 impl IngesterGrpc {
     pub fn new(ingester: Arc<Ingester>) -> Self {
         Self { ingester }
+    }
+}
+
+fn view_from_proto(v: pb::CameraView) -> Result<View, Status> {
+    let region = match v.region.as_slice() {
+        [] => None,
+        &[x, y, w, h] => Some([x, y, w, h]),
+        other => return Err(Status::invalid_argument(format!("view.region has {} numbers, not 4", other.len()))),
+    };
+    let gains = match v.gains.as_slice() {
+        [] => [1.0; 3],
+        &[b, g, r] => [b, g, r],
+        other => return Err(Status::invalid_argument(format!("view.gains has {} numbers, not 3", other.len()))),
+    };
+    let scale = if v.scale == 0.0 { 1.0 } else { v.scale };
+    Ok(View { region, scale, gains, brightness: v.brightness, time_offset_ms: v.time_offset_ms })
+}
+
+fn view_to_proto(v: &View) -> pb::CameraView {
+    pb::CameraView {
+        region: v.region.map(Vec::from).unwrap_or_default(),
+        scale: v.scale,
+        gains: v.gains.to_vec(),
+        brightness: v.brightness,
+        time_offset_ms: v.time_offset_ms,
     }
 }
 
@@ -40,6 +66,7 @@ fn to_proto(s: CameraStatus) -> pb::CameraStatus {
             url: s.spec.url,
             target_fps: s.spec.target_fps,
             detector: s.spec.detector,
+            view: (!s.spec.view.is_identity()).then(|| view_to_proto(&s.spec.view)),
         }),
         state: state as i32,
         input_fps: s.input_fps,
@@ -196,7 +223,8 @@ impl IngesterService for IngesterGrpc {
         request: Request<pb::AddCameraRequest>,
     ) -> Result<Response<pb::AddCameraResponse>, Status> {
         let c = request.into_inner().camera.ok_or_else(|| Status::invalid_argument("camera is required"))?;
-        let spec = CameraSpec { id: c.camera_id, url: c.url, target_fps: c.target_fps, detector: c.detector };
+        let view = c.view.map(view_from_proto).transpose()?.unwrap_or_default();
+        let spec = CameraSpec { id: c.camera_id, url: c.url, target_fps: c.target_fps, detector: c.detector, view };
         let status = self.ingester.add(spec).await?;
         Ok(Response::new(pb::AddCameraResponse { status: Some(to_proto(status)) }))
     }

@@ -39,8 +39,8 @@ fn camera(id: &str, url: &str, detector: &str) -> pb::AddCameraRequest {
         camera: Some(pb::CameraConfig {
             camera_id: id.into(),
             url: url.into(),
-            target_fps: 0.0,
             detector: detector.into(),
+            ..Default::default()
         }),
     }
 }

@@ -154,7 +154,7 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
     };
     let (ingester, mut client) = start_ingester(config).await;
     let camera =
-        pb::CameraConfig { camera_id: "plaza".into(), url: VTEST.into(), target_fps: 0.0, detector: "hog".into() };
+        pb::CameraConfig { camera_id: "plaza".into(), url: VTEST.into(), detector: "hog".into(), ..Default::default() };
     client.add_camera(pb::AddCameraRequest { camera: Some(camera) }).await.unwrap();
 
     let started = Instant::now();
@@ -266,8 +266,7 @@ async fn tracklets_wait_while_the_identity_service_is_down_and_beyond_the_bound_
             camera: Some(pb::CameraConfig {
                 camera_id: "edge".into(),
                 url: "push".into(),
-                target_fps: 0.0,
-                detector: String::new(),
+                ..Default::default()
             }),
         })
         .await

@@ -1,0 +1,157 @@
+//! A camera's view of its source: the region it sees, a resize, a colour change and a clock
+//! offset, applied to each frame before detection. It crops a wide stream to its area of
+//! interest, corrects a camera whose clock is off, and lets one recording play several cameras
+//! (`reid demo` plays `vtest.avi` as two).
+
+use std::time::Duration;
+
+use opencv::core::{Mat, Rect, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+use serde::Deserialize;
+
+use crate::frame::Frame;
+
+/// The identity view changes nothing.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct View {
+    /// `[x, y, width, height]` as fractions of the frame; unset: the whole frame.
+    pub region: Option<[f32; 4]>,
+    /// Resize factor applied after the region.
+    pub scale: f32,
+    /// Per-channel gains in B, G, R order (a different white balance or exposure).
+    pub gains: [f32; 3],
+    /// Added to every channel after the gains (-255..255).
+    pub brightness: f32,
+    /// Added to every frame time, in milliseconds (may be negative): the camera's clock offset.
+    pub time_offset_ms: i64,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View { region: None, scale: 1.0, gains: [1.0; 3], brightness: 0.0, time_offset_ms: 0 }
+    }
+}
+
+impl View {
+    pub fn is_identity(&self) -> bool {
+        self == &View::default()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some([x, y, w, h]) = self.region {
+            let inside = |v: f32| (0.0..=1.0).contains(&v);
+            if !(inside(x) && inside(y) && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6) {
+                return Err(format!("view.region {:?} must lie inside the frame, in fractions", [x, y, w, h]));
+            }
+        }
+        if !(0.05..=8.0).contains(&self.scale) {
+            return Err(format!("view.scale {} must lie in [0.05, 8]", self.scale));
+        }
+        if self.gains.iter().any(|g| !(0.0..=8.0).contains(g)) {
+            return Err(format!("view.gains {:?} must lie in [0, 8]", self.gains));
+        }
+        if !(-255.0..=255.0).contains(&self.brightness) {
+            return Err(format!("view.brightness {} must lie in [-255, 255]", self.brightness));
+        }
+        Ok(())
+    }
+
+    /// The frame as this camera sees it.
+    pub fn apply(&self, frame: Frame) -> opencv::Result<Frame> {
+        if self.is_identity() {
+            return Ok(frame);
+        }
+        let Frame { mut image, captured_at, sequence } = frame;
+        if let Some([x, y, w, h]) = self.region {
+            let (cols, rows) = (image.cols() as f32, image.rows() as f32);
+            let rect = Rect::new(
+                (x * cols).round() as i32,
+                (y * rows).round() as i32,
+                ((w * cols).round() as i32).clamp(1, image.cols()),
+                ((h * rows).round() as i32).clamp(1, image.rows()),
+            );
+            let rect = Rect::new(
+                rect.x.min(image.cols() - rect.width),
+                rect.y.min(image.rows() - rect.height),
+                rect.width,
+                rect.height,
+            );
+            image = Mat::roi(&image, rect)?.try_clone()?;
+        }
+        if (self.scale - 1.0).abs() > f32::EPSILON {
+            let mut resized = Mat::default();
+            let size = Size::new(
+                ((image.cols() as f32 * self.scale).round() as i32).max(1),
+                ((image.rows() as f32 * self.scale).round() as i32).max(1),
+            );
+            let interpolation = if self.scale < 1.0 { imgproc::INTER_AREA } else { imgproc::INTER_LINEAR };
+            imgproc::resize(&image, &mut resized, size, 0.0, 0.0, interpolation)?;
+            image = resized;
+        }
+        if self.gains != [1.0; 3] || self.brightness != 0.0 {
+            let [b, g, r] = self.gains.map(f64::from);
+            let mut scaled = Mat::default();
+            opencv::core::multiply(&image, &Scalar::new(b, g, r, 1.0), &mut scaled, 1.0, -1)?;
+            let mut shifted = Mat::default();
+            let v = f64::from(self.brightness);
+            opencv::core::add(&scaled, &Scalar::new(v, v, v, 0.0), &mut shifted, &opencv::core::no_array(), -1)?;
+            image = shifted;
+        }
+        let offset = Duration::from_millis(self.time_offset_ms.unsigned_abs());
+        let captured_at = if self.time_offset_ms >= 0 {
+            captured_at + offset
+        } else {
+            captured_at.checked_sub(offset).unwrap_or(captured_at)
+        };
+        Ok(Frame { image, captured_at, sequence })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::SystemTime;
+
+    use opencv::core::{CV_8UC3, Vec3b};
+
+    use super::*;
+
+    fn frame() -> Frame {
+        let mut image = Mat::new_rows_cols_with_default(100, 200, CV_8UC3, Scalar::new(100., 100., 100., 0.)).unwrap();
+        // A marker pixel in the right half.
+        *image.at_2d_mut::<Vec3b>(50, 150).unwrap() = Vec3b::from([10, 20, 30]);
+        Frame { image, captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs(100), sequence: 7 }
+    }
+
+    #[test]
+    fn a_view_cuts_scales_recolours_and_shifts_the_clock() {
+        let view = View {
+            region: Some([0.5, 0.0, 0.5, 1.0]),
+            scale: 0.5,
+            gains: [1.0, 1.0, 2.0],
+            brightness: -10.0,
+            time_offset_ms: 1500,
+        };
+        let seen = view.apply(frame()).unwrap();
+        assert_eq!((seen.image.cols(), seen.image.rows()), (50, 50));
+        let grey = *seen.image.at_2d::<Vec3b>(0, 0).unwrap();
+        assert_eq!(grey.0, [90, 90, 190]);
+        assert_eq!(seen.captured_at, SystemTime::UNIX_EPOCH + Duration::from_millis(101_500));
+        assert_eq!(seen.sequence, 7);
+        let back = View { time_offset_ms: -2000, ..View::default() }.apply(frame()).unwrap();
+        assert_eq!(back.captured_at, SystemTime::UNIX_EPOCH + Duration::from_secs(98));
+    }
+
+    #[test]
+    fn the_region_is_the_part_of_the_frame_it_names() {
+        let view = View { region: Some([0.5, 0.0, 0.5, 1.0]), ..View::default() };
+        let seen = view.apply(frame()).unwrap();
+        assert_eq!(seen.image.at_2d::<Vec3b>(50, 50).unwrap().0, [10, 20, 30]);
+        assert!(View { region: Some([0.6, 0.0, 0.5, 1.0]), ..View::default() }.validate().is_err());
+        assert!(View { scale: 0.0, ..View::default() }.validate().is_err());
+        assert!(View::default().validate().is_ok());
+    }
+}
