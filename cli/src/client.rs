@@ -104,6 +104,15 @@ pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
     Ok(security.channel(channel))
 }
 
+/// True when the server at `addr` answers SERVING for the server as a whole.
+pub async fn is_serving(addr: &str) -> bool {
+    let Ok(channel) = connect(addr).await else { return false };
+    HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
 pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let channel = connect(&args.addr).await?;
     let response = HealthClient::new(channel)

@@ -10,6 +10,7 @@ mod identity;
 mod ingester;
 mod serve;
 mod train;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the whole system in this process: the four services on ports 50051-50054, the
+    /// embedded Qdrant engine under --data, the default model.
+    Up(up::UpArgs),
     /// Runs one service.
     #[command(subcommand)]
     Serve(serve::ServeCommand),
@@ -87,6 +91,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Up(args) => up::run(args).await,
             Command::Serve(cmd) => serve::run(cmd).await,
             Command::Health(args) => client::health(args).await,
             Command::Embed(args) => client::embed(args).await,

@@ -50,7 +50,7 @@ pub struct IngesterArgs {
     metrics_listen: Option<String>,
 }
 
-fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String> {
+pub(crate) fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String> {
     let (id, url) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=URL"))?;
     Ok(reid_ingester::CameraSpec::new(id, url))
 }

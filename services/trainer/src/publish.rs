@@ -45,9 +45,25 @@ pub fn publish_with(run_dir: &Path, model_dir: &Path, name: &str, half: bool) ->
         std::fs::copy(&weights, target.join(&file)).map_err(TrainError::io(&weights))?;
     }
     card.weights = file.into();
+    copy_training_record(run_dir, &target.join("training"))?;
     let tmp = target.join("model.json.tmp");
     let text = serde_json::to_string_pretty(&card).map_err(|e| TrainError::Config(e.to_string()))?;
     std::fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
     std::fs::rename(&tmp, target.join("model.json")).map_err(TrainError::io(&target))?;
     Ok((card.version, target))
+}
+
+/// The run's plots and per-epoch history go with the model, so that whoever serves it can see how
+/// it was trained (`reid demo` shows them in its report).
+fn copy_training_record(run_dir: &Path, to: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(to).map_err(TrainError::io(to))?;
+    let mut files: Vec<PathBuf> = vec![run_dir.join("history.csv"), run_dir.join("config.toml")];
+    if let Ok(entries) = std::fs::read_dir(run_dir.join("plots")) {
+        files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")));
+    }
+    for file in files.iter().filter(|f| f.is_file()) {
+        let Some(name) = file.file_name() else { continue };
+        std::fs::copy(file, to.join(name)).map_err(TrainError::io(file))?;
+    }
+    Ok(())
 }

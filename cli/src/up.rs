@@ -1,0 +1,248 @@
+//! `reid up`: the four services in one process, each on its own port, on the embedded Qdrant
+//! engine under `--data`, serving the shipped default model. No config file is needed; the
+//! services' own config files can be given for anything beyond the flags.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use reid_embedder::EmbedderConfig;
+use reid_identity::IdentityConfig;
+use reid_ingester::{CameraSpec, IngesterConfig};
+use reid_server::{GrpcServer, Security};
+use reid_trainer::TrainerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::serve::{bind, read_toml};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Everything the services store: `identity/` (the embedded engine and crops), `runs/`.
+    #[arg(long, env = "REID_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// Folder of model folders (the embedder serves from it, the trainer publishes into it).
+    #[arg(long, env = "REID_MODEL_DIR", default_value = "models")]
+    pub model_dir: PathBuf,
+    /// The host the four services listen on (ports 50051-50054).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Serve Prometheus metrics of each service on ports 9151-9154 of --host.
+    #[arg(long)]
+    pub metrics: bool,
+    /// A camera to start with, as ID=URL (repeatable); more with `reid cameras add`.
+    #[arg(long = "camera", value_parser = crate::serve::parse_camera)]
+    pub cameras: Vec<CameraSpec>,
+    /// Cosine threshold for a match; the model card's calibrated one when unset.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Config files of the services (any of their fields), under the flags above.
+    #[arg(long)]
+    pub embedder_config: Option<PathBuf>,
+    #[arg(long)]
+    pub identity_config: Option<PathBuf>,
+    #[arg(long)]
+    pub ingester_config: Option<PathBuf>,
+}
+
+/// Where the four services of a [`Pipeline`] listen, as host:port.
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub embedder: String,
+    pub identity: String,
+    pub ingester: String,
+    pub trainer: String,
+}
+
+/// The four services' configurations before their addresses are known.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub embedder: EmbedderConfig,
+    pub identity: IdentityConfig,
+    pub ingester: IngesterConfig,
+    pub trainer: TrainerConfig,
+    pub security: Security,
+}
+
+impl PipelineConfig {
+    /// The defaults of `reid up`: state under `data`, models under `model_dir`.
+    pub fn new(data: &Path, model_dir: &Path) -> Self {
+        PipelineConfig {
+            embedder: EmbedderConfig { model_dir: model_dir.to_path_buf(), ..EmbedderConfig::default() },
+            identity: IdentityConfig { data_dir: data.join("identity"), ..IdentityConfig::default() },
+            ingester: IngesterConfig::default(),
+            trainer: TrainerConfig {
+                runs_dir: data.join("runs"),
+                model_dir: model_dir.to_path_buf(),
+                ..TrainerConfig::default()
+            },
+            security: Security::default(),
+        }
+    }
+}
+
+struct Running {
+    name: &'static str,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The four services running in this process, each a real gRPC server on its own listener.
+pub struct Pipeline {
+    pub addrs: Addrs,
+    pub ingester: Arc<reid_ingester::Ingester>,
+    /// In stopping order: the ingester first (it flushes into the others), the embedder last.
+    running: Vec<Running>,
+}
+
+fn spawn<F>(name: &'static str, serve: impl FnOnce(oneshot::Receiver<()>) -> F) -> Running
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel();
+    Running { name, stop, task: tokio::spawn(serve(stopped)) }
+}
+
+fn when(stopped: oneshot::Receiver<()>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stopped.await;
+    }
+}
+
+impl Pipeline {
+    /// Starts the services on `listeners` (embedder, identity, ingester, trainer), wired together.
+    pub async fn start(mut config: PipelineConfig, listeners: [TcpListener; 4]) -> anyhow::Result<Pipeline> {
+        let [embedder_l, identity_l, ingester_l, trainer_l] = listeners;
+        let tls = config.security.tls_cert.is_some();
+        // With TLS the certificate names the host, so the services call each other by name.
+        let url = |l: &TcpListener| -> anyhow::Result<String> {
+            let port = l.local_addr()?.port();
+            Ok(if tls { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") })
+        };
+        let addrs = Addrs {
+            embedder: embedder_l.local_addr()?.to_string(),
+            identity: identity_l.local_addr()?.to_string(),
+            ingester: ingester_l.local_addr()?.to_string(),
+            trainer: trainer_l.local_addr()?.to_string(),
+        };
+        let (embedder_url, identity_url) = (url(&embedder_l)?, url(&identity_l)?);
+        for security in [
+            &mut config.embedder.security,
+            &mut config.identity.security,
+            &mut config.ingester.security,
+            &mut config.trainer.security,
+        ] {
+            *security = config.security.clone();
+        }
+        config.identity.embedder_url = Some(embedder_url.clone());
+        config.ingester.embedder_url = Some(embedder_url);
+        config.ingester.identity_url = Some(identity_url);
+        config.identity.validate().map_err(anyhow::Error::msg)?;
+        config.ingester.validate().map_err(anyhow::Error::msg)?;
+
+        let mut running = Vec::new();
+        let embedder = spawn("embedder", |s| reid_embedder::run(config.embedder, embedder_l, when(s)));
+        let trainer = spawn("trainer", |s| reid_trainer::run(config.trainer, trainer_l, when(s)));
+        let identity = spawn("identity", |s| reid_identity::run(config.identity, identity_l, when(s)));
+        let server = GrpcServer::new(vec![reid_ingester::SERVICE_NAME]).secured(&config.ingester.security);
+        let ingester = reid_ingester::start(config.ingester).await?;
+        let served = ingester.clone();
+        running.push(spawn("ingester", |s| reid_ingester::serve(served, server, ingester_l, when(s))));
+        running.extend([identity, trainer, embedder]);
+        Ok(Pipeline { addrs, ingester, running })
+    }
+
+    /// Fails when a service stopped on its own (a port taken, a model missing).
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.running.iter().find(|r| r.task.is_finished()) {
+            Some(r) => anyhow::bail!("the {} service stopped; see the log above", r.name),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every service answers SERVING (the embedder once its model is loaded).
+    pub async fn wait_serving(&self, limit: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        for addr in [&self.addrs.embedder, &self.addrs.identity, &self.addrs.ingester, &self.addrs.trainer] {
+            loop {
+                self.check()?;
+                if crate::client::is_serving(addr).await {
+                    break;
+                }
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "{addr} is not serving after {limit:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the services in order and waits for each; the first error is returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let mut first = Ok(());
+        for r in self.running {
+            let _ = r.stop.send(());
+            let result = r.task.await.map_err(anyhow::Error::from).and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(service = r.name, error = %e, "stopped with an error");
+                if first.is_ok() {
+                    first = Err(e.context(format!("the {} service", r.name)));
+                }
+            }
+        }
+        first
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut config = PipelineConfig::new(&args.data, &args.model_dir);
+    if let Some(path) = &args.embedder_config {
+        config.embedder = EmbedderConfig { model_dir: args.model_dir.clone(), ..read_toml(Some(path))? };
+    }
+    if let Some(path) = &args.identity_config {
+        config.identity = IdentityConfig { data_dir: args.data.join("identity"), ..read_toml(Some(path))? };
+    }
+    if let Some(path) = &args.ingester_config {
+        config.ingester = read_toml(Some(path))?;
+    }
+    config.identity.association.threshold = args.threshold.or(config.identity.association.threshold);
+    config.ingester.cameras.extend(args.cameras.iter().cloned());
+    config.security = crate::client::security();
+    if args.metrics {
+        config.embedder.metrics_listen = Some(format!("{}:9151", args.host));
+        config.identity.metrics_listen = Some(format!("{}:9152", args.host));
+        config.ingester.metrics_listen = Some(format!("{}:9153", args.host));
+        config.trainer.metrics_listen = Some(format!("{}:9154", args.host));
+    }
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    let port = |p: &str| format!("{}:{}", args.host, p.rsplit(':').next().unwrap_or_default());
+    let listeners = [
+        bind(&port(reid_proto::ports::EMBEDDER)).await?,
+        bind(&port(reid_proto::ports::IDENTITY)).await?,
+        bind(&port(reid_proto::ports::INGESTER)).await?,
+        bind(&port(reid_proto::ports::TRAINER)).await?,
+    ];
+    let pipeline = Pipeline::start(config, listeners).await?;
+    pipeline.wait_serving(std::time::Duration::from_secs(120)).await?;
+    let a = &pipeline.addrs;
+    eprintln!(
+        "reid is up: embedder {}, identity {}, ingester {}, trainer {}; data in {}. ctrl-c stops it.",
+        a.embedder,
+        a.identity,
+        a.ingester,
+        a.trainer,
+        args.data.display()
+    );
+    tokio::select! {
+        () = reid_server::shutdown_signal() => {}
+        () = async {
+            while pipeline.check().is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        } => {}
+    }
+    pipeline.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
