@@ -43,14 +43,14 @@ pub struct AddArgs {
     #[arg(long, default_value = "")]
     detector: String,
     /// The part of the frame this camera sees: x,y,width,height as fractions (e.g. 0,0,0.6,1).
-    #[arg(long, value_delimiter = ',', num_args = 4)]
-    region: Vec<f32>,
+    #[arg(long, value_parser = numbers::<4>)]
+    region: Option<[f32; 4]>,
     /// Resize factor after the region.
     #[arg(long, default_value_t = 1.0)]
     scale: f32,
     /// Per-channel gains B,G,R (e.g. 0.8,1,1.2 for a warmer picture).
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    gains: Vec<f32>,
+    #[arg(long, value_parser = numbers::<3>)]
+    gains: Option<[f32; 3]>,
     /// Added to every channel after the gains.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     brightness: f32,
@@ -67,6 +67,13 @@ pub struct RemoveArgs {
     addr: String,
     #[arg(long)]
     id: String,
+}
+
+/// `N` comma-separated numbers, e.g. `0,0,0.6,1`.
+fn numbers<const N: usize>(s: &str) -> Result<[f32; N], String> {
+    let values: Vec<f32> =
+        s.split(',').map(|v| v.trim().parse::<f32>().map_err(|e| format!("{v:?}: {e}"))).collect::<Result<_, _>>()?;
+    values.try_into().map_err(|v: Vec<f32>| format!("{N} comma-separated numbers expected, got {}", v.len()))
 }
 
 fn failed(what: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
@@ -92,9 +99,9 @@ pub async fn cameras(cmd: CamerasCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CamerasCommand::Add(a) => {
             let view = pb::CameraView {
-                region: a.region,
+                region: a.region.map(Vec::from).unwrap_or_default(),
                 scale: a.scale,
-                gains: a.gains,
+                gains: a.gains.map(Vec::from).unwrap_or_default(),
                 brightness: a.brightness,
                 time_offset_ms: a.time_offset_ms,
             };
