@@ -48,6 +48,12 @@ pub struct IngesterArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "REID_INGESTER_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// This replica's shard of the configured cameras: its index (0-based) ...
+    #[arg(long, env = "REID_INGESTER_SHARD_INDEX", requires = "shard_count")]
+    shard_index: Option<u32>,
+    /// ... and the number of replicas sharing the camera list.
+    #[arg(long, env = "REID_INGESTER_SHARD_COUNT", requires = "shard_index")]
+    shard_count: Option<u32>,
 }
 
 pub(crate) fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String> {
@@ -74,6 +80,9 @@ impl IngesterArgs {
             config.metrics_listen = Some(v.clone());
         }
         config.cameras.extend(self.cameras.iter().cloned());
+        if let (Some(index), Some(count)) = (self.shard_index, self.shard_count) {
+            config.shard = Some(reid_ingester::Shard { index, count });
+        }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
@@ -95,6 +104,9 @@ pub struct IdentityArgs {
     qdrant_url: Option<String>,
     #[arg(long, env = "REID_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<String>,
+    /// Copies of each shard in a Qdrant cluster, for the collections this service creates.
+    #[arg(long, env = "REID_QDRANT_REPLICATION_FACTOR")]
+    qdrant_replication_factor: Option<u32>,
     /// The embedder that embeds images (host:port or URL); without one only embeddings are accepted.
     #[arg(long, env = "REID_IDENTITY_EMBEDDER")]
     embedder: Option<String>,
@@ -123,6 +135,9 @@ impl IdentityArgs {
         }
         if let Some(v) = &self.qdrant_api_key {
             config.qdrant_api_key = Some(v.clone());
+        }
+        if let Some(v) = self.qdrant_replication_factor {
+            config.qdrant_replication_factor = Some(v);
         }
         if let Some(v) = &self.embedder {
             config.embedder_url = Some(reid_server::grpc_url(v));

@@ -26,11 +26,22 @@ pub struct ServerOptions {
     pub url: String,
     pub api_key: Option<String>,
     pub timeout: Duration,
+    /// Copies of each shard in a Qdrant cluster (collections this store creates); the server's
+    /// default (1) when unset. A cluster of 3 with 2 keeps serving when one node is lost.
+    pub replication_factor: Option<u32>,
+    /// Shards per collection; the server's default (one per node) when unset.
+    pub shard_number: Option<u32>,
 }
 
 impl ServerOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), api_key: None, timeout: Duration::from_secs(10) }
+        Self {
+            url: url.into(),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+            replication_factor: None,
+            shard_number: None,
+        }
     }
 }
 
@@ -39,6 +50,8 @@ pub struct QdrantServerStore {
     client: Qdrant,
     /// Dimensions of the collections seen so far, to refuse a wrong vector before a round trip.
     dimensions: tokio::sync::RwLock<HashMap<String, usize>>,
+    replication_factor: Option<u32>,
+    shard_number: Option<u32>,
 }
 
 impl std::fmt::Debug for QdrantServerStore {
@@ -82,7 +95,12 @@ impl QdrantServerStore {
             .build()
             .map_err(failed)?;
         client.health_check().await.map_err(|e| StoreError::Unavailable(format!("{}: {e}", options.url)))?;
-        Ok(Self { client, dimensions: Default::default() })
+        Ok(Self {
+            client,
+            dimensions: Default::default(),
+            replication_factor: options.replication_factor,
+            shard_number: options.shard_number,
+        })
     }
 
     async fn dimension(&self, collection: &str) -> StoreResult<usize> {
@@ -162,8 +180,14 @@ impl VectorStore for QdrantServerStore {
             }
             return Ok(false);
         }
-        let create = CreateCollectionBuilder::new(&spec.name)
+        let mut create = CreateCollectionBuilder::new(&spec.name)
             .vectors_config(VectorParamsBuilder::new(spec.dimension as u64, Distance::Cosine));
+        if let Some(n) = self.replication_factor {
+            create = create.replication_factor(n);
+        }
+        if let Some(n) = self.shard_number {
+            create = create.shard_number(n);
+        }
         if let Err(e) = self.client.create_collection(create).await {
             // Another replica created it between our check and our create.
             if already_exists(&e) {

@@ -15,6 +15,8 @@ pub struct IdentityConfig {
     /// under `data_dir` when unset.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<String>,
+    /// Copies of each shard when this service creates a collection on a Qdrant cluster.
+    pub qdrant_replication_factor: Option<u32>,
     /// The embedder that turns images into embeddings; without one, only embeddings are accepted.
     pub embedder_url: Option<String>,
     pub association: AssociationConfig,
@@ -82,6 +84,7 @@ impl Default for IdentityConfig {
             data_dir: PathBuf::from("data/identity"),
             qdrant_url: None,
             qdrant_api_key: None,
+            qdrant_replication_factor: None,
             embedder_url: None,
             association: AssociationConfig::default(),
             retention: RetentionConfig::default(),

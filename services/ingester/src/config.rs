@@ -33,8 +33,10 @@ pub struct IngesterConfig {
     pub max_frame_pixels: u64,
     /// Largest gRPC message, in bytes.
     pub max_message_bytes: usize,
-    /// Cameras started with the service.
+    /// Cameras started with the service (of them, only this replica's shard when `shard` is set).
     pub cameras: Vec<CameraSpec>,
+    /// Replicas sharing one camera list: this one starts only the cameras that hash to its index.
+    pub shard: Option<Shard>,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
     /// API key and TLS, for callers and for the services this one calls.
@@ -59,6 +61,22 @@ pub struct CameraSpec {
     /// The part of the source this camera sees, and how (region, scale, colour, clock offset).
     #[serde(default)]
     pub view: crate::view::View,
+}
+
+/// One replica's part of the camera list: cameras whose id hashes (FNV-1a) to `index` modulo
+/// `count`. Stable across restarts and replicas, so every camera has exactly one owner.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn owns(&self, camera_id: &str) -> bool {
+        let hash = camera_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        hash % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
 }
 
 impl CameraSpec {
@@ -159,6 +177,7 @@ impl Default for IngesterConfig {
             max_frame_pixels: 16 << 20,
             max_message_bytes: 64 << 20,
             cameras: Vec::new(),
+            shard: None,
             metrics_listen: None,
             security: reid_server::Security::default(),
         }
@@ -209,6 +228,11 @@ impl IngesterConfig {
                 "crops.per_tracklet, delivery.buffer_tracklets and delivery.embed_batch must be positive".into()
             );
         }
+        if let Some(s) = self.shard
+            && (s.count == 0 || s.index >= s.count)
+        {
+            return Err(format!("shard index {} must be below the shard count {}", s.index, s.count));
+        }
         if self.frame_queue == 0 {
             return Err("frame_queue must be positive".into());
         }
@@ -219,5 +243,24 @@ impl IngesterConfig {
             return Err("reconnect.initial must be positive and at most reconnect.max".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::Shard;
+
+    #[test]
+    fn every_camera_has_exactly_one_shard_and_the_load_is_spread() {
+        let ids: Vec<String> = (0..300).map(|i| format!("cam-{i:03}")).collect();
+        let shards: Vec<Shard> = (0..3).map(|index| Shard { index, count: 3 }).collect();
+        let mut per_shard = [0usize; 3];
+        for id in &ids {
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(id)).collect();
+            assert_eq!(owners.len(), 1, "{id} owned by {owners:?}");
+            per_shard[owners[0]] += 1;
+        }
+        assert!(per_shard.iter().all(|&n| n > 70), "uneven: {per_shard:?}");
+        assert!(Shard { index: 0, count: 1 }.owns("anything"));
     }
 }

@@ -75,7 +75,12 @@ impl Ingester {
         let ctx = PipelineContext { config: config.clone(), outbox, metrics, session: format!("{session:x}") };
         let ingester =
             Self { ctx, cameras: Mutex::new(BTreeMap::new()), stop_delivery, delivery: Mutex::new(delivery) };
-        for spec in config.cameras.iter().cloned() {
+        let mine = |spec: &CameraSpec| config.shard.is_none_or(|s| s.owns(&spec.id));
+        if let Some(shard) = config.shard {
+            let (owned, total) = (config.cameras.iter().filter(|c| mine(c)).count(), config.cameras.len());
+            tracing::info!(index = shard.index, count = shard.count, owned, total, "camera shard");
+        }
+        for spec in config.cameras.iter().filter(|c| mine(c)).cloned() {
             let id = spec.id.clone();
             ingester.add(spec).await.map_err(|e| anyhow::anyhow!("camera {id} from the config: {e}"))?;
         }

@@ -32,7 +32,7 @@ use reid_proto::v1::ingester_service_server::IngesterServiceServer;
 use reid_server::GrpcServer;
 use tokio::net::TcpListener;
 
-pub use config::{CameraSpec, IngesterConfig};
+pub use config::{CameraSpec, IngesterConfig, Shard};
 pub use error::IngesterError;
 pub use ingester::Ingester;
 
