@@ -21,8 +21,10 @@ demo: release
 
 # Ends with one "N passed, N failed" line over every cargo test binary.
 test: setup
-	docker-compose -f docker-compose.yml config -q
-	docker-compose -f docker-compose.yml -f deploy/compose.gpu.yml config -q
+	COMPOSE_PROFILES=gpu docker-compose -f docker-compose.yml config -q
+	COMPOSE_PROFILES=cpu docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f deploy/qdrant-cluster.yml config -q
+	/usr/bin/python3 tests/deploy/check_manifests.py deploy/k8s
 	$(CARGO) build -p reid-cli
 	.venv/bin/python tests/python/grpc_client.py target/debug/reid
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee .cache/cargo-test.log

@@ -16,7 +16,7 @@ as_root() {
 # opencv-doc: vtest.avi, the pedestrian video of the ingester's tests, benchmark and person model;
 # dataset-fashion-mnist: the trainer's tests and experiment; docker-compose (1.29): validates the
 # compose files (there is no Docker engine to run them here).
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose)
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose python3-yaml)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -36,6 +36,9 @@ pub struct SecurityArgs {
     /// Sent with every call; services started by this command require it from their callers.
     #[arg(long, global = true, env = "REID_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Read the API key from this file (a Docker or Kubernetes secret), when --api-key is unset.
+    #[arg(long, global = true, env = "REID_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
     /// Trust this CA (PEM) for https:// addresses, beside the system roots.
     #[arg(long, global = true, env = "REID_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -55,6 +58,15 @@ pub struct SecurityArgs {
 }
 
 impl SecurityArgs {
+    /// The key given, or read from the key file.
+    fn key(&self) -> anyhow::Result<Option<String>> {
+        match (&self.api_key, &self.api_key_file) {
+            (Some(key), _) => Ok(Some(key.clone())),
+            (None, Some(path)) => read_key(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Settings given here, over those of a config file.
     pub fn over(&self, mut base: Security) -> Security {
         let set = |field: &mut Option<PathBuf>, v: &Option<PathBuf>| {
@@ -62,8 +74,8 @@ impl SecurityArgs {
                 field.clone_from(v);
             }
         };
-        if self.api_key.is_some() {
-            base.api_key.clone_from(&self.api_key);
+        if let Ok(Some(key)) = self.key() {
+            base.api_key = Some(key);
         }
         set(&mut base.tls_ca, &self.tls_ca);
         set(&mut base.tls_client_cert, &self.tls_client_cert);
@@ -75,10 +87,19 @@ impl SecurityArgs {
     }
 }
 
+/// A key from a file: its first line, trimmed; an empty file is an error, not "no key".
+pub fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the key file {}", path.display()))?;
+    let key = text.lines().next().unwrap_or_default().trim().to_owned();
+    anyhow::ensure!(!key.is_empty(), "the key file {} is empty", path.display());
+    Ok(key)
+}
+
 static SECURITY: std::sync::OnceLock<SecurityArgs> = std::sync::OnceLock::new();
 
 /// Records the command line's security settings, once (`main`).
 pub fn set_security(args: &SecurityArgs) -> anyhow::Result<()> {
+    args.key()?;
     args.over(Security::default()).validate().map_err(anyhow::Error::msg)?;
     let _ = SECURITY.set(args.clone());
     Ok(())

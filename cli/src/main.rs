@@ -8,6 +8,7 @@ mod demo;
 mod experiment;
 mod identity;
 mod ingester;
+mod keys;
 mod serve;
 mod train;
 mod up;
@@ -40,6 +41,9 @@ enum Command {
     /// Runs one service.
     #[command(subcommand)]
     Serve(serve::ServeCommand),
+    /// Makes the API keys of a deployment (docker compose runs it first).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Checks a server's gRPC health; exits 0 only when it is SERVING.
     Health(client::HealthArgs),
     /// Embeds image files through an embedder; prints one JSON object per image.
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Serve(cmd) => serve::run(cmd).await,
+            Command::Keys(cmd) => keys::run(cmd),
             Command::Health(args) => client::health(args).await,
             Command::Embed(args) => client::embed(args).await,
             Command::Enroll(args) => identity::enroll(args).await,

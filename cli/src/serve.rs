@@ -104,6 +104,9 @@ pub struct IdentityArgs {
     qdrant_url: Option<String>,
     #[arg(long, env = "REID_QDRANT_API_KEY", hide_env_values = true)]
     qdrant_api_key: Option<String>,
+    /// Read the Qdrant API key from this file, when --qdrant-api-key is unset.
+    #[arg(long, env = "REID_QDRANT_API_KEY_FILE")]
+    qdrant_api_key_file: Option<PathBuf>,
     /// Copies of each shard in a Qdrant cluster, for the collections this service creates.
     #[arg(long, env = "REID_QDRANT_REPLICATION_FACTOR")]
     qdrant_replication_factor: Option<u32>,
@@ -135,6 +138,8 @@ impl IdentityArgs {
         }
         if let Some(v) = &self.qdrant_api_key {
             config.qdrant_api_key = Some(v.clone());
+        } else if let Some(path) = &self.qdrant_api_key_file {
+            config.qdrant_api_key = Some(crate::client::read_key(path)?);
         }
         if let Some(v) = self.qdrant_replication_factor {
             config.qdrant_replication_factor = Some(v);
