@@ -15,7 +15,7 @@ as_root() {
 # libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades;
 # opencv-doc: vtest.avi, the pedestrian video of the ingester's tests, benchmark and person model;
 # dataset-fashion-mnist: the trainer's tests and experiment; docker-compose (1.29): validates the
-# compose files (there is no Docker engine to run them here).
+# compose files (there is no Docker engine to run them here); python3-yaml: the Kubernetes manifest check.
 APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose python3-yaml)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
