@@ -332,7 +332,11 @@ impl Report<'_> {
         }
         h.push_str("</div>\n<h2>People seen on both cameras</h2>\n<p>Per identity: its best crop of every tracklet, \
                     per camera, and when it was seen (each bar a tracklet; time in seconds since the cameras \
-                    started, by each camera's own clock).</p>\n");
+                    started, by each camera's own clock). Judge the matches by the crops: where a row shows \
+                    different people, the model took them for one. The default model is small and was trained \
+                    on the first 70% of this same video without colour augmentation, so people dressed alike \
+                    (dark coat, jeans) are merged and colour shifts cost matches; <code>docs/demo.md</code> \
+                    has the figures and how to bring a better model.</p>\n");
         for s in &both {
             self.identity_html(&mut h, s, horizon)?;
         }

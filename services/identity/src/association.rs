@@ -101,6 +101,11 @@ pub fn transit_allows(rules: &[TransitRule], a: &Match, b_camera: &str, b_start_
     rules.iter().filter(|r| r.from == from && r.to == to).all(|r| gap_ms as f64 >= r.min_seconds * 1000.0)
 }
 
+/// How long two time spans overlap, in ms (0 when they do not).
+pub fn overlap_ms((a_start, a_end): (i64, i64), (b_start, b_end): (i64, i64)) -> i64 {
+    (a_end.min(b_end) - a_start.max(b_start)).max(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +137,15 @@ mod tests {
         assert!(matches!(decide(&ranked, 0.8, 0.25), Verdict::Unknown { .. }), "runner-up too close");
         assert!(matches!(decide(&[], 0.0, 0.0), Verdict::Unknown { .. }));
         assert!(matches!(decide(&[m("a", 0.6)], 0.5, 0.5), Verdict::Known { .. }), "margin to nobody");
+    }
+
+    #[test]
+    fn overlap_is_the_shared_part_of_two_spans() {
+        assert_eq!(overlap_ms((0, 10_000), (4_000, 20_000)), 6_000);
+        assert_eq!(overlap_ms((4_000, 20_000), (0, 10_000)), 6_000);
+        assert_eq!(overlap_ms((0, 10_000), (2_000, 3_000)), 1_000, "inside");
+        assert_eq!(overlap_ms((0, 1_000), (1_000, 2_000)), 0, "touching");
+        assert_eq!(overlap_ms((0, 1_000), (5_000, 6_000)), 0, "apart");
     }
 
     #[test]

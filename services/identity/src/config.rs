@@ -56,6 +56,10 @@ pub struct AssociationConfig {
     /// Camera-to-camera transit times: a tracklet on `to` cannot be a person last seen on `from`
     /// less than `min_seconds` before.
     pub transit: Vec<TransitRule>,
+    /// A tracklet cannot join an identity already seen on the same camera for at least this long
+    /// during it: one person is not two tracks of one camera at once. 0 turns the rule off.
+    #[serde(with = "reid_server::duration::millis")]
+    pub same_camera_overlap: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -107,6 +111,7 @@ impl Default for AssociationConfig {
             default_top_k: 5,
             hnsw_ef: None,
             transit: Vec::new(),
+            same_camera_overlap: Duration::from_secs(1),
         }
     }
 }

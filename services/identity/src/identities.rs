@@ -702,6 +702,7 @@ impl Identities {
             .filter(|m| association::transit_allows(rules, m, &camera, start, end))
             .collect();
         let ranked = association::rank_identities(&matches);
+        let ranked = self.without_co_occurring(&gallery.collection, ranked, &camera, (start, end)).await?;
         let verdict = association::decide(&ranked, self.threshold(&gallery, None), self.config.association.min_margin);
         let (identity, created, score, margin) = match verdict {
             Verdict::Known { identity, score, margin } => (identity, false, score, margin),
@@ -739,6 +740,47 @@ impl Identities {
         self.catalog.put_identity(&entry).await?;
         self.metrics.observations.with_label_values(&[if created { "new" } else { "existing" }]).inc();
         Ok(Observation { identity, created, score, margin })
+    }
+
+    /// Drops the candidate identities seen on `camera` during this tracklet (for at least
+    /// `same_camera_overlap`): whoever was another track of the same camera at the same time is
+    /// someone else. Only the best candidates are checked, until two remain (the decision needs
+    /// the best and the runner-up).
+    async fn without_co_occurring(
+        &self,
+        collection: &str,
+        ranked: Vec<Match>,
+        camera: &str,
+        span: (i64, i64),
+    ) -> IdentityResult<Vec<Match>> {
+        let min = self.config.association.same_camera_overlap.as_millis() as i64;
+        if min == 0 || span.1 - span.0 < min {
+            return Ok(ranked);
+        }
+        let mut kept = Vec::with_capacity(ranked.len());
+        for candidate in ranked {
+            if kept.len() >= 2 {
+                kept.push(candidate);
+                continue;
+            }
+            let together = Filter::all()
+                .keyword("kind", "sighting")
+                .keyword("identity", &candidate.identity)
+                .keyword("camera", camera)
+                .range("time", None, Some(span.1 - min + 1))
+                .range("end", Some(span.0 + min), None);
+            let (records, _) = self.store.scroll(collection, &together, 16, None).await?;
+            let clash = records.iter().any(|r| {
+                let (t, e) = (int_of(&r.payload, "time").unwrap_or(0), int_of(&r.payload, "end").unwrap_or(0));
+                association::overlap_ms((t, e), span) >= min
+            });
+            if clash {
+                tracing::debug!(identity = %candidate.identity, %camera, "candidate excluded: seen on this camera at the same time");
+            } else {
+                kept.push(candidate);
+            }
+        }
+        Ok(kept)
     }
 
     pub async fn sightings(&self, query: SightingQuery) -> IdentityResult<Vec<Sighting>> {

@@ -194,6 +194,33 @@ async fn transit_rules_keep_apart_what_cannot_be_one_person() {
     assert_eq!(arrived.identity_id, walked.identity_id);
 }
 
+#[tokio::test]
+async fn two_tracks_of_one_camera_at_once_are_two_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    // Two identically looking identities would otherwise make every later match ambiguous (the
+    // margin rule); this test is about the time rule.
+    c.association.min_margin = 0.0;
+    let service = Service::start(c, ScriptedEmbedder::new("A")).await;
+    let mut client = service.client();
+    let t0 = now_ms() - 600_000;
+    // Person 7 is tracked on camera a for 4 s; a second track there during those seconds that
+    // looks the same (a twin, a reflection, the same coat) is somebody else.
+    let first = client.observe(tracklet("a", "1", 7, 0..4, t0)).await.unwrap().into_inner();
+    let together = client.observe(tracklet("a", "2", 7, 1..4, t0 + 1_000)).await.unwrap().into_inner();
+    assert!(together.created, "a simultaneous track of the same camera joined {}", first.identity_id);
+    // The same look on camera a after the first track ended (it was cut, or came back) is one person,
+    // and so is the same look on another camera at the same time.
+    let later = client.observe(tracklet("a", "3", 7, 4..7, t0 + 10_000)).await.unwrap().into_inner();
+    assert!(!later.created);
+    let elsewhere = client.observe(tracklet("b", "1", 7, 0..3, t0)).await.unwrap().into_inner();
+    assert!(!elsewhere.created);
+    assert!([first.identity_id.as_str(), together.identity_id.as_str()].contains(&later.identity_id.as_str()));
+    // A touch of overlap (under `same_camera_overlap`, 1 s) is a tracker hand-over, not two people.
+    let handover = client.observe(tracklet("a", "4", 7, 0..3, t0 + 12_500)).await.unwrap().into_inner();
+    assert!(!handover.created);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_observes_from_many_cameras_neither_split_nor_merge() {
     let dir = tempfile::tempdir().unwrap();
