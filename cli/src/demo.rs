@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,6 +46,18 @@ pub struct DemoArgs {
     /// How much the east camera's clock is ahead of the west camera's, in seconds.
     #[arg(long, default_value_t = 60.0)]
     east_offset_s: f64,
+    /// The east camera's resize factor.
+    #[arg(long, default_value_t = 0.9)]
+    east_scale: f32,
+    /// The east camera's colour gains, B,G,R.
+    #[arg(long, default_value = "1.1,1,0.9", value_parser = crate::ingester::numbers::<3>)]
+    east_gains: [f32; 3],
+    /// Added to the east camera's pixels after the gains.
+    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true)]
+    east_brightness: f32,
+    /// The model folder the embedder serves (under --model-dir).
+    #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
+    model: String,
 }
 
 /// The cross-camera matching threshold of the demo (the model card's 0.917 is calibrated on pairs
@@ -54,8 +66,8 @@ pub const DEFAULT_THRESHOLD: f32 = 0.8;
 pub const DEFAULT_MIN_MARGIN: f32 = 0.0;
 
 /// The two cameras: which part of the frame each sees and how.
-pub fn cameras(video: &Path, east_offset_s: f64) -> Vec<(String, String, View)> {
-    let url = video.to_string_lossy().into_owned();
+fn cameras(args: &DemoArgs) -> Vec<(String, String, View)> {
+    let url = args.video.to_string_lossy().into_owned();
     vec![
         ("west".into(), url.clone(), View { region: Some([0.0, 0.0, 0.6, 1.0]), ..View::default() }),
         (
@@ -63,10 +75,10 @@ pub fn cameras(video: &Path, east_offset_s: f64) -> Vec<(String, String, View)> 
             url,
             View {
                 region: Some([0.4, 0.0, 0.6, 1.0]),
-                scale: 0.9,
-                gains: [1.1, 1.0, 0.9],
-                brightness: 8.0,
-                time_offset_ms: (east_offset_s * 1000.0).round() as i64,
+                scale: args.east_scale,
+                gains: args.east_gains,
+                brightness: args.east_brightness,
+                time_offset_ms: (args.east_offset_s * 1000.0).round() as i64,
             },
         ),
     ]
@@ -174,6 +186,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = PipelineConfig::new(&args.data, &args.model_dir);
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.min_margin = args.min_margin;
+    config.embedder.model.clone_from(&args.model);
     config.ingester.detectors.hog.motion_gate = true;
     config.security = crate::client::security();
     let listeners = [bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?];
@@ -185,7 +198,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut ingester = IngesterServiceClient::new(connect(&a.ingester).await?);
     let mut identity = IdentityServiceClient::new(connect(&a.identity).await?).max_decoding_message_size(64 << 20);
     let t0 = SystemTime::now();
-    let cameras = cameras(&args.video, args.east_offset_s);
+    let cameras = cameras(&args);
     for (id, url, view) in &cameras {
         let camera = pb::CameraConfig {
             camera_id: id.clone(),
@@ -198,13 +211,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|s| anyhow::anyhow!("adding camera {id}: {}", s.message()))?;
     }
-    println!("playing {} as cameras west (left 60%) and east (right 60%, smaller, bluer, brighter, clock +{} s)", args.video.display(), args.east_offset_s);
+    println!(
+        "playing {} as cameras west (left 60%) and east (right 60%, scale {}, gains {:?}, brightness {:+}, clock +{} s)",
+        args.video.display(),
+        args.east_scale,
+        args.east_gains,
+        args.east_brightness,
+        args.east_offset_s
+    );
     let statuses = wait_for_cameras(&pipeline, &mut ingester).await?;
     let seen = identities(&mut identity).await?;
     let model = pipeline_model(&a.embedder).await?;
     pipeline.stop().await?;
 
-    let both: Vec<&Seen> = seen.iter().filter(|s| !s.on("west").is_empty() && !s.on("east").is_empty()).collect();
+    let first = |s: &&Seen| s.sightings.iter().map(|x| secs(x.start.as_ref(), t0)).fold(f64::INFINITY, f64::min);
+    let mut both: Vec<&Seen> = seen.iter().filter(|s| !s.on("west").is_empty() && !s.on("east").is_empty()).collect();
+    both.sort_by(|a, b| first(a).total_cmp(&first(b)));
     print_table(&seen, &both, t0);
     let report = Report { args: &args, t0, cameras: &cameras, statuses: &statuses, seen: &seen, model: &model };
     let index = report.write()?;

@@ -70,7 +70,7 @@ pub struct RemoveArgs {
 }
 
 /// `N` comma-separated numbers, e.g. `0,0,0.6,1`.
-fn numbers<const N: usize>(s: &str) -> Result<[f32; N], String> {
+pub(crate) fn numbers<const N: usize>(s: &str) -> Result<[f32; N], String> {
     let values: Vec<f32> =
         s.split(',').map(|v| v.trim().parse::<f32>().map_err(|e| format!("{v:?}: {e}"))).collect::<Result<_, _>>()?;
     values.try_into().map_err(|v: Vec<f32>| format!("{N} comma-separated numbers expected, got {}", v.len()))
