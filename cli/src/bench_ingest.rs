@@ -92,10 +92,8 @@ async fn ingest(
     let ingester = reid_ingester::start(config).await?;
     let (wall0, cpu0) = (Instant::now(), cpu_seconds());
     for i in 0..cameras {
-        let spec = CameraSpec {
-            detector: detector.into(),
-            ..CameraSpec::new(format!("cam{i}"), video.to_string_lossy())
-        };
+        let spec =
+            CameraSpec { detector: detector.into(), ..CameraSpec::new(format!("cam{i}"), video.to_string_lossy()) };
         ingester.add(spec).await?;
     }
     let mut frames = 0;

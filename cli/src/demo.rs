@@ -143,7 +143,10 @@ pub async fn identities(client: &mut IdentityServiceClient<reid_server::Channel>
 }
 
 /// Waits until every camera has finished its video and the ingester has delivered everything.
-async fn wait_for_cameras(pipeline: &Pipeline, ingester: &mut IngesterServiceClient<reid_server::Channel>) -> anyhow::Result<Vec<pb::CameraStatus>> {
+async fn wait_for_cameras(
+    pipeline: &Pipeline,
+    ingester: &mut IngesterServiceClient<reid_server::Channel>,
+) -> anyhow::Result<Vec<pb::CameraStatus>> {
     let started = Instant::now();
     let mut last_print = Instant::now();
     loop {
@@ -168,7 +171,12 @@ async fn wait_for_cameras(pipeline: &Pipeline, ingester: &mut IngesterServiceCli
                     format!("{id}: {} frames, {} tracklets", c.frames_processed, c.tracklets_emitted)
                 })
                 .collect();
-            println!("  {:>5.0} s  {}  (waiting for delivery: {})", started.elapsed().as_secs_f64(), parts.join("; "), pipeline.ingester.outbox_len());
+            println!(
+                "  {:>5.0} s  {}  (waiting for delivery: {})",
+                started.elapsed().as_secs_f64(),
+                parts.join("; "),
+                pipeline.ingester.outbox_len()
+            );
         }
         if done && pipeline.ingester.outbox_len() == 0 {
             return Ok(cameras);
@@ -189,11 +197,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.embedder.model.clone_from(&args.model);
     config.ingester.detectors.hog.motion_gate = true;
     config.security = crate::client::security();
-    let listeners = [bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?, bind("127.0.0.1:0").await?];
+    let listeners = [
+        bind("127.0.0.1:0").await?,
+        bind("127.0.0.1:0").await?,
+        bind("127.0.0.1:0").await?,
+        bind("127.0.0.1:0").await?,
+    ];
     let pipeline = Pipeline::start(config, listeners).await?;
     pipeline.wait_serving(Duration::from_secs(120)).await?;
     let a = pipeline.addrs.clone();
-    println!("reid is up in this process: embedder {}, identity {}, ingester {}, trainer {}", a.embedder, a.identity, a.ingester, a.trainer);
+    println!(
+        "reid is up in this process: embedder {}, identity {}, ingester {}, trainer {}",
+        a.embedder, a.identity, a.ingester, a.trainer
+    );
 
     let mut ingester = IngesterServiceClient::new(connect(&a.ingester).await?);
     let mut identity = IdentityServiceClient::new(connect(&a.identity).await?).max_decoding_message_size(64 << 20);
@@ -252,15 +268,15 @@ fn short(id: &str) -> &str {
 
 fn print_table(seen: &[Seen], both: &[&Seen], t0: SystemTime) {
     let tracklets: usize = seen.iter().map(|s| s.sightings.len()).sum();
-    println!(
-        "\n{} tracklets became {} identities; {} were seen on both cameras:\n",
-        tracklets,
-        seen.len(),
-        both.len()
-    );
+    println!("\n{} tracklets became {} identities; {} were seen on both cameras:\n", tracklets, seen.len(), both.len());
     println!("{:<10} {:<28} {:<28}", "identity", "west: first - last (tracklets)", "east: first - last (tracklets)");
     for s in both {
-        println!("{:<10} {:<28} {:<28}", short(&s.summary.identity_id), span(&s.on("west"), t0), span(&s.on("east"), t0));
+        println!(
+            "{:<10} {:<28} {:<28}",
+            short(&s.summary.identity_id),
+            span(&s.on("west"), t0),
+            span(&s.on("east"), t0)
+        );
     }
     println!("(times in seconds since the cameras started, each by its own clock: east's runs ahead)");
 }
@@ -294,14 +310,11 @@ impl Report<'_> {
         for s in self.seen {
             if !s.on("west").is_empty() && !s.on("east").is_empty() { both.push(s) } else { one.push(s) }
         }
-        let order = |s: &&Seen| s.sightings.iter().map(|x| secs(x.start.as_ref(), self.t0)).fold(f64::INFINITY, f64::min);
+        let order =
+            |s: &&Seen| s.sightings.iter().map(|x| secs(x.start.as_ref(), self.t0)).fold(f64::INFINITY, f64::min);
         both.sort_by(|a, b| order(a).total_cmp(&order(b)));
-        let horizon = self
-            .seen
-            .iter()
-            .flat_map(|s| &s.sightings)
-            .map(|x| secs(x.end.as_ref(), self.t0))
-            .fold(1.0, f64::max);
+        let horizon =
+            self.seen.iter().flat_map(|s| &s.sightings).map(|x| secs(x.end.as_ref(), self.t0)).fold(1.0, f64::max);
 
         let mut h = String::new();
         let r = self.model.r#ref.clone().unwrap_or_default();
@@ -315,7 +328,7 @@ impl Report<'_> {
              .plots img{{width:48%;margin:1%}} .views img{{height:260px;margin-right:1em}} code{{background:#f4f4f4}}\
              </style></head><body>\n<h1>reid demo: one video, two cameras, people followed across them</h1>\n"
         )?;
-        write!(
+        writeln!(
             h,
             "<p>What happened: the four reid services ran in one process on this machine. <code>{video}</code>, \
              a real recording of pedestrians (795 frames of 768x576 at 10 fps), was played as two cameras that each \
@@ -324,7 +337,7 @@ impl Report<'_> {
              and the best crops of each tracklet were embedded by the CNN <code>{model} {version}</code> \
              ({dim}-d, {backend} on {device}). The identity service, on Qdrant's embedded engine, gave each tracklet \
              the identity whose embeddings it resembled most (cosine similarity at least {threshold:.2}), or a new \
-             identity. {tracklets} tracklets became {n} identities; <b>{both} were seen on both cameras</b>.</p>\n",
+             identity. {tracklets} tracklets became {n} identities; <b>{both} were seen on both cameras</b>.</p>",
             video = esc(&self.args.video.display().to_string()),
             model = esc(&r.id),
             version = esc(&r.version),
@@ -352,13 +365,15 @@ impl Report<'_> {
                 status.map_or(0, |s| s.tracklets_emitted),
             )?;
         }
-        h.push_str("</div>\n<h2>People seen on both cameras</h2>\n<p>Per identity: its best crop of every tracklet, \
+        h.push_str(
+            "</div>\n<h2>People seen on both cameras</h2>\n<p>Per identity: its best crop of every tracklet, \
                     per camera, and when it was seen (each bar a tracklet; time in seconds since the cameras \
                     started, by each camera's own clock). Judge the matches by the crops: where a row shows \
                     different people, the model took them for one. The default model is small and was trained \
                     on the first 70% of this same video without colour augmentation, so people dressed alike \
                     (dark coat, jeans) are merged and colour shifts cost matches; <code>docs/demo.md</code> \
-                    has the figures and how to bring a better model.</p>\n");
+                    has the figures and how to bring a better model.</p>\n",
+        );
         for s in &both {
             self.identity_html(&mut h, s, horizon)?;
         }
@@ -400,7 +415,11 @@ impl Report<'_> {
             for (i, sighting) in mine.iter().enumerate() {
                 if let Some(name) = self.copy_crop(id, camera, i, &sighting.thumbnail) {
                     let t = secs(sighting.start.as_ref(), self.t0);
-                    write!(h, "<img src=\"{name}\" title=\"{camera} at {t:.1} s, track {}\">", esc(&sighting.track_id))?;
+                    write!(
+                        h,
+                        "<img src=\"{name}\" title=\"{camera} at {t:.1} s, track {}\">",
+                        esc(&sighting.track_id)
+                    )?;
                 }
             }
             h.push_str("</div></div>");
@@ -421,17 +440,29 @@ impl Report<'_> {
         for (i, (camera, _, _)) in self.cameras.iter().enumerate() {
             let y = row * i as f64;
             let _ = write!(svg, "<text x=\"0\" y=\"{}\" font-size=\"12\">{camera}</text>", y + 13.0);
-            let _ = write!(svg, "<line x1=\"{left}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>", width - 10.0, y + 9.0, y + 9.0);
+            let _ = write!(
+                svg,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>",
+                width - 10.0,
+                y + 9.0,
+                y + 9.0
+            );
             for sighting in s.on(camera) {
                 let (a, b) = (x(secs(sighting.start.as_ref(), self.t0)), x(secs(sighting.end.as_ref(), self.t0)));
                 let color = if i == 0 { "#2b7bb9" } else { "#d9822b" };
-                let _ = write!(svg, "<rect x=\"{a:.1}\" y=\"{}\" width=\"{:.1}\" height=\"12\" fill=\"{color}\"/>", y + 3.0, (b - a).max(2.0));
+                let _ = write!(
+                    svg,
+                    "<rect x=\"{a:.1}\" y=\"{}\" width=\"{:.1}\" height=\"12\" fill=\"{color}\"/>",
+                    y + 3.0,
+                    (b - a).max(2.0)
+                );
             }
         }
         let y = row * self.cameras.len() as f64 + 12.0;
         for k in 0..=5 {
             let t = horizon * f64::from(k) / 5.0;
-            let _ = write!(svg, "<text x=\"{:.1}\" y=\"{y}\" font-size=\"10\" fill=\"#666\">{t:.0} s</text>", x(t) - 8.0);
+            let _ =
+                write!(svg, "<text x=\"{:.1}\" y=\"{y}\" font-size=\"10\" fill=\"#666\">{t:.0} s</text>", x(t) - 8.0);
         }
         svg.push_str("</svg>");
         svg
@@ -458,7 +489,8 @@ impl Report<'_> {
             return Ok(());
         }
         for (id, _, view) in self.cameras {
-            let frame = reid_ingester::frame::Frame { image: image.clone(), captured_at: SystemTime::now(), sequence: 0 };
+            let frame =
+                reid_ingester::frame::Frame { image: image.clone(), captured_at: SystemTime::now(), sequence: 0 };
             let seen = view.apply(frame)?;
             opencv::imgcodecs::imwrite(
                 self.args.out.join("views").join(format!("{id}.jpg")),

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use reid_proto::v1 as pb;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
-use serde_json::{Value, json};
 use reid_server::Channel;
+use serde_json::{Value, json};
 
 use crate::client::connect;
 

@@ -106,10 +106,9 @@ where
     Running { name, stop, task: tokio::spawn(serve(stopped)) }
 }
 
-fn when(stopped: oneshot::Receiver<()>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.await;
-    }
+/// Resolves when the stop signal is sent (or its sender dropped).
+async fn when(stopped: oneshot::Receiver<()>) {
+    let _ = stopped.await;
 }
 
 impl Pipeline {

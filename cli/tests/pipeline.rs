@@ -57,7 +57,11 @@ impl Service {
         let deadline = Instant::now() + Duration::from_secs(120);
         while !reid(&["health", "--addr", &self.addr]).status.success() {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("{} exited with {status}: {}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "{} exited with {status}: {}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             assert!(Instant::now() < deadline, "{} not serving", self.name);
             std::thread::sleep(Duration::from_millis(200));
@@ -138,7 +142,16 @@ fn two_cameras_survive_restarts_match_across_cameras_and_forget_everywhere() {
     let mut identity = Service::new(
         "identity",
         dir.path(),
-        &["--data", data.to_str().unwrap(), "--embedder", &embedder.addr.clone(), "--threshold", "0.8", "--min-margin", "0"],
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--embedder",
+            &embedder.addr.clone(),
+            "--threshold",
+            "0.8",
+            "--min-margin",
+            "0",
+        ],
     );
     identity.start();
     let mut ingester = Service::new(
@@ -157,14 +170,30 @@ fn two_cameras_survive_restarts_match_across_cameras_and_forget_everywhere() {
     let (id_addr, ing_addr) = (identity.addr.clone(), ingester.addr.clone());
 
     // Without the key the command line is refused.
-    let refused = Command::new(env!("CARGO_BIN_EXE_reid")).args(["cameras", "list", "--addr", &ing_addr]).output().unwrap();
+    let refused =
+        Command::new(env!("CARGO_BIN_EXE_reid")).args(["cameras", "list", "--addr", &ing_addr]).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"), "{refused:?}");
 
     ok(&["cameras", "add", "--addr", &ing_addr, "--id", "west", "--region", "0,0,0.6,1", VTEST]);
     ok(&[
-        "cameras", "add", "--addr", &ing_addr, "--id", "east", "--region", "0.4,0,0.6,1", "--scale", "0.9",
-        "--gains", "1.1,1,0.9", "--brightness", "8", "--time-offset-ms", "60000", VTEST,
+        "cameras",
+        "add",
+        "--addr",
+        &ing_addr,
+        "--id",
+        "east",
+        "--region",
+        "0.4,0,0.6,1",
+        "--scale",
+        "0.9",
+        "--gains",
+        "1.1,1,0.9",
+        "--brightness",
+        "8",
+        "--time-offset-ms",
+        "60000",
+        VTEST,
     ]);
 
     // Part-way through, kill the embedder and bring it back.
@@ -190,7 +219,9 @@ fn two_cameras_survive_restarts_match_across_cameras_and_forget_everywhere() {
     let statuses = cameras(&ing_addr);
     let emitted: u64 = statuses.iter().map(|c| c["tracklets_emitted"].as_u64().unwrap()).sum();
     assert!(emitted >= 40, "too few tracklets: {statuses:?}");
-    wait_until("every tracklet to be stored", Duration::from_secs(180), || tracks(&stored(&id_addr)).len() as u64 >= emitted);
+    wait_until("every tracklet to be stored", Duration::from_secs(180), || {
+        tracks(&stored(&id_addr)).len() as u64 >= emitted
+    });
     let all = stored(&id_addr);
     assert_eq!(tracks(&all).len() as u64, emitted, "each tracklet stored once");
     assert!(tracks(&before).is_subset(&tracks(&all)));

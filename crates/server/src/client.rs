@@ -36,7 +36,8 @@ impl Target {
         let addr = addr.trim();
         for (scheme, tls) in [("dns:///", false), ("dns+https:///", true)] {
             if let Some(rest) = addr.strip_prefix(scheme) {
-                let (host, port) = rest.rsplit_once(':').with_context(|| format!("{addr}: expected {scheme}HOST:PORT"))?;
+                let (host, port) =
+                    rest.rsplit_once(':').with_context(|| format!("{addr}: expected {scheme}HOST:PORT"))?;
                 let port = port.parse().with_context(|| format!("{addr}: bad port"))?;
                 anyhow::ensure!(!host.is_empty(), "{addr}: no host");
                 return Ok(Target::Dns { host: host.to_owned(), port, tls });
@@ -135,10 +136,7 @@ mod tests {
     #[test]
     fn addresses_name_one_endpoint_a_list_or_a_dns_name() {
         assert_eq!(Target::parse("127.0.0.1:50051").ok(), Some(Target::One("127.0.0.1:50051".into())));
-        assert_eq!(
-            Target::parse("a:1, http://b:2").ok(),
-            Some(Target::List(vec!["a:1".into(), "http://b:2".into()]))
-        );
+        assert_eq!(Target::parse("a:1, http://b:2").ok(), Some(Target::List(vec!["a:1".into(), "http://b:2".into()])));
         assert_eq!(
             Target::parse("dns:///embedder:50051").ok(),
             Some(Target::Dns { host: "embedder".into(), port: 50051, tls: false })

@@ -80,8 +80,8 @@ impl Security {
     /// The server's TLS settings, `None` for plaintext.
     pub fn server_tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else { return Ok(None) };
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(cert, "TLS certificate")?, read(key, "TLS key")?));
+        let mut tls =
+            ServerTlsConfig::new().identity(Identity::from_pem(read(cert, "TLS certificate")?, read(key, "TLS key")?));
         if let Some(ca) = &self.tls_client_ca {
             tls = tls.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
         }
@@ -111,10 +111,7 @@ impl Security {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca, "TLS CA")?));
         }
         if let (Some(cert), Some(key)) = (&self.tls_client_cert, &self.tls_client_key) {
-            tls = tls.identity(Identity::from_pem(
-                read(cert, "TLS client certificate")?,
-                read(key, "TLS client key")?,
-            ));
+            tls = tls.identity(Identity::from_pem(read(cert, "TLS client certificate")?, read(key, "TLS client key")?));
         }
         Ok(tls)
     }
@@ -204,8 +201,8 @@ where
         if allowed {
             return Box::pin(self.inner.call(request));
         }
-        let given = request.headers().contains_key(http::header::AUTHORIZATION)
-            || request.headers().contains_key("x-api-key");
+        let given =
+            request.headers().contains_key(http::header::AUTHORIZATION) || request.headers().contains_key("x-api-key");
         tracing::warn!(path = request.uri().path(), key_given = given, "refused: wrong or missing API key");
         let message = if given { "wrong API key" } else { "missing API key: send `authorization: Bearer KEY`" };
         let response = tonic::Status::unauthenticated(message).into_http();

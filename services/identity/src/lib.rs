@@ -61,12 +61,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
-    let embedder =
-        match &config.embedder_url {
-            Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes, &config.security)?)
-                as Arc<dyn embedder::EmbedderClient>),
-            None => None,
-        };
+    let embedder = match &config.embedder_url {
+        Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes, &config.security)?)
+            as Arc<dyn embedder::EmbedderClient>),
+        None => None,
+    };
     let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let identities = Identities::open(config, store, embedder, metrics::IdentityMetrics::new()).await?;
     serve(Arc::new(identities), server, listener, shutdown).await

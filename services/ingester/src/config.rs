@@ -74,7 +74,8 @@ pub struct Shard {
 
 impl Shard {
     pub fn owns(&self, camera_id: &str) -> bool {
-        let hash = camera_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let hash =
+            camera_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         hash % u64::from(self.count.max(1)) == u64::from(self.index)
     }
 }

@@ -13,8 +13,8 @@ use rand::Rng;
 use reid_proto::v1 as pb;
 use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
-use tokio::sync::Notify;
 use reid_server::{Channel, Security};
+use tokio::sync::Notify;
 use tonic::{Code, Status};
 
 use crate::config::DeliveryConfig;

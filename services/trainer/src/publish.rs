@@ -59,7 +59,9 @@ fn copy_training_record(run_dir: &Path, to: &Path) -> Result<(), TrainError> {
     std::fs::create_dir_all(to).map_err(TrainError::io(to))?;
     let mut files: Vec<PathBuf> = vec![run_dir.join("history.csv"), run_dir.join("config.toml")];
     if let Ok(entries) = std::fs::read_dir(run_dir.join("plots")) {
-        files.extend(entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")));
+        files.extend(
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "png")),
+        );
     }
     for file in files.iter().filter(|f| f.is_file()) {
         let Some(name) = file.file_name() else { continue };

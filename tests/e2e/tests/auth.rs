@@ -44,7 +44,8 @@ async fn wait_serving(addr: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(ch) = tonic::transport::Endpoint::from_shared(addr.to_owned()).unwrap().connect().await {
-            let reply = HealthClient::new(ch).check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+            let reply =
+                HealthClient::new(ch).check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
             if reply.is_ok_and(|r| r.into_inner().status == 1) {
                 return;
             }
@@ -144,7 +145,10 @@ async fn every_service_refuses_calls_without_the_right_key_and_does_nothing() {
         &embedder,
         EmbedderServiceClient,
         embed,
-        pb::EmbedRequest { images: vec![pb::Image { data: Some(pb::image::Data::Encoded(jpeg())) }], request_id: String::new() }
+        pb::EmbedRequest {
+            images: vec![pb::Image { data: Some(pb::image::Data::Encoded(jpeg())) }],
+            request_id: String::new()
+        }
     );
     assert_eq!(embedded.embeddings.len(), 1);
 
@@ -155,7 +159,8 @@ async fn every_service_refuses_calls_without_the_right_key_and_does_nothing() {
         ..Default::default()
     };
     for key in [None, Some("wrong key")] {
-        let status = IdentityServiceClient::new(channel(&identity, key).await).enroll(enroll.clone()).await.unwrap_err();
+        let status =
+            IdentityServiceClient::new(channel(&identity, key).await).enroll(enroll.clone()).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     let listed = refused_then_passes!(
@@ -238,7 +243,8 @@ impl Pki {
 
 /// Lists runs on the trainer at `addr` with client settings `security`.
 async fn list_runs(addr: &str, security: &Security) -> Result<(), String> {
-    let channel = security.endpoint(addr).map_err(|e| format!("{e:#}"))?.connect().await.map_err(|e| format!("{e:?}"))?;
+    let channel =
+        security.endpoint(addr).map_err(|e| format!("{e:#}"))?.connect().await.map_err(|e| format!("{e:?}"))?;
     TrainerServiceClient::new(security.channel(channel))
         .list_runs(pb::ListRunsRequest {})
         .await
@@ -275,7 +281,10 @@ async fn tls_and_mutual_tls() {
     list_runs(&format!("https://127.0.0.1:{port}"), &trusting).await.unwrap();
     let other = Security { tls_ca: pki.path("other-ca.pem"), ..Security::default() };
     assert!(list_runs(&format!("https://localhost:{port}"), &other).await.is_err(), "an untrusted server was accepted");
-    assert!(list_runs(&format!("http://127.0.0.1:{port}"), &Security::default()).await.is_err(), "plaintext got through");
+    assert!(
+        list_runs(&format!("http://127.0.0.1:{port}"), &Security::default()).await.is_err(),
+        "plaintext got through"
+    );
 
     // Mutual TLS: the server also wants a client certificate signed by the CA.
     let port = start(Security { tls_client_ca: pki.path("ca.pem"), ..server.clone() }).await;

@@ -263,11 +263,7 @@ async fn tracklets_wait_while_the_identity_service_is_down_and_beyond_the_bound_
     let (ingester, mut client) = start_ingester(config).await;
     client
         .add_camera(pb::AddCameraRequest {
-            camera: Some(pb::CameraConfig {
-                camera_id: "edge".into(),
-                url: "push".into(),
-                ..Default::default()
-            }),
+            camera: Some(pb::CameraConfig { camera_id: "edge".into(), url: "push".into(), ..Default::default() }),
         })
         .await
         .unwrap();
