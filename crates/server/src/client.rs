@@ -88,6 +88,29 @@ impl Security {
     }
 }
 
+/// Runs an idempotent call up to `attempts` times while it fails with UNAVAILABLE (the replica
+/// chosen was down or going away: the balancer may pick a dead endpoint of a static list until its
+/// reconnection fails), waiting 50 ms, then twice as long each time.
+pub async fn retry_unavailable<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut wait = Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && attempt < attempts => {
+                tracing::debug!(attempt, error = %status.message(), "unavailable; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Keeps the balancer's endpoints equal to what `host` resolves to, until the channel is dropped.
 async fn resolve_forever(
     host: String,
@@ -132,6 +155,32 @@ async fn resolve_forever(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_unavailable_is_tried_again_and_only_so_often() {
+        let calls = std::cell::Cell::new(0);
+        let r: Result<(), _> = retry_unavailable(3, || {
+            calls.set(calls.get() + 1);
+            async { Err(tonic::Status::unavailable("down")) }
+        })
+        .await;
+        assert_eq!((r.unwrap_err().code(), calls.get()), (tonic::Code::Unavailable, 3));
+        calls.set(0);
+        let r: Result<(), _> = retry_unavailable(3, || {
+            calls.set(calls.get() + 1);
+            async { Err(tonic::Status::invalid_argument("bad")) }
+        })
+        .await;
+        assert_eq!((r.unwrap_err().code(), calls.get()), (tonic::Code::InvalidArgument, 1));
+        calls.set(0);
+        let r = retry_unavailable(3, || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 2 { Err(tonic::Status::unavailable("down")) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap_or_default(), 2);
+    }
 
     #[test]
     fn addresses_name_one_endpoint_a_list_or_a_dns_name() {

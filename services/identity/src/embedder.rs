@@ -25,6 +25,10 @@ pub trait EmbedderClient: Send + Sync + 'static {
     async fn model(&self) -> IdentityResult<ModelDescription>;
 }
 
+/// Tries per call while the embedder chosen is unavailable (another replica may answer); the
+/// last wait is 0.4 s, so a caller learns within about 0.75 s that no embedder is up.
+const ATTEMPTS: u32 = 5;
+
 /// The embedder service over gRPC (connects lazily, so the identity service starts without it).
 #[derive(Debug, Clone)]
 pub struct GrpcEmbedder {
@@ -49,13 +53,13 @@ impl GrpcEmbedder {
 impl EmbedderClient for GrpcEmbedder {
     async fn embed(&self, images: Vec<Image>) -> IdentityResult<(Vec<Vec<f32>>, ModelKey)> {
         let expected = images.len();
-        let response = self
-            .client
-            .clone()
-            .embed(EmbedRequest { images, request_id: String::new() })
-            .await
-            .map_err(IdentityError::Embedder)?
-            .into_inner();
+        let response = reid_server::client::retry_unavailable(ATTEMPTS, || {
+            let (mut client, images) = (self.client.clone(), images.clone());
+            async move { client.embed(EmbedRequest { images, request_id: String::new() }).await }
+        })
+        .await
+        .map_err(IdentityError::Embedder)?
+        .into_inner();
         let model =
             response.model.ok_or_else(|| IdentityError::Embedder(tonic::Status::internal("no model in reply")))?;
         if response.embeddings.len() != expected {
@@ -68,7 +72,12 @@ impl EmbedderClient for GrpcEmbedder {
     }
 
     async fn model(&self) -> IdentityResult<ModelDescription> {
-        let response = self.client.clone().get_model(GetModelRequest {}).await.map_err(IdentityError::Embedder)?;
+        let response = reid_server::client::retry_unavailable(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            async move { client.get_model(GetModelRequest {}).await }
+        })
+        .await
+        .map_err(IdentityError::Embedder)?;
         let info = response.into_inner().model.unwrap_or_default();
         let key = info.r#ref.as_ref().map(ModelKey::from).unwrap_or_default();
         Ok(ModelDescription { key, match_threshold: info.match_threshold })
