@@ -84,16 +84,6 @@ fn cameras(args: &DemoArgs) -> Vec<(String, String, View)> {
     ]
 }
 
-fn view_proto(v: &View) -> pb::CameraView {
-    pb::CameraView {
-        region: v.region.map(Vec::from).unwrap_or_default(),
-        scale: v.scale,
-        gains: v.gains.to_vec(),
-        brightness: v.brightness,
-        time_offset_ms: v.time_offset_ms,
-    }
-}
-
 /// One identity and where it was seen.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -219,7 +209,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let camera = pb::CameraConfig {
             camera_id: id.clone(),
             url: url.clone(),
-            view: Some(view_proto(view)),
+            view: Some(reid_ingester::service::view_to_proto(view)),
             ..Default::default()
         };
         ingester

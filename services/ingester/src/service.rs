@@ -42,7 +42,8 @@ fn view_from_proto(v: pb::CameraView) -> Result<View, Status> {
     Ok(View { region, scale, gains, brightness: v.brightness, time_offset_ms: v.time_offset_ms })
 }
 
-fn view_to_proto(v: &View) -> pb::CameraView {
+/// A camera's view as the contract spells it.
+pub fn view_to_proto(v: &View) -> pb::CameraView {
     pb::CameraView {
         region: v.region.map(Vec::from).unwrap_or_default(),
         scale: v.scale,
