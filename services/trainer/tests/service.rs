@@ -30,12 +30,19 @@ struct Trainer {
     client: TrainerServiceClient<Channel>,
     root: PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
+    metrics_port: u16,
 }
 
 async fn start(tag: &str) -> Trainer {
     let root = std::env::temp_dir().join(format!("reid-trainer-svc-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let config = TrainerConfig { runs_dir: root.join("runs"), model_dir: root.join("models"), ..Default::default() };
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = TrainerConfig {
+        runs_dir: root.join("runs"),
+        model_dir: root.join("models"),
+        metrics_listen: Some(format!("127.0.0.1:{metrics_port}")),
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -44,7 +51,16 @@ async fn start(tag: &str) -> Trainer {
     }));
     let client =
         TrainerServiceClient::new(Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap());
-    Trainer { client, root, stop }
+    Trainer { client, root, stop, metrics_port }
+}
+
+async fn metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
 }
 
 async fn start_run(
@@ -106,6 +122,17 @@ async fn a_run_is_started_watched_listed_and_published() {
     let model = reid_model::load_model(&t.root.join("models/fmnist"), Default::default()).unwrap();
     assert_eq!(model.card().version, published.version);
     assert_eq!(model.card().id, "tiny");
+    assert!(t.root.join("models/fmnist/training/history.csv").is_file(), "the training record goes with the model");
+
+    let body = metrics(t.metrics_port).await;
+    for line in [
+        "reid_trainer_runs_ended_total{state=\"succeeded\"} 1",
+        "reid_trainer_epochs_total 2",
+        "reid_trainer_runs_active 0",
+        "reid_trainer_models_published_total 1",
+    ] {
+        assert!(body.contains(line), "{line} missing from\n{body}");
+    }
 
     for (name, code) in [("../escape", Code::InvalidArgument), ("", Code::InvalidArgument)] {
         let s = t
