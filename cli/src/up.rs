@@ -27,9 +27,12 @@ pub struct UpArgs {
     /// Folder of model folders (the embedder serves from it, the trainer publishes into it).
     #[arg(long, env = "REID_MODEL_DIR", default_value = "models")]
     pub model_dir: PathBuf,
-    /// The host the four services listen on (ports 50051-50054).
+    /// The host the four services listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// The embedder's port; the identity service, ingester and trainer take the next three.
+    #[arg(long, default_value_t = 50051)]
+    pub port: u16,
     /// Serve Prometheus metrics of each service on ports 9151-9154 of --host.
     #[arg(long)]
     pub metrics: bool,
@@ -216,13 +219,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         config.trainer.metrics_listen = Some(format!("{}:9154", args.host));
     }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    let port = |p: &str| format!("{}:{}", args.host, p.rsplit(':').next().unwrap_or_default());
-    let listeners = [
-        bind(&port(reid_proto::ports::EMBEDDER)).await?,
-        bind(&port(reid_proto::ports::IDENTITY)).await?,
-        bind(&port(reid_proto::ports::INGESTER)).await?,
-        bind(&port(reid_proto::ports::TRAINER)).await?,
-    ];
+    anyhow::ensure!(args.port <= u16::MAX - 3, "--port {} leaves no room for the next three", args.port);
+    let addr = |offset: u16| format!("{}:{}", args.host, args.port + offset);
+    let listeners = [bind(&addr(0)).await?, bind(&addr(1)).await?, bind(&addr(2)).await?, bind(&addr(3)).await?];
     let pipeline = Pipeline::start(config, listeners).await?;
     pipeline.wait_serving(std::time::Duration::from_secs(120)).await?;
     let a = &pipeline.addrs;

@@ -1,0 +1,95 @@
+//! `reid up`, the real binary: four services on four consecutive ports with one key, wired to each
+//! other (an enrollment goes through the identity service to the embedder), stopped cleanly by
+//! ctrl-c, and what they stored under `--data` is there after a restart.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const KEY: &str = "up-test-key";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A base port whose next three are free too.
+fn four_free_ports() -> u16 {
+    for _ in 0..200 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > u16::MAX - 4 {
+            continue;
+        }
+        let taken: Vec<_> = (0..4).filter_map(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
+        if taken.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four consecutive free ports");
+}
+
+fn reid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reid")).args(args).env("REID_API_KEY", KEY).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> Vec<Value> {
+    let out = reid(args);
+    assert!(out.status.success(), "reid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn up(data: &Path, port: u16, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_reid"))
+        .args(["up", "--data", data.to_str().unwrap(), "--port", &port.to_string(), "--model-dir"])
+        .arg(repo().join("models"))
+        .env("REID_API_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for p in port..port + 4 {
+        while !reid(&["health", "--addr", &format!("127.0.0.1:{p}")]).status.success() {
+            assert!(Instant::now() < deadline, "port {p} not serving");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    child
+}
+
+fn interrupt(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn four_services_on_four_ports_one_key_and_state_under_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = (dir.path().join("data"), dir.path().join("up.log"));
+    let port = four_free_ports();
+    let identity = format!("127.0.0.1:{}", port + 1);
+    let ingester = format!("127.0.0.1:{}", port + 2);
+    let photo = repo().join(".cache/data/face_recognition/test_images/obama.jpg");
+    let photo = photo.to_str().unwrap();
+
+    let child = up(&data, port, &log);
+    let enrolled = &ok(&["enroll", "--addr", &identity, "--name", "Barack", photo])[0];
+    let id = enrolled["identity"].as_str().unwrap().to_owned();
+    assert_eq!(enrolled["model"], "person-vtest", "the identity service embedded through the embedder");
+    assert_eq!(ok(&["identify", "--addr", &identity, photo])[0]["identity"], id.as_str());
+    assert!(ok(&["cameras", "list", "--addr", &ingester]).is_empty());
+    let refused = Command::new(env!("CARGO_BIN_EXE_reid")).args(["identities", "--addr", &identity]).output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"), "{refused:?}");
+    let status = interrupt(child);
+    assert!(status.success(), "reid up exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(data.join("identity/qdrant").is_dir(), "the embedded engine stores under --data");
+
+    let child = up(&data, port, &log);
+    let listed = ok(&["identities", "--addr", &identity]);
+    assert!(listed.iter().any(|l| l["identity"] == id.as_str() && l["name"] == "Barack"), "{listed:?}");
+    assert!(interrupt(child).success());
+}
