@@ -74,8 +74,8 @@ impl SecurityArgs {
                 field.clone_from(v);
             }
         };
-        if let Ok(Some(key)) = self.key() {
-            base.api_key = Some(key);
+        if self.api_key.is_some() {
+            base.api_key.clone_from(&self.api_key);
         }
         set(&mut base.tls_ca, &self.tls_ca);
         set(&mut base.tls_client_cert, &self.tls_client_cert);
@@ -97,11 +97,11 @@ pub fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
 
 static SECURITY: std::sync::OnceLock<SecurityArgs> = std::sync::OnceLock::new();
 
-/// Records the command line's security settings, once (`main`).
+/// Records the command line's security settings, once (`main`); the key file is read here.
 pub fn set_security(args: &SecurityArgs) -> anyhow::Result<()> {
-    args.key()?;
+    let args = SecurityArgs { api_key: args.key()?, ..args.clone() };
     args.over(Security::default()).validate().map_err(anyhow::Error::msg)?;
-    let _ = SECURITY.set(args.clone());
+    let _ = SECURITY.set(args);
     Ok(())
 }
 

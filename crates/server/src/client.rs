@@ -69,18 +69,16 @@ impl Security {
             }
             Target::Dns { host, port, tls } => {
                 let (channel, changes) = tonic::transport::Channel::balance_channel(64);
-                let (security, name) = (self.clone(), host.clone());
+                // Read once; certificates name the service, not the pod's address.
+                let tls = tls.then(|| self.client_tls().map(|t| t.domain_name(host.clone()))).transpose()?;
                 let make = move |ip: SocketAddr| -> anyhow::Result<Endpoint> {
-                    let endpoint = if tls {
-                        // Certificates name the service, not the pod's address.
-                        Endpoint::from_shared(format!("https://{ip}"))?
-                            .tls_config(security.client_tls()?.domain_name(name.clone()))?
-                    } else {
-                        Endpoint::from_shared(format!("http://{ip}"))?
+                    let endpoint = match &tls {
+                        Some(tls) => Endpoint::from_shared(format!("https://{ip}"))?.tls_config(tls.clone())?,
+                        None => Endpoint::from_shared(format!("http://{ip}"))?,
                     };
                     Ok(configure(endpoint))
                 };
-                tokio::spawn(resolve_forever(host, port, std::sync::Arc::new(make), changes));
+                tokio::spawn(resolve_forever(host, port, make, changes));
                 channel
             }
         };
@@ -115,7 +113,7 @@ where
 async fn resolve_forever(
     host: String,
     port: u16,
-    make: std::sync::Arc<dyn Fn(SocketAddr) -> anyhow::Result<Endpoint> + Send + Sync>,
+    make: impl Fn(SocketAddr) -> anyhow::Result<Endpoint>,
     changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
 ) {
     let mut known: BTreeSet<SocketAddr> = BTreeSet::new();

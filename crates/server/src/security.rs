@@ -171,11 +171,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn carries(headers: &http::HeaderMap, key: &[u8]) -> bool {
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer ").map(<[u8]>::to_vec));
-    let plain = headers.get("x-api-key").map(|v| v.as_bytes().to_vec());
-    bearer.iter().chain(plain.iter()).any(|given| same(given, key))
+    let bearer = headers.get(http::header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let plain = headers.get("x-api-key").map(http::HeaderValue::as_bytes);
+    bearer.into_iter().chain(plain).any(|given| same(given, key))
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
