@@ -95,6 +95,19 @@ impl Seen {
     pub fn on(&self, camera: &str) -> Vec<&pb::Sighting> {
         self.sightings.iter().filter(|s| s.camera_id == camera).collect()
     }
+
+    /// Seconds from `t0` to the start of its first sighting.
+    fn first_seen(&self, t0: SystemTime) -> f64 {
+        self.sightings.iter().map(|x| secs(x.start.as_ref(), t0)).fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// The identities seen on both cameras, in the order they were first seen, and the others.
+fn split_by_cameras(seen: &[Seen], t0: SystemTime) -> (Vec<&Seen>, Vec<&Seen>) {
+    let (mut both, one): (Vec<&Seen>, Vec<&Seen>) =
+        seen.iter().partition(|s| !s.on("west").is_empty() && !s.on("east").is_empty());
+    both.sort_by(|a, b| a.first_seen(t0).total_cmp(&b.first_seen(t0)));
+    (both, one)
 }
 
 fn secs(t: Option<&prost_types::Timestamp>, t0: SystemTime) -> f64 {
@@ -109,27 +122,16 @@ fn secs(t: Option<&prost_types::Timestamp>, t0: SystemTime) -> f64 {
 /// Every identity with its sightings.
 pub async fn identities(client: &mut IdentityServiceClient<reid_server::Channel>) -> anyhow::Result<Vec<Seen>> {
     let mut all = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_identities(pb::ListIdentitiesRequest { page_size: 500, page_token: token })
+    for summary in crate::identity::list_all(client).await? {
+        let sightings = client
+            .sightings(pb::SightingsRequest { identity_id: summary.identity_id.clone(), ..Default::default() })
             .await
-            .map_err(|s| anyhow::anyhow!("listing identities: {}", s.message()))?
-            .into_inner();
-        for summary in page.identities {
-            let sightings = client
-                .sightings(pb::SightingsRequest { identity_id: summary.identity_id.clone(), ..Default::default() })
-                .await
-                .map_err(|s| anyhow::anyhow!("sightings of {}: {}", summary.identity_id, s.message()))?
-                .into_inner()
-                .sightings;
-            all.push(Seen { summary, sightings });
-        }
-        if page.next_page_token.is_empty() {
-            return Ok(all);
-        }
-        token = page.next_page_token;
+            .map_err(|s| anyhow::anyhow!("sightings of {}: {}", summary.identity_id, s.message()))?
+            .into_inner()
+            .sightings;
+        all.push(Seen { summary, sightings });
     }
+    Ok(all)
 }
 
 /// Waits until every camera has finished its video and the ingester has delivered everything.
@@ -202,7 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut ingester = IngesterServiceClient::new(connect(&a.ingester).await?);
-    let mut identity = IdentityServiceClient::new(connect(&a.identity).await?).max_decoding_message_size(64 << 20);
+    let mut identity = crate::identity::client(&a.identity).await?;
     let t0 = SystemTime::now();
     let cameras = cameras(&args);
     for (id, url, view) in &cameras {
@@ -230,11 +232,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let model = pipeline_model(&a.embedder).await?;
     pipeline.stop().await?;
 
-    let first = |s: &&Seen| s.sightings.iter().map(|x| secs(x.start.as_ref(), t0)).fold(f64::INFINITY, f64::min);
-    let mut both: Vec<&Seen> = seen.iter().filter(|s| !s.on("west").is_empty() && !s.on("east").is_empty()).collect();
-    both.sort_by(|a, b| first(a).total_cmp(&first(b)));
+    let (both, one) = split_by_cameras(&seen, t0);
     print_table(&seen, &both, t0);
-    let report = Report { args: &args, t0, cameras: &cameras, statuses: &statuses, seen: &seen, model: &model };
+    let report = Report {
+        args: &args,
+        t0,
+        cameras: &cameras,
+        statuses: &statuses,
+        seen: &seen,
+        both: &both,
+        one: &one,
+        model: &model,
+    };
     let index = report.write()?;
     println!("\nreport: {}", index.display());
     Ok(ExitCode::SUCCESS)
@@ -277,6 +286,9 @@ struct Report<'a> {
     cameras: &'a [(String, String, View)],
     statuses: &'a [pb::CameraStatus],
     seen: &'a [Seen],
+    /// `seen`, split by [`split_by_cameras`].
+    both: &'a [&'a Seen],
+    one: &'a [&'a Seen],
     model: &'a pb::ModelInfo,
 }
 
@@ -295,14 +307,7 @@ impl Report<'_> {
         }
         self.write_views()?;
         let plots = self.copy_training()?;
-        let mut both: Vec<&Seen> = Vec::new();
-        let mut one: Vec<&Seen> = Vec::new();
-        for s in self.seen {
-            if !s.on("west").is_empty() && !s.on("east").is_empty() { both.push(s) } else { one.push(s) }
-        }
-        let order =
-            |s: &&Seen| s.sightings.iter().map(|x| secs(x.start.as_ref(), self.t0)).fold(f64::INFINITY, f64::min);
-        both.sort_by(|a, b| order(a).total_cmp(&order(b)));
+        let (both, one) = (self.both, self.one);
         let horizon =
             self.seen.iter().flat_map(|s| &s.sightings).map(|x| secs(x.end.as_ref(), self.t0)).fold(1.0, f64::max);
 
@@ -364,11 +369,11 @@ impl Report<'_> {
                     (dark coat, jeans) are merged and colour shifts cost matches; <code>docs/demo.md</code> \
                     has the figures and how to bring a better model.</p>\n",
         );
-        for s in &both {
+        for s in both {
             self.identity_html(&mut h, s, horizon)?;
         }
         write!(h, "<h2>Seen on one camera only ({})</h2>\n<details><summary>show</summary>", one.len())?;
-        for s in &one {
+        for s in one {
             self.identity_html(&mut h, s, horizon)?;
         }
         h.push_str("</details>\n<h2>How the model was trained</h2>\n");

@@ -75,7 +75,7 @@ pub struct IdentitiesArgs {
     addr: String,
 }
 
-async fn client(addr: &str) -> anyhow::Result<IdentityServiceClient<Channel>> {
+pub(crate) async fn client(addr: &str) -> anyhow::Result<IdentityServiceClient<Channel>> {
     Ok(IdentityServiceClient::new(connect(addr).await?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
@@ -169,25 +169,31 @@ pub async fn sightings(args: SightingsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn identities(args: IdentitiesArgs) -> anyhow::Result<ExitCode> {
-    let mut client = client(&args.addr).await?;
+/// Every identity, page after page.
+pub async fn list_all(client: &mut IdentityServiceClient<Channel>) -> anyhow::Result<Vec<pb::IdentitySummary>> {
+    let mut all = Vec::new();
     let mut token = String::new();
     loop {
         let request = pb::ListIdentitiesRequest { page_size: 500, page_token: token };
         let page = client.list_identities(request).await.map_err(failed("list identities"))?.into_inner();
-        for s in page.identities {
-            let line = json!({
-                "identity": s.identity_id, "name": s.name, "external_id": s.external_id, "enrolled": s.enrolled,
-                "sightings": s.sightings, "cameras": s.cameras, "first_seen": time(s.first_seen.as_ref()),
-                "last_seen": time(s.last_seen.as_ref()),
-            });
-            println!("{line}");
-        }
+        all.extend(page.identities);
         if page.next_page_token.is_empty() {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(all);
         }
         token = page.next_page_token;
     }
+}
+
+pub async fn identities(args: IdentitiesArgs) -> anyhow::Result<ExitCode> {
+    for s in list_all(&mut client(&args.addr).await?).await? {
+        let line = json!({
+            "identity": s.identity_id, "name": s.name, "external_id": s.external_id, "enrolled": s.enrolled,
+            "sightings": s.sightings, "cameras": s.cameras, "first_seen": time(s.first_seen.as_ref()),
+            "last_seen": time(s.last_seen.as_ref()),
+        });
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the recorded feedback pairs as JSON lines: the file a trainer run's `feedback` reads.

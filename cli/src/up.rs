@@ -145,16 +145,14 @@ impl Pipeline {
         config.identity.validate().map_err(anyhow::Error::msg)?;
         config.ingester.validate().map_err(anyhow::Error::msg)?;
 
-        let mut running = Vec::new();
         let embedder = spawn("embedder", |s| reid_embedder::run(config.embedder, embedder_l, when(s)));
         let trainer = spawn("trainer", |s| reid_trainer::run(config.trainer, trainer_l, when(s)));
         let identity = spawn("identity", |s| reid_identity::run(config.identity, identity_l, when(s)));
         let server = GrpcServer::new(vec![reid_ingester::SERVICE_NAME]).secured(&config.ingester.security);
         let ingester = reid_ingester::start(config.ingester).await?;
         let served = ingester.clone();
-        running.push(spawn("ingester", |s| reid_ingester::serve(served, server, ingester_l, when(s))));
-        running.extend([identity, trainer, embedder]);
-        Ok(Pipeline { addrs, ingester, running })
+        let ingest = spawn("ingester", |s| reid_ingester::serve(served, server, ingester_l, when(s)));
+        Ok(Pipeline { addrs, ingester, running: vec![ingest, identity, trainer, embedder] })
     }
 
     /// Fails when a service stopped on its own (a port taken, a model missing).

@@ -7,19 +7,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{KEY, ok, reid, repo};
 use serde_json::Value;
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
-const KEY: &str = "pipeline-test-key";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -88,16 +86,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn reid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reid")).args(args).env("REID_API_KEY", KEY).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Vec<Value> {
-    let out = reid(args);
-    assert!(out.status.success(), "reid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Every stored sighting as (identity, camera, track).

@@ -4,17 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-const KEY: &str = "up-test-key";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{KEY, ok, reid, repo};
 
 /// A base port whose next three are free too.
 fn four_free_ports() -> u16 {
@@ -29,16 +25,6 @@ fn four_free_ports() -> u16 {
         }
     }
     panic!("no four consecutive free ports");
-}
-
-fn reid(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reid")).args(args).env("REID_API_KEY", KEY).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Vec<Value> {
-    let out = reid(args);
-    assert!(out.status.success(), "reid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn up(data: &Path, port: u16, log: &Path) -> Child {
