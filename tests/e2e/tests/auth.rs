@@ -66,18 +66,9 @@ macro_rules! refused_then_passes {
     }};
 }
 
-/// A 128x64 picture, JPEG-encoded.
+/// A 64x128 picture of one colour, JPEG-encoded.
 fn jpeg() -> Vec<u8> {
-    let mat = opencv::core::Mat::new_rows_cols_with_default(
-        128,
-        64,
-        opencv::core::CV_8UC3,
-        opencv::core::Scalar::new(90., 120., 150., 0.),
-    )
-    .unwrap();
-    let mut buf = opencv::core::Vector::<u8>::new();
-    opencv::imgcodecs::imencode(".jpg", &mat, &mut buf, &opencv::core::Vector::new()).unwrap();
-    opencv::prelude::VectorToVec::to_vec(&buf)
+    reid_model::preprocess::encode_jpeg(64, 128, &[150u8, 120, 90].repeat(64 * 128)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

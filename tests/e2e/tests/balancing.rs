@@ -59,16 +59,8 @@ async fn identity(embedder_url: String, data: &Path) -> IdentityServiceClient<to
 }
 
 fn probe() -> pb::IdentifyRequest {
-    let mat = opencv::core::Mat::new_rows_cols_with_default(
-        128,
-        64,
-        opencv::core::CV_8UC3,
-        opencv::core::Scalar::new(40., 90., 160., 0.),
-    )
-    .unwrap();
-    let mut buf = opencv::core::Vector::<u8>::new();
-    opencv::imgcodecs::imencode(".jpg", &mat, &mut buf, &opencv::core::Vector::new()).unwrap();
-    let image = pb::Image { data: Some(pb::image::Data::Encoded(opencv::prelude::VectorToVec::to_vec(&buf))) };
+    let jpeg = reid_model::preprocess::encode_jpeg(64, 128, &[160u8, 90, 40].repeat(64 * 128)).unwrap();
+    let image = pb::Image { data: Some(pb::image::Data::Encoded(jpeg)) };
     pb::IdentifyRequest {
         probes: vec![pb::Probe { query: Some(pb::probe::Query::Image(image)) }],
         ..Default::default()

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opencv::core::{Mat, Scalar, Vector};
-use opencv::imgcodecs;
-use opencv::prelude::VectorToVec;
 use reid_ingester::IngesterConfig;
 use reid_ingester::ingester::Ingester;
 use reid_proto::v1 as pb;
@@ -217,16 +214,9 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
 
 fn person_crop(seed: u8) -> pb::Image {
     // A 64x128 crop; different people differ in colour.
-    let m = Mat::new_rows_cols_with_default(
-        128,
-        64,
-        opencv::core::CV_8UC3,
-        Scalar::new(f64::from(seed) * 20.0, 90.0, 255.0 - f64::from(seed) * 20.0, 0.0),
-    )
-    .unwrap();
-    let mut buf = Vector::<u8>::new();
-    imgcodecs::imencode(".jpg", &m, &mut buf, &Vector::new()).unwrap();
-    pb::Image { data: Some(pb::image::Data::Encoded(buf.to_vec())) }
+    let (red, blue) = (255u8.saturating_sub(seed.saturating_mul(20)), seed.saturating_mul(20));
+    let rgb = [red, 90, blue].repeat(64 * 128);
+    pb::Image { data: Some(pb::image::Data::Encoded(reid_model::preprocess::encode_jpeg(64, 128, &rgb).unwrap())) }
 }
 
 /// Three edge-tracked detections of one object, pushed as they would come from an edge device.
