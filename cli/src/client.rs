@@ -58,10 +58,11 @@ pub struct SecurityArgs {
 }
 
 impl SecurityArgs {
-    /// The key given, or read from the key file.
+    /// The key given (surrounding whitespace trimmed: `$(...)` under a TTY keeps a `\r`), or read
+    /// from the key file.
     fn key(&self) -> anyhow::Result<Option<String>> {
         match (&self.api_key, &self.api_key_file) {
-            (Some(key), _) => Ok(Some(key.clone())),
+            (Some(key), _) => Ok(Some(key.trim().to_owned())),
             (None, Some(path)) => read_key(path).map(Some),
             (None, None) => Ok(None),
         }

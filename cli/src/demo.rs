@@ -486,7 +486,7 @@ impl Report<'_> {
         for (id, _, view) in self.cameras {
             let frame =
                 reid_ingester::frame::Frame { image: image.clone(), captured_at: SystemTime::now(), sequence: 0 };
-            let seen = view.apply(frame)?;
+            let seen = view.apply(frame, u64::MAX)?;
             opencv::imgcodecs::imwrite(
                 self.args.out.join("views").join(format!("{id}.jpg")),
                 &seen.image,

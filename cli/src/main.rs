@@ -13,7 +13,7 @@ mod serve;
 mod train;
 mod up;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "reid", version, about = "Person and face re-identification over gRPC")]
@@ -82,8 +82,40 @@ enum Command {
 /// Qdrant server sets in its own `main` were not set; an embedded store has none to set.
 const DEFAULT_LOG_FILTER: &str = "info,qdrant_edge::common=error";
 
+/// An environment variable set to the empty string counts as unset, for every option of every
+/// command: compose and Kubernetes pass `${VAR:-}` as "" when the host has none.
+fn empty_env_is_unset(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let empty = arg.get_env().and_then(std::env::var_os).is_some_and(|v| v.is_empty());
+            if empty { arg.env(None) } else { arg }
+        })
+        .mut_subcommands(empty_env_is_unset)
+}
+
+/// Printing commands end quietly when their reader goes away (`reid identities | head -3`), as
+/// Unix tools do: SIGPIPE ends the process instead of a panic in `println!`. Servers keep Rust's
+/// default (the signal ignored), so that a closed log pipe cannot kill them.
+#[allow(unsafe_code)]
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called at the top of `main`, before any other thread exists; resetting a signal's
+    // disposition to its default has no other precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn parse() -> Cli {
+    let matches = empty_env_is_unset(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
+    if !matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
+        exit_quietly_on_closed_pipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {

@@ -48,9 +48,18 @@ pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError>
             if bytes.is_empty() {
                 return Err(ModelError::Decode("no bytes".into()));
             }
+            // The header's size is checked before the decoder allocates what it declares.
+            reid_vision::check_header(bytes, max_pixels).map_err(|e| match e {
+                reid_vision::HeaderError::TooLarge { width, height, limit } => {
+                    ModelError::TooLarge { width, height, limit }
+                }
+                unreadable => ModelError::Decode(unreadable.to_string()),
+            })?;
             let buf = Mat::from_slice(bytes)?;
             // OpenCV reports most corrupt data as an empty Mat, some as an error.
-            imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR).map_err(|e| ModelError::Decode(e.message))?
+            reid_vision::DECODES
+                .run(|| imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR))
+                .map_err(|e| ModelError::Decode(e.message))?
         }
         ImageInput::Raw { width, height, format, pixels } => {
             if width == 0 || height == 0 {
@@ -86,10 +95,7 @@ pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError>
 }
 
 fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ModelError> {
-    if u64::from(width) * u64::from(height) > limit {
-        return Err(ModelError::TooLarge { width, height, limit });
-    }
-    Ok(())
+    reid_vision::check_pixels(width, height, limit).map_err(|_| ModelError::TooLarge { width, height, limit })
 }
 
 /// Turns a decoded BGR Mat into the model's input tensor data.
@@ -265,5 +271,23 @@ mod tests {
         ));
         let big = ImageInput::Raw { width: 100, height: 100, format: PixelFormat::Gray8, pixels: &[0; 10_000] };
         assert!(matches!(preprocess(big, RGB, &Normalization::PerImage, 9_999), Err(ModelError::TooLarge { .. })));
+        // 629 bytes that declare 30000x30000: refused from the header, before any decoding.
+        let bomb = bomb_jpeg(30_000, 30_000);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            preprocess(ImageInput::Encoded(&bomb), RGB, &Normalization::PerImage, DEFAULT_MAX_PIXELS),
+            Err(ModelError::TooLarge { width: 30_000, height: 30_000, .. })
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_millis(100), "the bomb was decoded");
+    }
+
+    /// A real JPEG of 16x16 whose header is rewritten to declare `width x height`.
+    pub(crate) fn bomb_jpeg(width: u16, height: u16) -> Vec<u8> {
+        let jpeg = encode_jpeg(16, 16, &[90u8; 16 * 16 * 3]).unwrap();
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut bomb = jpeg.clone();
+        bomb[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        bomb[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        bomb
     }
 }

@@ -3,16 +3,18 @@
 //! Prometheus `/metrics` endpoint, and the ctrl-c / SIGTERM future that `main` passes to `run`.
 
 pub mod client;
+pub mod connections;
 pub mod duration;
 pub mod metrics;
 pub mod security;
 
-pub use security::{Channel, Security};
+pub use connections::ConnectionLimits;
+pub use security::{Channel, Role, Security, truncated};
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -86,7 +88,11 @@ impl GrpcServer {
             tracing::info!(%addr, "shutting down: finishing calls in flight");
             health.set_all(false).await;
         };
-        let mut builder = tonic::transport::Server::builder();
+        let limits = self.security.connections.clone();
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_concurrent_streams(Some(limits.max_concurrent_streams));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
@@ -96,7 +102,7 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
+            .serve_with_incoming_shutdown(ReceiverStream::new(connections::accept(listener, limits)), drain)
             .await?;
         Ok(())
     }

@@ -1,9 +1,15 @@
 //! API keys and TLS, for both ends of every reid connection.
 //!
 //! A server with an API key refuses, with `UNAUTHENTICATED` and before any handler runs, every
-//! call that does not carry it as `authorization: Bearer KEY` (or `x-api-key: KEY`) metadata. The
-//! one exception is `grpc.health.v1.Health`: it says only SERVING or not, and Kubernetes' gRPC
-//! probes and load balancers cannot send metadata. Reflection needs the key like everything else.
+//! call that does not carry a key it knows as `authorization: Bearer KEY` (or `x-api-key: KEY`)
+//! metadata. The one exception is `grpc.health.v1.Health`: it says only SERVING or not, and
+//! Kubernetes' gRPC probes and load balancers cannot send metadata. Reflection needs a key like
+//! everything else.
+//!
+//! Keys have roles ([`Role`]): `api_key` is the administrator's (every call; services also send it
+//! to each other), `edge_api_key` is for cameras and edge devices (pushing frames and detections,
+//! embedding, observing tracklets), `viewer_api_key` for read-only clients (identify, sightings,
+//! listings). A known key calling outside its role gets `PERMISSION_DENIED`.
 //!
 //! TLS is rustls (ring): a server certificate and key turn TLS on; a client CA on top requires
 //! client certificates signed by it (mutual TLS). Clients trust the system roots plus `tls_ca`,
@@ -29,8 +35,14 @@ const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
 #[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Security {
-    /// Required from callers, and sent to the services this one calls.
+    /// The administrator's key: allowed every call, and sent to the services this one calls.
     pub api_key: Option<String>,
+    /// Cameras and edge devices: push frames and detections, embed, observe tracklets.
+    pub edge_api_key: Option<String>,
+    /// Read-only clients: identify, sightings, listings, model and camera information.
+    pub viewer_api_key: Option<String>,
+    /// Connection limits of this service's server.
+    pub connections: crate::connections::ConnectionLimits,
     /// Server certificate chain (PEM); with `tls_key`, the server speaks TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -45,14 +57,33 @@ pub struct Security {
 
 impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |k: &Option<String>| k.as_ref().map(|_| "<set>");
         f.debug_struct("Security")
-            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("api_key", &set(&self.api_key))
+            .field("edge_api_key", &set(&self.edge_api_key))
+            .field("viewer_api_key", &set(&self.viewer_api_key))
+            .field("connections", &self.connections)
             .field("tls_cert", &self.tls_cert)
             .field("tls_client_ca", &self.tls_client_ca)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .finish_non_exhaustive()
     }
+}
+
+/// A key must be sendable as a header value, whole: a key that is not would silently be left off
+/// every call (and every call refused), so it is refused loudly at start-up instead.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.trim().is_empty() {
+        return Err("api_key is empty: leave it unset to accept calls without a key".into());
+    }
+    if let Some(bad) = key.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "api_key holds {bad:?}, which cannot be sent in a gRPC header: only visible ASCII, no spaces \
+             (a key captured with `docker compose exec` without -T ends in \\r)"
+        ));
+    }
+    Ok(())
 }
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -62,9 +93,17 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 impl Security {
     /// Checks that what is given goes together; called by each service's config validation.
     pub fn validate(&self) -> Result<(), String> {
-        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-            return Err("api_key is empty: leave it unset to accept calls without a key".into());
+        for key in [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten() {
+            check_key(key)?;
         }
+        if self.api_key.is_none() && (self.edge_api_key.is_some() || self.viewer_api_key.is_some()) {
+            return Err("edge_api_key and viewer_api_key need api_key (the administrator's) too".into());
+        }
+        let keys: Vec<&String> = [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten().collect();
+        if keys.iter().enumerate().any(|(i, a)| keys[..i].contains(a)) {
+            return Err("api_key, edge_api_key and viewer_api_key must differ".into());
+        }
+        self.connections.validate()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("tls_cert and tls_key go together".into());
         }
@@ -88,9 +127,14 @@ impl Security {
         Ok(Some(tls))
     }
 
-    /// The layer that refuses calls without the key (a no-op without one).
+    /// The layer that refuses calls without a known key, or outside the key's role (a no-op
+    /// without keys).
     pub fn require_key(&self) -> RequireApiKey {
-        RequireApiKey { key: self.api_key.as_ref().map(|k| Arc::from(k.as_bytes())) }
+        let keys = [(&self.api_key, Role::Admin), (&self.edge_api_key, Role::Edge), (&self.viewer_api_key, Role::Viewer)]
+            .into_iter()
+            .filter_map(|(k, role)| k.as_ref().map(|k| (Arc::from(k.as_bytes()), role)))
+            .collect::<Vec<_>>();
+        RequireApiKey { keys: (!keys.is_empty()).then(|| Arc::from(keys)) }
     }
 
     /// An endpoint for `addr` (`host:port` or URL): TLS for `https://`, with this service's CA
@@ -145,24 +189,106 @@ impl Interceptor for ApiKey {
     }
 }
 
-/// Tower layer: refuses calls whose metadata lacks the key, before routing.
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Every call.
+    Admin,
+    /// Cameras and edge devices.
+    Edge,
+    /// Read-only clients.
+    Viewer,
+}
+
+/// The calls of cameras and edge devices: what an ingester or an edge box sends.
+const EDGE_CALLS: &[&str] = &[
+    "/reid.v1.EmbedderService/Embed",
+    "/reid.v1.EmbedderService/EmbedStream",
+    "/reid.v1.EmbedderService/GetModel",
+    "/reid.v1.IdentityService/Observe",
+    "/reid.v1.IngesterService/PushFrames",
+    "/reid.v1.IngesterService/PushDetections",
+];
+
+/// The calls that read and change nothing stored.
+const VIEWER_CALLS: &[&str] = &[
+    "/reid.v1.EmbedderService/GetModel",
+    "/reid.v1.IdentityService/Identify",
+    "/reid.v1.IdentityService/ListIdentities",
+    "/reid.v1.IdentityService/Sightings",
+    "/reid.v1.IngesterService/ListCameras",
+    "/reid.v1.TrainerService/ListRuns",
+    "/reid.v1.TrainerService/WatchRun",
+];
+
+/// Server reflection describes the contract, which is public: every key may ask.
+const REFLECTION_PREFIX: &str = "/grpc.reflection.";
+
+impl Role {
+    /// Whether this role may call the gRPC method at `path`; a method in no list is the
+    /// administrator's alone.
+    pub fn allows(self, path: &str) -> bool {
+        match self {
+            Role::Admin => true,
+            _ if path.starts_with(REFLECTION_PREFIX) => true,
+            Role::Edge => EDGE_CALLS.contains(&path),
+            Role::Viewer => VIEWER_CALLS.contains(&path),
+        }
+    }
+}
+
+/// Tower layer: refuses calls whose metadata lacks a known key, or whose key's role does not
+/// allow the method, before routing.
 #[derive(Clone, Debug, Default)]
 pub struct RequireApiKey {
-    key: Option<Arc<[u8]>>,
+    keys: Option<Arc<[(Arc<[u8]>, Role)]>>,
 }
 
 impl<S> tower_layer::Layer<S> for RequireApiKey {
     type Service = RequireApiKeyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireApiKeyService { key: self.key.clone(), inner }
+        RequireApiKeyService { keys: self.keys.clone(), inner, refusals: Arc::default() }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RequireApiKeyService<S> {
-    key: Option<Arc<[u8]>>,
+    keys: Option<Arc<[(Arc<[u8]>, Role)]>>,
     inner: S,
+    refusals: Arc<RefusalLog>,
+}
+
+/// Refused calls are logged at most once a second, with how many were refused since: one
+/// client's loop of bad calls must not flood the log.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RefusalLog {
+    fn refused(&self, path: &str, why: &'static str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state.0.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1)) {
+            let refused = std::mem::take(&mut state.1);
+            state.0 = Some(std::time::Instant::now());
+            tracing::warn!(path = %truncated(path, 128), why, refused, "refused calls (API key)");
+        }
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, marked when cut: error messages and
+/// logs never echo a caller's input in full.
+pub fn truncated(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...({} bytes)", &s[..end], s.len()).into()
 }
 
 /// Compares in time independent of where the first difference is.
@@ -170,10 +296,20 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn carries(headers: &http::HeaderMap, key: &[u8]) -> bool {
+/// The role of the key the call carries, if it carries a known one. Every key is compared, so
+/// the time taken does not say which one matched.
+fn role_of(headers: &http::HeaderMap, keys: &[(Arc<[u8]>, Role)]) -> Option<Role> {
     let bearer = headers.get(http::header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
     let plain = headers.get("x-api-key").map(http::HeaderValue::as_bytes);
-    bearer.into_iter().chain(plain).any(|given| same(given, key))
+    let mut found = None;
+    for given in bearer.into_iter().chain(plain) {
+        for (key, role) in keys {
+            if same(given, key) && found.is_none() {
+                found = Some(*role);
+            }
+        }
+    }
+    found
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -192,19 +328,33 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let allowed = match &self.key {
-            None => true,
-            Some(key) => request.uri().path().starts_with(OPEN_PREFIX) || carries(request.headers(), key),
+        let path = request.uri().path();
+        let refusal = match &self.keys {
+            None => None,
+            Some(_) if path.starts_with(OPEN_PREFIX) => None,
+            Some(keys) => match role_of(request.headers(), keys) {
+                Some(role) if role.allows(path) => None,
+                Some(_) => Some((
+                    tonic::Status::permission_denied("this API key's role does not allow this call"),
+                    "role",
+                )),
+                None => {
+                    let given = request.headers().contains_key(http::header::AUTHORIZATION)
+                        || request.headers().contains_key("x-api-key");
+                    let message =
+                        if given { "wrong API key" } else { "missing API key: send `authorization: Bearer KEY`" };
+                    Some((tonic::Status::unauthenticated(message), if given { "wrong key" } else { "no key" }))
+                }
+            },
         };
-        if allowed {
-            return Box::pin(self.inner.call(request));
+        match refusal {
+            None => Box::pin(self.inner.call(request)),
+            Some((status, why)) => {
+                self.refusals.refused(path, why);
+                let response = status.into_http();
+                Box::pin(async move { Ok(response) })
+            }
         }
-        let given =
-            request.headers().contains_key(http::header::AUTHORIZATION) || request.headers().contains_key("x-api-key");
-        tracing::warn!(path = request.uri().path(), key_given = given, "refused: wrong or missing API key");
-        let message = if given { "wrong API key" } else { "missing API key: send `authorization: Bearer KEY`" };
-        let response = tonic::Status::unauthenticated(message).into_http();
-        Box::pin(async move { Ok(response) })
     }
 }
 
@@ -214,6 +364,7 @@ mod tests {
 
     #[test]
     fn keys_are_compared_whole() {
+        let carries = |headers: &http::HeaderMap, key: &[u8]| role_of(headers, &[(Arc::from(key), Role::Admin)]).is_some();
         let mut headers = http::HeaderMap::new();
         headers.insert("authorization", "Bearer secret".parse().unwrap_or_else(|_| unreachable!()));
         assert!(carries(&headers, b"secret"));
@@ -226,6 +377,29 @@ mod tests {
     }
 
     #[test]
+    fn roles_allow_their_calls_only() {
+        assert!(Role::Admin.allows("/reid.v1.IdentityService/Forget"));
+        assert!(Role::Edge.allows("/reid.v1.IngesterService/PushFrames"));
+        assert!(Role::Edge.allows("/reid.v1.IdentityService/Observe"));
+        assert!(!Role::Edge.allows("/reid.v1.IdentityService/Forget"));
+        assert!(!Role::Edge.allows("/reid.v1.IdentityService/Identify"));
+        assert!(!Role::Edge.allows("/reid.v1.TrainerService/StartRun"));
+        assert!(Role::Viewer.allows("/reid.v1.IdentityService/Identify"));
+        assert!(!Role::Viewer.allows("/reid.v1.IdentityService/Enroll"));
+        assert!(!Role::Viewer.allows("/reid.v1.EmbedderService/LoadModel"));
+        assert!(!Role::Viewer.allows("/reid.v1.IdentityService/Identify/x"));
+        assert!(Role::Viewer.allows("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+    }
+
+    #[test]
+    fn long_inputs_are_cut_in_messages() {
+        assert_eq!(truncated("short", 10), "short");
+        let long = "é".repeat(100);
+        let cut = truncated(&long, 9);
+        assert!(cut.starts_with("éééé") && cut.ends_with("(200 bytes)"), "{cut}");
+    }
+
+    #[test]
     fn settings_that_do_not_go_together_are_refused() {
         let half = Security { tls_cert: Some("c.pem".into()), ..Security::default() };
         assert!(half.validate().unwrap_err().contains("tls_key"));
@@ -233,6 +407,12 @@ mod tests {
         assert!(mtls.validate().unwrap_err().contains("needs tls_cert"));
         let empty = Security { api_key: Some(" ".into()), ..Security::default() };
         assert!(empty.validate().is_err());
+        let tty = Security { api_key: Some("abc\r\n".into()), ..Security::default() };
+        assert!(tty.validate().unwrap_err().contains("-T"), "a key with a carriage return is refused loudly");
+        let spaced = Security { api_key: Some("two words".into()), ..Security::default() };
+        assert!(spaced.validate().is_err());
+        let fine = Security { api_key: Some("0123abcdef-_.~+/=".into()), ..Security::default() };
+        assert!(fine.validate().is_ok());
         assert!(Security::default().validate().is_ok());
     }
 }

@@ -35,13 +35,17 @@ impl From<EmbedderError> for Status {
             EmbedderError::NoImages
             | EmbedderError::TooManyImages { .. }
             | EmbedderError::InvalidImage { .. }
+            // An image over the size limit is the request's fault, and sending it again cannot
+            // help: not RESOURCE_EXHAUSTED, which callers retry.
+            | EmbedderError::ImageTooLarge { .. }
             | EmbedderError::InvalidModelName(_) => Code::InvalidArgument,
-            EmbedderError::ImageTooLarge { .. } | EmbedderError::Overloaded(_) => Code::ResourceExhausted,
+            EmbedderError::Overloaded(_) => Code::ResourceExhausted,
             EmbedderError::NoModel(_) | EmbedderError::ModelLoad { .. } => Code::FailedPrecondition,
             EmbedderError::ModelNotFound(_) => Code::NotFound,
             EmbedderError::ShuttingDown => Code::Unavailable,
             EmbedderError::Inference(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        // Messages can quote what a caller sent: never all of it.
+        Status::new(code, reid_server::truncated(&e.to_string(), 1024))
     }
 }

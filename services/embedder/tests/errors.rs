@@ -70,7 +70,7 @@ async fn bad_images_get_the_right_status_naming_the_image() {
     assert!(s.message().contains("9 images, the limit is 8"), "{}", s.message());
 
     let s = status_of(&mut client, vec![raw(200, 200, pb::PixelFormat::Rgb8, vec![0; 120_000])]).await;
-    assert_eq!(s.code(), Code::ResourceExhausted);
+    assert_eq!(s.code(), Code::InvalidArgument, "too large is the request's fault: not to be retried");
     assert!(s.message().contains("image 0 is too large"), "{}", s.message());
 
     // Still serving.
@@ -80,12 +80,37 @@ async fn bad_images_get_the_right_status_naming_the_image() {
 }
 
 #[tokio::test]
-async fn decoded_images_beyond_the_pixel_limit_are_refused() {
+async fn images_beyond_the_pixel_limit_are_refused() {
     let config = EmbedderConfig { max_image_pixels: 1000, ..config("mobilenetv2-imagenet") };
     let server = start(config).await;
     let s = status_of(&mut server.client(), vec![jpeg(1)]).await; // 64x128 = 8192 pixels
-    assert_eq!(s.code(), Code::ResourceExhausted);
+    assert_eq!(s.code(), Code::InvalidArgument);
     assert!(s.message().contains("exceeds the limit of 1000 pixels"), "{}", s.message());
+    server.stop().await.unwrap();
+}
+
+/// A JPEG of a few hundred bytes whose header declares 30000x30000 (2.7 GB once decoded).
+fn bomb() -> Vec<u8> {
+    let Some(pb::image::Data::Encoded(small)) = jpeg(1).data else { unreachable!("jpeg() encodes") };
+    let sof = small.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG");
+    let mut bomb = small;
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    bomb
+}
+
+#[tokio::test]
+async fn decompression_bombs_are_refused_from_their_header_without_decoding() {
+    let server = start(config("mobilenetv2-imagenet")).await;
+    let mut client = server.client();
+    let started = std::time::Instant::now();
+    // Eight at once: none is decoded, so this takes no memory and no time.
+    let image = pb::Image { data: Some(pb::image::Data::Encoded(bomb())) };
+    let s = status_of(&mut client, vec![image; 8]).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("30000x30000"), "{}", s.message());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    let ok = client.embed(request(vec![jpeg(3)])).await.unwrap().into_inner();
+    assert_eq!(ok.embeddings.len(), 1);
     server.stop().await.unwrap();
 }
 

@@ -56,6 +56,7 @@ impl From<IdentityError> for Status {
             }
             IdentityError::Store(_) | IdentityError::Crops { .. } => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        // Messages can quote what a caller sent: never all of it.
+        Status::new(code, reid_server::truncated(&e.to_string(), 1024))
     }
 }

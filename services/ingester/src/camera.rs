@@ -12,10 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use opencv::core::Mat;
 use opencv::prelude::*;
 
+use crate::view::ViewError;
 use crate::config::{CameraSpec, CropConfig, IngesterConfig, ReconnectConfig};
 use crate::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
 use crate::detect::{Detection, Detector, Target};
-use crate::frame::{Frame, encode_jpeg};
+use crate::frame::{Frame, encode_crop};
 use crate::metrics::IngesterMetrics;
 use crate::source::{FrameQueue, FrameSource, Pushed, Read, SourceSpec, StopSignal};
 use crate::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
@@ -430,11 +431,12 @@ fn process_loop(
         let finished = match work {
             Work::Frame(frame) if !sampler.take(frame.captured_at) => Vec::new(),
             Work::Frame(frame) => {
-                let frame = match spec.view.apply(frame) {
+                let frame = match spec.view.apply(frame, config.max_frame_pixels) {
                     Ok(frame) => frame,
                     Err(e) => {
                         stats.error(format!("view: {e}"));
-                        count_drop(&spec.id, stats, &ctx.metrics, "view");
+                        let reason = if matches!(e, ViewError::TooLarge { .. }) { "too_large" } else { "view" };
+                        count_drop(&spec.id, stats, &ctx.metrics, reason);
                         continue;
                     }
                 };
@@ -527,7 +529,7 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         let crops: Vec<EncodedCrop> = track
             .crops
             .iter()
-            .filter_map(|c| match encode_jpeg(&c.image, ctx.config.crops.jpeg_quality) {
+            .filter_map(|c| match encode_crop(&c.image, &ctx.config.crops) {
                 Ok(jpeg) => Some(EncodedCrop {
                     jpeg,
                     bbox: c.bbox,

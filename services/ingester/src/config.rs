@@ -33,6 +33,15 @@ pub struct IngesterConfig {
     pub max_frame_pixels: u64,
     /// Largest gRPC message, in bytes.
     pub max_message_bytes: usize,
+    /// Most detections in one `PushDetections` message (their crops together decode to at most
+    /// `max_frame_pixels`).
+    pub max_detections_per_message: usize,
+    /// What cameras added over the API (`AddCamera`) may read and connect to; cameras listed here
+    /// in `cameras` are trusted.
+    pub sources: crate::policy::SourcePolicy,
+    /// Cameras this ingester runs at most (each is a thread and a decoder): `AddCamera` beyond it
+    /// is refused with RESOURCE_EXHAUSTED.
+    pub max_cameras: usize,
     /// Cameras started with the service (of them, only this replica's shard when `shard` is set).
     pub cameras: Vec<CameraSpec>,
     /// Replicas sharing one camera list: this one starts only the cameras that hash to its index.
@@ -120,6 +129,9 @@ pub struct CropConfig {
     pub min_height: u32,
     /// Context added around each box, as a fraction of its size.
     pub padding: f32,
+    /// Crops larger than this many pixels are shrunk before they are encoded and sent (a person
+    /// close to a 4K camera), so that no crop can exceed what the embedder takes.
+    pub max_pixels: u64,
     /// Side of the aligned face crop cut on a detector's landmarks (FaceNet takes 160).
     pub face_size: i32,
     pub jpeg_quality: i32,
@@ -148,6 +160,9 @@ pub struct DeliveryConfig {
     /// Per-call deadline.
     #[serde(with = "reid_server::duration::millis")]
     pub call_timeout: Duration,
+    /// Failed deliveries after which a tracklet is set aside (counted as `failed`); a downstream
+    /// service that is unavailable does not count against its tracklets.
+    pub max_attempts: u32,
 }
 
 /// Reconnecting a live source: exponential back-off with full jitter.
@@ -177,6 +192,9 @@ impl Default for IngesterConfig {
             frame_queue: 8,
             max_frame_pixels: 16 << 20,
             max_message_bytes: 64 << 20,
+            max_detections_per_message: 64,
+            sources: crate::policy::SourcePolicy::default(),
+            max_cameras: 64,
             cameras: Vec::new(),
             shard: None,
             metrics_listen: None,
@@ -193,7 +211,15 @@ impl Default for TrackerConfig {
 
 impl Default for CropConfig {
     fn default() -> Self {
-        Self { per_tracklet: 4, min_gap_frames: 3, min_height: 48, padding: 0.05, face_size: 160, jpeg_quality: 90 }
+        Self {
+            per_tracklet: 4,
+            min_gap_frames: 3,
+            min_height: 48,
+            padding: 0.05,
+            max_pixels: 1 << 20,
+            face_size: 160,
+            jpeg_quality: 90,
+        }
     }
 }
 
@@ -207,6 +233,7 @@ impl Default for DeliveryConfig {
             retry_max: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
+            max_attempts: 5,
         }
     }
 }
@@ -233,6 +260,12 @@ impl IngesterConfig {
             && (s.count == 0 || s.index >= s.count)
         {
             return Err(format!("shard index {} must be below the shard count {}", s.index, s.count));
+        }
+        if self.max_cameras == 0 || self.max_detections_per_message == 0 {
+            return Err("max_cameras and max_detections_per_message must be positive".into());
+        }
+        if self.delivery.max_attempts == 0 || self.crops.max_pixels == 0 {
+            return Err("delivery.max_attempts and crops.max_pixels must be positive".into());
         }
         if self.frame_queue == 0 {
             return Err("frame_queue must be positive".into());

@@ -46,6 +46,8 @@ struct Pending {
     tracklet: Tracklet,
     /// Kept once embedded, so that a retried `Observe` does not embed again.
     embedded: Option<(Vec<Vec<f32>>, pb::ModelRef)>,
+    /// Deliveries of this tracklet that failed for a reason other than a service being down.
+    attempts: u32,
 }
 
 /// The bounded buffer between the cameras and the delivery worker.
@@ -79,7 +81,7 @@ impl Outbox {
     pub fn submit(&self, tracklet: Tracklet) -> Option<Tracklet> {
         let dropped = {
             let mut q = self.lock();
-            let pending = Pending { tracklet, embedded: None };
+            let pending = Pending { tracklet, embedded: None, attempts: 0 };
             let held = q.waiting.len() + q.in_flight - q.evicted;
             // Tracklets in flight were taken from the front: they are older than any waiting.
             let dropped = if held < self.capacity {
@@ -308,6 +310,24 @@ pub async fn deliver(
         match result {
             Ok(()) => failures = 0,
             Err(status) => {
+                // A service that is down is nobody's fault: its tracklets wait (the outbox bound
+                // applies). Any other failure counts against the tracklets themselves, and one that
+                // keeps failing is set aside, so that it cannot hold up the queue behind it.
+                if status.code() != Code::Unavailable {
+                    let (failed, retry): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
+                        .into_iter()
+                        .map(|mut p| {
+                            p.attempts += 1;
+                            p
+                        })
+                        .partition(|p| p.attempts >= config.max_attempts);
+                    for p in &failed {
+                        tracing::warn!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, attempts = p.attempts, code = ?status.code(), "tracklet set aside after repeated failures");
+                    }
+                    metrics.tracklets.with_label_values(&["failed"]).inc_by(failed.len() as u64);
+                    outbox.done(failed.len());
+                    batch = retry;
+                }
                 outbox.requeue(batch);
                 failures += 1;
                 let backoff = backoff(config.retry_initial, config.retry_max, failures);
@@ -348,11 +368,10 @@ async fn deliver_batch(
             Ok(None) => {}
             Err(status) if transient(&status) => return Err(status),
             Err(status) => {
-                // The embedder refuses these crops (it never should: they are JPEGs we encoded).
-                tracing::error!(error = %status.message(), tracklets = batch.len(), "embedder refused a batch; dropping it");
-                metrics.tracklets.with_label_values(&["rejected"]).inc_by(batch.len() as u64);
-                batch.clear();
-                return Ok(());
+                // The embedder refuses these crops (too large, say). Only the tracklets at fault
+                // are dropped: each is embedded alone to find them.
+                tracing::warn!(error = %status.message(), tracklets = batch.len(), "embedder refused a batch; embedding its tracklets one by one");
+                embed_one_by_one(batch, downstream, metrics).await?;
             }
         }
     }
@@ -370,6 +389,43 @@ async fn deliver_batch(
         }
         batch.remove(0);
     }
+    Ok(())
+}
+
+/// Embeds each tracklet of `batch` that needs it in a call of its own; those the embedder refuses
+/// are dropped and counted as rejected.
+async fn embed_one_by_one(
+    batch: &mut Vec<Pending>,
+    downstream: &dyn Downstream,
+    metrics: &IngesterMetrics,
+) -> Result<(), Status> {
+    let mut kept = Vec::with_capacity(batch.len());
+    let mut pending = std::mem::take(batch).into_iter();
+    while let Some(mut p) = pending.next() {
+        if p.embedded.is_some() {
+            kept.push(p);
+            continue;
+        }
+        let images = p.tracklet.crops.iter().map(|c| encoded(c.jpeg.clone())).collect();
+        match downstream.embed(images).await {
+            Ok(embedded) => {
+                metrics.embedded_crops.inc_by(p.tracklet.crops.len() as u64);
+                p.embedded = embedded;
+                kept.push(p);
+            }
+            Err(status) if transient(&status) => {
+                kept.push(p);
+                kept.extend(pending);
+                *batch = kept;
+                return Err(status);
+            }
+            Err(status) => {
+                tracing::warn!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, code = ?status.code(), error = %status.message(), "embedder refused a tracklet");
+                metrics.tracklets.with_label_values(&["rejected"]).inc();
+            }
+        }
+    }
+    *batch = kept;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ pub enum IngesterError {
     UnsupportedDetector(String),
     #[error("detector {name}: {reason}")]
     DetectorUnavailable { name: String, reason: String },
+    #[error("this ingester runs its limit of {0} cameras (max_cameras)")]
+    TooManyCameras(usize),
     #[error("the ingester is shutting down")]
     ShuttingDown,
     #[error("opencv: {0}")]
@@ -34,7 +36,7 @@ impl IngesterError {
     }
 
     pub(crate) fn bad_url(url: &str, reason: impl Into<String>) -> Self {
-        Self::BadUrl { url: url.into(), reason: reason.into() }
+        Self::BadUrl { url: reid_server::truncated(url, 256).into_owned(), reason: reason.into() }
     }
 }
 
@@ -48,8 +50,10 @@ impl From<IngesterError> for Status {
             IngesterError::CameraExists(_) | IngesterError::AlreadyPushing(_) => Code::AlreadyExists,
             IngesterError::NotAPushCamera(_) | IngesterError::DetectorUnavailable { .. } => Code::FailedPrecondition,
             IngesterError::ShuttingDown => Code::Unavailable,
+            IngesterError::TooManyCameras(_) => Code::ResourceExhausted,
             IngesterError::OpenCv(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        // Messages can quote what a caller sent: never all of it.
+        Status::new(code, reid_server::truncated(&e.to_string(), 1024))
     }
 }

@@ -112,9 +112,11 @@ pub fn decode(image: &pb::Image, max_pixels: u64) -> Result<Mat, FrameError> {
             if bytes.is_empty() {
                 return Err(FrameError::Empty);
             }
+            // The size the header declares is checked before the decoder allocates it.
+            header_pixels(bytes, max_pixels)?;
             let buf = Vector::<u8>::from_slice(bytes);
-            // OpenCV caps what it decodes (2^30 pixels); the tighter limit applies once decoded.
-            let mat = imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR)
+            let mat = reid_vision::DECODES
+                .run(|| imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR))
                 .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
             if mat.empty() {
                 return Err(FrameError::Corrupt("not an image OpenCV can decode".into()));
@@ -126,6 +128,33 @@ pub fn decode(image: &pb::Image, max_pixels: u64) -> Result<Mat, FrameError> {
             Ok(mat)
         }
         Some(pb::image::Data::Raw(raw)) => decode_raw(raw, max_pixels),
+    }
+}
+
+/// The pixels an encoded image declares in its header, refused over `max_pixels`.
+pub fn header_pixels(bytes: &[u8], max_pixels: u64) -> Result<u64, FrameError> {
+    match reid_vision::check_header(bytes, max_pixels) {
+        Ok((w, h)) => Ok(u64::from(w) * u64::from(h)),
+        Err(reid_vision::HeaderError::TooLarge { width, height, limit }) => {
+            Err(FrameError::TooLarge { width, height, limit })
+        }
+        Err(unreadable) => Err(FrameError::Corrupt(unreadable.to_string())),
+    }
+}
+
+/// The pixels a wire image will take once decoded, from its header or raw size, without decoding.
+pub fn declared_pixels(image: &pb::Image, max_pixels: u64) -> Result<u64, FrameError> {
+    match &image.data {
+        None => Err(FrameError::Empty),
+        Some(pb::image::Data::Encoded(bytes)) if bytes.is_empty() => Err(FrameError::Empty),
+        Some(pb::image::Data::Encoded(bytes)) => header_pixels(bytes, max_pixels),
+        Some(pb::image::Data::Raw(raw)) => {
+            let pixels = u64::from(raw.width) * u64::from(raw.height);
+            if pixels > max_pixels {
+                return Err(FrameError::TooLarge { width: raw.width, height: raw.height, limit: max_pixels });
+            }
+            Ok(pixels)
+        }
     }
 }
 
@@ -179,6 +208,23 @@ pub fn encode_jpeg(image: &Mat, quality: i32) -> opencv::Result<Vec<u8>> {
     Ok(buf.to_vec())
 }
 
+/// Encodes a crop for delivery, shrunk first (keeping its aspect) when it has more than
+/// `crops.max_pixels` pixels.
+pub fn encode_crop(image: &Mat, crops: &crate::config::CropConfig) -> opencv::Result<Vec<u8>> {
+    let pixels = image.cols() as f64 * image.rows() as f64;
+    if pixels <= crops.max_pixels as f64 {
+        return encode_jpeg(image, crops.jpeg_quality);
+    }
+    let f = (crops.max_pixels as f64 / pixels).sqrt();
+    let size = opencv::core::Size::new(
+        ((image.cols() as f64 * f).floor() as i32).max(1),
+        ((image.rows() as f64 * f).floor() as i32).max(1),
+    );
+    let mut small = Mat::default();
+    imgproc::resize(image, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
+    encode_jpeg(&small, crops.jpeg_quality)
+}
+
 /// An encoded image for the wire.
 pub fn encoded(bytes: Vec<u8>) -> pb::Image {
     pb::Image { data: Some(pb::image::Data::Encoded(bytes)) }
@@ -227,5 +273,30 @@ mod tests {
         let jpeg = encode_jpeg(&ok, 90).expect("encode");
         assert!(decode(&encoded(jpeg.clone()), max).is_ok());
         assert!(decode(&encoded(jpeg[..20].to_vec()), max).is_err());
+        // The same JPEG with a header that declares 30000x30000: refused before decoding.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG");
+        let mut bomb = jpeg.clone();
+        bomb[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            decode(&encoded(bomb.clone()), max).err(),
+            Some(FrameError::TooLarge { width: 30_000, height: 30_000, limit: max })
+        );
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert!(matches!(declared_pixels(&encoded(bomb), max), Err(FrameError::TooLarge { .. })));
+        assert_eq!(declared_pixels(&encoded(jpeg), max), Ok(8));
+    }
+
+    #[test]
+    fn large_crops_are_shrunk_under_the_limit_before_they_are_sent() {
+        let big = Mat::new_rows_cols_with_default(2000, 1000, opencv::core::CV_8UC3, opencv::core::Scalar::all(90.0))
+            .expect("a crop");
+        let crops = crate::config::CropConfig { max_pixels: 20_000, ..Default::default() };
+        let jpeg = encode_crop(&big, &crops).expect("encode");
+        let pixels = declared_pixels(&encoded(jpeg), u64::MAX).expect("a JPEG");
+        assert!(pixels <= 20_000 && pixels > 19_000, "{pixels}");
+        let small = Mat::new_rows_cols_with_default(20, 10, opencv::core::CV_8UC3, opencv::core::Scalar::all(90.0))
+            .expect("a crop");
+        assert_eq!(declared_pixels(&encoded(encode_crop(&small, &crops).expect("encode")), u64::MAX), Ok(200));
     }
 }

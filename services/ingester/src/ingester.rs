@@ -32,16 +32,18 @@ impl std::fmt::Debug for Ingester {
     }
 }
 
-/// Camera ids name folders and metric labels: keep them plain.
-fn check_camera_id(id: &str) -> IngesterResult<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
+/// Camera ids name folders and metric labels: keep them plain. The first character is a letter
+/// or a digit, so that `.` and `..` (and hidden names) can never be one.
+pub fn check_camera_id(id: &str) -> IngesterResult<()> {
+    let ok = id.len() <= 64
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
         Err(IngesterError::invalid(format!(
-            "camera id {id:?}: 1 to 64 characters of letters, digits, '-', '_' and '.'"
+            "camera id {:?}: 1 to 64 characters of letters, digits, '-', '_' and '.', starting with a letter or digit",
+            reid_server::truncated(id, 64)
         )))
     }
 }
@@ -105,6 +107,17 @@ impl Ingester {
         self.ctx.outbox.as_ref().map_or(0, |o| o.dropped())
     }
 
+    /// Adds a camera named over the API: its source must pass the configured [`SourcePolicy`].
+    ///
+    /// [`SourcePolicy`]: crate::policy::SourcePolicy
+    pub async fn add_requested(&self, spec: CameraSpec) -> IngesterResult<CameraStatus> {
+        check_camera_id(&spec.id)?;
+        let source = SourceSpec::parse(&spec.url)?;
+        self.ctx.config.sources.check(&spec.url, &source).await?;
+        self.add(spec).await
+    }
+
+    /// Adds a camera of the operator's (the config file, the CLI's `--camera`).
     pub async fn add(&self, mut spec: CameraSpec) -> IngesterResult<CameraStatus> {
         check_camera_id(&spec.id)?;
         if !spec.target_fps.is_finite() || spec.target_fps < 0.0 {
@@ -115,8 +128,14 @@ impl Ingester {
         if spec.detector.is_empty() {
             spec.detector = self.ctx.config.default_detector.clone();
         }
-        if self.cameras.lock().await.contains_key(&spec.id) {
-            return Err(IngesterError::CameraExists(spec.id));
+        {
+            let cameras = self.cameras.lock().await;
+            if cameras.contains_key(&spec.id) {
+                return Err(IngesterError::CameraExists(spec.id));
+            }
+            if cameras.len() >= self.ctx.config.max_cameras {
+                return Err(IngesterError::TooManyCameras(self.ctx.config.max_cameras));
+            }
         }
         // Loading a detector reads model files: off the async threads, and without holding the
         // camera table (listing and pushing go on meanwhile).
@@ -127,6 +146,9 @@ impl Ingester {
         let mut cameras = self.cameras.lock().await;
         if cameras.contains_key(&spec.id) {
             return Err(IngesterError::CameraExists(spec.id));
+        }
+        if cameras.len() >= self.ctx.config.max_cameras {
+            return Err(IngesterError::TooManyCameras(self.ctx.config.max_cameras));
         }
         tracing::info!(camera = %spec.id, url = %spec.url, detector = %spec.detector, "camera added");
         let camera = Arc::new(Camera::start(spec.clone(), source, detector, self.ctx.clone()));

@@ -7,6 +7,7 @@
 //! - [`camera`]: one camera's reader and processing threads, with its status;
 //! - [`deliver`]: the outbox and the worker that embeds and observes tracklets;
 //! - [`export`]: tracklets as training data;
+//! - [`policy`]: what cameras added over the API may read and connect to;
 //! - [`ingester`]: the domain core; [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve ingester` and the tests call.
 
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod ingester;
 pub mod metrics;
 pub mod mtcnn;
+pub mod policy;
 pub mod service;
 pub mod source;
 pub mod track;
@@ -35,6 +37,7 @@ use tokio::net::TcpListener;
 pub use config::{CameraSpec, IngesterConfig, Shard};
 pub use error::IngesterError;
 pub use ingester::Ingester;
+pub use policy::SourcePolicy;
 
 /// The fully qualified gRPC name, as health checks ask for it.
 pub const SERVICE_NAME: &str = "reid.v1.IngesterService";

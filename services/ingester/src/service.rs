@@ -88,6 +88,31 @@ fn time_of(t: Option<prost_types::Timestamp>) -> SystemTime {
     t.and_then(|t| SystemTime::try_from(t).ok()).unwrap_or_else(SystemTime::now)
 }
 
+/// A message's detections are refused whole when there are too many, or when their crops would
+/// together decode to more than one frame's worth of pixels: checked from the headers, before
+/// anything is decoded.
+fn check_detections(detections: &[pb::Detection], config: &crate::IngesterConfig) -> Result<(), Status> {
+    let limit = config.max_detections_per_message;
+    if detections.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "{} detections in one message; the limit is {limit}",
+            detections.len()
+        )));
+    }
+    let declared: u64 = detections
+        .iter()
+        .filter_map(|d| d.crop.as_ref())
+        .filter_map(|c| frame::declared_pixels(c, config.max_frame_pixels).ok())
+        .sum();
+    if declared > config.max_frame_pixels {
+        return Err(Status::invalid_argument(format!(
+            "the crops of one message declare {declared} pixels together; the limit is {} (max_frame_pixels)",
+            config.max_frame_pixels
+        )));
+    }
+    Ok(())
+}
+
 /// The camera a stream pushes to: named by its first message; later messages may repeat the name
 /// or leave it empty, but not change it.
 async fn stream_camera(
@@ -185,6 +210,7 @@ impl IngesterService for IngesterGrpc {
             tracklets_before.get_or_insert_with(|| camera.stats.tracklets.load(Ordering::Relaxed));
             let captured_at = time_of(message.captured_at);
             let detections = message.detections;
+            check_detections(&detections, self.ingester.config())?;
             reply.detections_received += detections.len() as u64;
             let (items, rejected) = tokio::task::spawn_blocking(move || {
                 let mut items = Vec::new();
@@ -226,7 +252,7 @@ impl IngesterService for IngesterGrpc {
         let c = request.into_inner().camera.ok_or_else(|| Status::invalid_argument("camera is required"))?;
         let view = c.view.map(view_from_proto).transpose()?.unwrap_or_default();
         let spec = CameraSpec { id: c.camera_id, url: c.url, target_fps: c.target_fps, detector: c.detector, view };
-        let status = self.ingester.add(spec).await?;
+        let status = self.ingester.add_requested(spec).await?;
         Ok(Response::new(pb::AddCameraResponse { status: Some(to_proto(status)) }))
     }
 

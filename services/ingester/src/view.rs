@@ -12,6 +12,15 @@ use serde::Deserialize;
 
 use crate::frame::Frame;
 
+/// Why a frame could not be seen through a view.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("the view makes {width}x{height}, over the limit of {limit} pixels")]
+    TooLarge { width: u32, height: u32, limit: u64 },
+    #[error("opencv: {0}")]
+    OpenCv(#[from] opencv::Error),
+}
+
 /// The identity view changes nothing.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -49,6 +58,15 @@ impl View {
         if !(0.05..=8.0).contains(&self.scale) {
             return Err(format!("view.scale {} must lie in [0.05, 8]", self.scale));
         }
+        // A view may enlarge its region, but never past the source frame's own pixel count: the
+        // source's frame-size limit then bounds what the view makes too.
+        if self.pixel_factor() > 1.0 + 1e-6 {
+            return Err(format!(
+                "view.scale {} makes {:.2}x the pixels of the source frame; at most 1x (scale a smaller region)",
+                self.scale,
+                self.pixel_factor()
+            ));
+        }
         if self.gains.iter().any(|g| !(0.0..=8.0).contains(g)) {
             return Err(format!("view.gains {:?} must lie in [0, 8]", self.gains));
         }
@@ -58,8 +76,15 @@ impl View {
         Ok(())
     }
 
-    /// The frame as this camera sees it.
-    pub fn apply(&self, frame: Frame) -> opencv::Result<Frame> {
+    /// The view's pixels over the source frame's: region area times scale squared.
+    pub fn pixel_factor(&self) -> f64 {
+        let area = self.region.map_or(1.0, |[_, _, w, h]| f64::from(w) * f64::from(h));
+        area * f64::from(self.scale).powi(2)
+    }
+
+    /// The frame as this camera sees it; a frame the view would make larger than `max_pixels`
+    /// is refused before it is resized.
+    pub fn apply(&self, frame: Frame, max_pixels: u64) -> Result<Frame, ViewError> {
         if self.is_identity() {
             return Ok(frame);
         }
@@ -82,10 +107,14 @@ impl View {
         }
         if (self.scale - 1.0).abs() > f32::EPSILON {
             let mut resized = Mat::default();
-            let size = Size::new(
-                ((image.cols() as f32 * self.scale).round() as i32).max(1),
-                ((image.rows() as f32 * self.scale).round() as i32).max(1),
+            let (width, height) = (
+                ((f64::from(image.cols()) * f64::from(self.scale)).round() as u32).max(1),
+                ((f64::from(image.rows()) * f64::from(self.scale)).round() as u32).max(1),
             );
+            if u64::from(width) * u64::from(height) > max_pixels {
+                return Err(ViewError::TooLarge { width, height, limit: max_pixels });
+            }
+            let size = Size::new(width as i32, height as i32);
             let interpolation = if self.scale < 1.0 { imgproc::INTER_AREA } else { imgproc::INTER_LINEAR };
             imgproc::resize(&image, &mut resized, size, 0.0, 0.0, interpolation)?;
             image = resized;
@@ -135,23 +164,31 @@ mod tests {
             brightness: -10.0,
             time_offset_ms: 1500,
         };
-        let seen = view.apply(frame()).unwrap();
+        let seen = view.apply(frame(), u64::MAX).unwrap();
         assert_eq!((seen.image.cols(), seen.image.rows()), (50, 50));
         let grey = *seen.image.at_2d::<Vec3b>(0, 0).unwrap();
         assert_eq!(grey.0, [90, 90, 190]);
         assert_eq!(seen.captured_at, SystemTime::UNIX_EPOCH + Duration::from_millis(101_500));
         assert_eq!(seen.sequence, 7);
-        let back = View { time_offset_ms: -2000, ..View::default() }.apply(frame()).unwrap();
+        let back = View { time_offset_ms: -2000, ..View::default() }.apply(frame(), u64::MAX).unwrap();
         assert_eq!(back.captured_at, SystemTime::UNIX_EPOCH + Duration::from_secs(98));
     }
 
     #[test]
     fn the_region_is_the_part_of_the_frame_it_names() {
         let view = View { region: Some([0.5, 0.0, 0.5, 1.0]), ..View::default() };
-        let seen = view.apply(frame()).unwrap();
+        let seen = view.apply(frame(), u64::MAX).unwrap();
         assert_eq!(seen.image.at_2d::<Vec3b>(50, 50).unwrap().0, [10, 20, 30]);
         assert!(View { region: Some([0.6, 0.0, 0.5, 1.0]), ..View::default() }.validate().is_err());
         assert!(View { scale: 0.0, ..View::default() }.validate().is_err());
+        // Enlarging is allowed up to the source's own pixel count, not beyond.
+        assert!(View { scale: 8.0, ..View::default() }.validate().is_err());
+        assert!(View { region: Some([0.0, 0.0, 0.25, 0.25]), scale: 4.0, ..View::default() }.validate().is_ok());
+        assert!(View { region: Some([0.0, 0.0, 0.5, 0.5]), scale: 4.0, ..View::default() }.validate().is_err());
+        // Applied, the frame limit holds too: 200x100 at scale 2 of a quarter region is 100x50 -> 200x100.
+        let quarter = View { region: Some([0.0, 0.0, 0.5, 0.5]), scale: 2.0, ..View::default() };
+        assert!(matches!(quarter.apply(frame(), 19_999), Err(ViewError::TooLarge { width: 200, height: 100, .. })));
+        assert!(quarter.apply(frame(), 20_000).is_ok());
         assert!(View::default().validate().is_ok());
     }
 }

@@ -44,6 +44,7 @@ impl From<TrainError> for Status {
             TrainError::Embedder { .. } => Code::Unavailable,
             TrainError::Io { .. } | TrainError::Model(_) | TrainError::Torch(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        // Messages can quote what a caller sent: never all of it.
+        Status::new(code, reid_server::truncated(&e.to_string(), 1024))
     }
 }
