@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -188,6 +188,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.identity.association.min_margin = args.min_margin;
     config.embedder.model.clone_from(&args.model);
     config.ingester.detectors.hog.motion_gate = true;
+    // The demo adds its two cameras over gRPC, as an operator would: the video's folder is opened.
+    config.ingester.sources.file_roots =
+        vec![std::path::absolute(&args.video)?.parent().map(Path::to_path_buf).unwrap_or_default()];
     config.security = crate::client::security();
     let listeners = [
         bind("127.0.0.1:0").await?,

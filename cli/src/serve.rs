@@ -48,6 +48,14 @@ pub struct IngesterArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "REID_INGESTER_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// A folder whose videos and image folders AddCamera may name (repeatable; comma-separated in
+    /// the environment). Without one, cameras added over the API cannot read local files.
+    #[arg(long = "file-root", env = "REID_INGESTER_FILE_ROOTS", value_delimiter = ',')]
+    file_roots: Vec<PathBuf>,
+    /// A loopback, link-local or private host (name, address or CIDR range) AddCamera may stream
+    /// from (repeatable; comma-separated). Public hosts need none.
+    #[arg(long = "stream-host", env = "REID_INGESTER_STREAM_HOSTS", value_delimiter = ',')]
+    stream_hosts: Vec<String>,
     /// This replica's shard of the configured cameras: its index (0-based) ...
     #[arg(long, env = "REID_INGESTER_SHARD_INDEX", requires = "shard_count")]
     shard_index: Option<u32>,
@@ -80,6 +88,8 @@ impl IngesterArgs {
             config.metrics_listen = Some(v.clone());
         }
         config.cameras.extend(self.cameras.iter().cloned());
+        config.sources.file_roots.extend(self.file_roots.iter().cloned());
+        config.sources.stream_hosts.extend(self.stream_hosts.iter().cloned());
         if let (Some(index), Some(count)) = (self.shard_index, self.shard_count) {
             config.shard = Some(reid_ingester::Shard { index, count });
         }
@@ -183,6 +193,12 @@ pub struct TrainerArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "REID_TRAINER_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// A folder runs may read datasets from (repeatable; comma-separated in the environment).
+    #[arg(long = "data-root", env = "REID_TRAINER_DATA_ROOTS", value_delimiter = ',')]
+    data_roots: Vec<PathBuf>,
+    /// An embedder PublishModel may tell to load a model (repeatable; comma-separated).
+    #[arg(long = "embedder", env = "REID_TRAINER_EMBEDDERS", value_delimiter = ',')]
+    embedders: Vec<String>,
 }
 
 impl TrainerArgs {
@@ -199,6 +215,12 @@ impl TrainerArgs {
         }
         if let Some(v) = &self.metrics_listen {
             config.metrics_listen = Some(v.clone());
+        }
+        if !self.data_roots.is_empty() {
+            config.data_roots.clone_from(&self.data_roots);
+        }
+        if !self.embedders.is_empty() {
+            config.embedders.clone_from(&self.embedders);
         }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
         config.security.validate().map_err(anyhow::Error::msg)?;

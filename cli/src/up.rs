@@ -33,9 +33,19 @@ pub struct UpArgs {
     /// The embedder's port; the identity service, ingester and trainer take the next three.
     #[arg(long, default_value_t = 50051)]
     pub port: u16,
-    /// Serve Prometheus metrics of each service on ports 9151-9154 of --host.
+    /// Listen on a host other than loopback without an API key (anyone who can reach the host can
+    /// then identify, enroll and forget people).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+    /// Serve Prometheus metrics of each service on the four ports after the gRPC ones (--port + 4
+    /// to + 7). Metrics carry no key: they listen on --metrics-host.
     #[arg(long)]
     pub metrics: bool,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub metrics_host: String,
+    /// A folder whose videos and image folders cameras added over the API may read (repeatable).
+    #[arg(long = "file-root")]
+    pub file_roots: Vec<PathBuf>,
     /// A camera to start with, as ID=URL (repeatable); more with `reid cameras add`.
     #[arg(long = "camera", value_parser = crate::serve::parse_camera)]
     pub cameras: Vec<CameraSpec>,
@@ -140,6 +150,8 @@ impl Pipeline {
             *security = config.security.clone();
         }
         config.identity.embedder_url = Some(embedder_url.clone());
+        // The trainer publishes to this embedder, and reads what the ingester exports.
+        config.trainer.embedders = vec![embedder_url.clone()];
         config.ingester.embedder_url = Some(embedder_url);
         config.ingester.identity_url = Some(identity_url);
         config.identity.validate().map_err(anyhow::Error::msg)?;
@@ -196,6 +208,22 @@ impl Pipeline {
     }
 }
 
+/// A host other than loopback without a key would let anyone on the network identify, enroll and
+/// forget people: refused unless the operator says so.
+fn check_exposure(host: &str, keyed: bool, allow_unauthenticated: bool) -> anyhow::Result<()> {
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback || keyed {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        allow_unauthenticated,
+        "--host {host} reaches beyond this machine and no API key is set: give --api-key (or REID_API_KEY), \
+         or --allow-unauthenticated to serve without one"
+    );
+    tracing::warn!(%host, "serving without an API key on a host other than loopback");
+    Ok(())
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut config = PipelineConfig::new(&args.data, &args.model_dir);
     if let Some(path) = &args.embedder_config {
@@ -210,14 +238,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     config.identity.association.threshold = args.threshold.or(config.identity.association.threshold);
     config.ingester.cameras.extend(args.cameras.iter().cloned());
     config.security = crate::client::security();
+    check_exposure(&args.host, config.security.api_key.is_some(), args.allow_unauthenticated)?;
+    let ports = if args.metrics { 8 } else { 4 };
+    anyhow::ensure!(
+        u32::from(args.port) + ports - 1 <= u32::from(u16::MAX),
+        "--port {} leaves no room for the next {} ports",
+        args.port,
+        ports - 1
+    );
     if args.metrics {
-        config.embedder.metrics_listen = Some(format!("{}:9151", args.host));
-        config.identity.metrics_listen = Some(format!("{}:9152", args.host));
-        config.ingester.metrics_listen = Some(format!("{}:9153", args.host));
-        config.trainer.metrics_listen = Some(format!("{}:9154", args.host));
+        let at = |offset: u16| Some(format!("{}:{}", args.metrics_host, args.port + offset));
+        config.embedder.metrics_listen = at(4);
+        config.identity.metrics_listen = at(5);
+        config.ingester.metrics_listen = at(6);
+        config.trainer.metrics_listen = at(7);
     }
+    config.ingester.sources.file_roots.extend(args.file_roots.iter().cloned());
+    config.trainer.data_roots.push(args.data.clone());
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    anyhow::ensure!(args.port <= u16::MAX - 3, "--port {} leaves no room for the next three", args.port);
     let addr = |offset: u16| format!("{}:{}", args.host, args.port + offset);
     let listeners = [bind(&addr(0)).await?, bind(&addr(1)).await?, bind(&addr(2)).await?, bind(&addr(3)).await?];
     let pipeline = Pipeline::start(config, listeners).await?;

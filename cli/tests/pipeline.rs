@@ -152,6 +152,8 @@ fn two_cameras_survive_restarts_match_across_cameras_and_forget_everywhere() {
             &identity.addr.clone(),
             "--config",
             ingester_config.to_str().unwrap(),
+            "--file-root",
+            "/usr/share/doc/opencv-doc/examples/data",
         ],
     );
     ingester.start();

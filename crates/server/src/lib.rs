@@ -6,6 +6,7 @@ pub mod client;
 pub mod connections;
 pub mod duration;
 pub mod metrics;
+pub mod paths;
 pub mod security;
 
 pub use connections::ConnectionLimits;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::error::IdentityResult;
 use crate::model::ModelKey;
 use crate::payload::{int_of, object, str_of};
+use crate::personal::PersonalKeys;
 
 pub const CATALOG: &str = "reid_catalog";
 /// Points at the gallery of the model served now.
@@ -55,23 +56,33 @@ pub struct FeedbackPair {
 #[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn VectorStore>,
-}
-
-impl IdentityEntry {
-    fn from_payload(p: &Payload) -> Self {
-        Self {
-            identity: str_of(p, "identity").unwrap_or_default(),
-            name: str_of(p, "name").unwrap_or_default(),
-            external_id: str_of(p, "external_id").unwrap_or_default(),
-            enrolled: p.get("enrolled").and_then(Value::as_bool).unwrap_or(false),
-            created_ms: int_of(p, "created").unwrap_or_default(),
-            last_seen_ms: int_of(p, "last_seen").unwrap_or_default(),
-        }
-    }
+    /// Names and external ids are stored sealed under these (never in the clear).
+    keys: Arc<PersonalKeys>,
 }
 
 impl Catalog {
-    pub async fn open(store: Arc<dyn VectorStore>) -> IdentityResult<Self> {
+    fn entry(&self, p: &Payload) -> IdentityEntry {
+        let identity = str_of(p, "identity").unwrap_or_default();
+        let personal = |sealed: &str, legacy: &str| match str_of(p, sealed) {
+            Some(s) => self.keys.open_sealed(&identity, &s),
+            // Written before fields were sealed.
+            None => str_of(p, legacy).unwrap_or_default(),
+        };
+        IdentityEntry {
+            name: personal("name_sealed", "name"),
+            external_id: personal("external_id_sealed", "external_id"),
+            enrolled: p.get("enrolled").and_then(Value::as_bool).unwrap_or(false),
+            created_ms: int_of(p, "created").unwrap_or_default(),
+            last_seen_ms: int_of(p, "last_seen").unwrap_or_default(),
+            identity,
+        }
+    }
+
+    pub fn keys(&self) -> &PersonalKeys {
+        &self.keys
+    }
+
+    pub async fn open(store: Arc<dyn VectorStore>, keys: Arc<PersonalKeys>) -> IdentityResult<Self> {
         let spec = CollectionSpec::new(CATALOG, 1)
             .index("kind", FieldType::Keyword)
             .index("identity", FieldType::Keyword)
@@ -80,7 +91,7 @@ impl Catalog {
             .index("a", FieldType::Keyword)
             .index("b", FieldType::Keyword);
         store.ensure_collection(&spec).await?;
-        Ok(Self { store })
+        Ok(Self { store, keys })
     }
 
     async fn put(&self, id: PointId, payload: Value) -> IdentityResult<()> {
@@ -95,22 +106,26 @@ impl Catalog {
     pub async fn put_identities(&self, entries: &[IdentityEntry]) -> IdentityResult<()> {
         let points = entries
             .iter()
-            .map(|e| Point {
-                id: derived_id(&["identity", &e.identity]),
-                vector: vec![1.0],
-                payload: object(json!({
-                    "kind": "identity", "identity": e.identity, "name": e.name, "external_id": e.external_id,
-                    "enrolled": e.enrolled, "created": e.created_ms, "last_seen": e.last_seen_ms,
-                })),
+            .map(|e| {
+                Ok(Point {
+                    id: derived_id(&["identity", &e.identity]),
+                    vector: vec![1.0],
+                    payload: object(json!({
+                        "kind": "identity", "identity": e.identity,
+                        "name_sealed": self.keys.seal(&e.identity, &e.name)?,
+                        "external_id_sealed": self.keys.seal(&e.identity, &e.external_id)?,
+                        "enrolled": e.enrolled, "created": e.created_ms, "last_seen": e.last_seen_ms,
+                    })),
+                })
             })
-            .collect();
+            .collect::<IdentityResult<Vec<_>>>()?;
         Ok(self.store.upsert(CATALOG, points).await?)
     }
 
     pub async fn identity(&self, identity: &str) -> IdentityResult<Option<IdentityEntry>> {
         let filter = Filter::all().keyword("kind", "identity").keyword("identity", identity);
         let (records, _) = self.store.scroll(CATALOG, &filter, 1, None).await?;
-        Ok(records.first().map(|r| IdentityEntry::from_payload(&r.payload)))
+        Ok(records.first().map(|r| self.entry(&r.payload)))
     }
 
     pub async fn identities_named(&self, ids: Vec<String>) -> IdentityResult<Vec<IdentityEntry>> {
@@ -119,7 +134,7 @@ impl Catalog {
         }
         let filter = Filter::all().keyword("kind", "identity").keyword_in("identity", ids);
         let records = self.store.scroll_all(CATALOG, &filter).await?;
-        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+        Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
     /// One page of identities in id order, and the token of the next page.
@@ -130,14 +145,14 @@ impl Catalog {
     ) -> IdentityResult<(Vec<IdentityEntry>, Option<PointId>)> {
         let filter = Filter::all().keyword("kind", "identity");
         let (records, next) = self.store.scroll(CATALOG, &filter, size, token).await?;
-        Ok((records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect(), next))
+        Ok((records.iter().map(|r| self.entry(&r.payload)).collect(), next))
     }
 
     /// Every enrolled identity.
     pub async fn enrolled(&self) -> IdentityResult<Vec<IdentityEntry>> {
         let filter = Filter::all().keyword("kind", "identity").flag("enrolled", true);
         let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
-        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+        Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
     /// Identities never enrolled and not seen since `before_ms`.
@@ -145,11 +160,27 @@ impl Catalog {
         let filter =
             Filter::all().keyword("kind", "identity").flag("enrolled", false).range("last_seen", None, Some(before_ms));
         let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
-        Ok(records.iter().map(|r| IdentityEntry::from_payload(&r.payload)).collect())
+        Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
     pub async fn remove_identity(&self, identity: &str) -> IdentityResult<()> {
         Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "identity").keyword("identity", identity)).await?)
+    }
+
+    /// Records that `identity` is being erased, before anything of it is deleted: an erasure cut
+    /// short (a crash) is finished when the service starts again.
+    pub async fn put_erasure(&self, identity: &str) -> IdentityResult<()> {
+        self.put(derived_id(&["erasure", identity]), json!({ "kind": "erasure", "identity": identity })).await
+    }
+
+    /// Identities whose erasure was begun and not finished.
+    pub async fn erasures(&self) -> IdentityResult<Vec<String>> {
+        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "erasure")).await?;
+        Ok(records.iter().filter_map(|r| str_of(&r.payload, "identity")).collect())
+    }
+
+    pub async fn remove_erasure(&self, identity: &str) -> IdentityResult<()> {
+        Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "erasure").keyword("identity", identity)).await?)
     }
 
     pub async fn put_model(&self, m: &ModelEntry) -> IdentityResult<()> {

@@ -19,6 +19,9 @@ pub struct IdentityConfig {
     pub qdrant_replication_factor: Option<u32>,
     /// The embedder that turns images into embeddings; without one, only embeddings are accepted.
     pub embedder_url: Option<String>,
+    /// Deadline of each call to the embedder.
+    #[serde(with = "reid_server::duration::millis")]
+    pub embedder_timeout: Duration,
     pub association: AssociationConfig,
     pub retention: RetentionConfig,
     /// Keep the best crop of each observed tracklet as its thumbnail (erased by `Forget` and TTL).
@@ -90,6 +93,7 @@ impl Default for IdentityConfig {
             qdrant_api_key: None,
             qdrant_replication_factor: None,
             embedder_url: None,
+            embedder_timeout: Duration::from_secs(30),
             association: AssociationConfig::default(),
             retention: RetentionConfig::default(),
             keep_thumbnails: true,

@@ -206,8 +206,46 @@ fn as_match(hit: &Hit) -> Option<Match> {
     })
 }
 
+/// Longest name, external id, camera or track id a request may carry: a 48 MB name would make
+/// every later listing of identities fail for everyone.
+pub const MAX_TEXT_BYTES: usize = 256;
+/// Most candidates an `Identify` returns per probe.
+pub const MAX_TOP_K: usize = 100;
+/// Most cameras a filter may name.
+pub const MAX_CAMERAS_IN_FILTER: usize = 256;
+
+/// Refuses a text field over [`MAX_TEXT_BYTES`], without echoing it.
+fn check_text(field: &str, value: &str) -> IdentityResult<()> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(IdentityError::invalid(format!(
+            "{field} has {} bytes; at most {MAX_TEXT_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_cameras(cameras: &[String]) -> IdentityResult<()> {
+    if cameras.len() > MAX_CAMERAS_IN_FILTER {
+        return Err(IdentityError::invalid(format!(
+            "the filter names {} cameras; at most {MAX_CAMERAS_IN_FILTER}",
+            cameras.len()
+        )));
+    }
+    cameras.iter().try_for_each(|c| check_text("camera_id", c))
+}
+
+fn check_model(model: &ModelKey) -> IdentityResult<()> {
+    check_text("model id", &model.id)?;
+    check_text("model version", &model.version)
+}
+
 fn check_identity_id(id: &str) -> IdentityResult<()> {
-    if is_plain_id(id) { Ok(()) } else { Err(IdentityError::invalid(format!("identity id {id:?} is not a reid id"))) }
+    if is_plain_id(id) {
+        Ok(())
+    } else {
+        Err(IdentityError::invalid(format!("identity id {:?} is not a reid id", reid_server::truncated(id, 64))))
+    }
 }
 
 /// Refuses a vector that would poison the gallery, before anything is written.
@@ -251,7 +289,8 @@ impl Identities {
         embedder: Option<Arc<dyn EmbedderClient>>,
         metrics: IdentityMetrics,
     ) -> IdentityResult<Self> {
-        let catalog = Catalog::open(store.clone()).await?;
+        let keys = Arc::new(crate::personal::PersonalKeys::open(config.data_dir.join("keys"))?);
+        let catalog = Catalog::open(store.clone(), keys).await?;
         let crops = CropStore::open(config.data_dir.join("crops"))?;
         let galleries = catalog
             .models()
@@ -262,7 +301,7 @@ impl Identities {
                 (key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold })
             })
             .collect();
-        Ok(Self {
+        let identities = Self {
             config,
             store,
             catalog,
@@ -273,7 +312,13 @@ impl Identities {
             progress: Default::default(),
             associating: Default::default(),
             metrics,
-        })
+        };
+        // Erasures a crash cut short are finished before anything else is served.
+        for identity in identities.catalog.erasures().await? {
+            tracing::info!(%identity, "finishing an erasure begun before the restart");
+            identities.erase(&identity).await?;
+        }
+        Ok(identities)
     }
 
     pub fn config(&self) -> &IdentityConfig {
@@ -328,16 +373,27 @@ impl Identities {
 
     /// The gallery for embeddings a client computed: one built already, or that of the model the
     /// embedder serves now (or of any model when no embedder is configured: the client decides).
+    ///
+    /// A request never creates a gallery (a collection, and the active alias moved to it) for a
+    /// model only it names: only the model the configured embedder serves gets one built on demand.
+    /// Without an embedder, galleries come from [`Identities::import`] alone.
     async fn gallery_for_embeddings(&self, model: &ModelKey) -> IdentityResult<Gallery> {
+        check_model(model)?;
         if let Some(g) = self.cached(model) {
             return Ok(g);
         }
-        let current = match &self.embedder {
+        let served = match &self.embedder {
             Some(embedder) => embedder.model().await.ok().is_some_and(|d| d.key.same_model(model)),
-            None => true,
+            None => false,
         };
-        if current {
+        if served {
             return self.gallery_for(model).await;
+        }
+        // Another replica may have built it.
+        if let Some(m) = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)) {
+            let g = Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold };
+            self.remember(&g);
+            return Ok(g);
         }
         Err(IdentityError::UnknownModel { id: model.id.clone(), version: model.version.clone() })
     }
@@ -498,6 +554,10 @@ impl Identities {
         {
             return Err(IdentityError::invalid(format!("threshold {t} is not a cosine similarity")));
         }
+        if options.top_k > MAX_TOP_K {
+            return Err(IdentityError::invalid(format!("top_k {} is over the limit of {MAX_TOP_K}", options.top_k)));
+        }
+        check_cameras(&options.cameras)?;
         // Validate every embedding and resolve every gallery before searching anything.
         let mut resolved: Vec<Option<(Vec<f32>, Gallery)>> = vec![None; probes.len()];
         let mut images = Vec::new();
@@ -572,6 +632,8 @@ impl Identities {
                 self.config.max_items_per_request
             )));
         }
+        check_text("name", &request.name)?;
+        check_text("external_id", &request.external_id)?;
         let existing = match &request.identity {
             Some(id) => {
                 check_identity_id(id)?;
@@ -642,6 +704,8 @@ impl Identities {
         if camera.is_empty() || track.is_empty() {
             return Err(IdentityError::invalid("observe needs a camera_id and a track_id"));
         }
+        check_text("camera_id", &camera)?;
+        check_text("track_id", &track)?;
         if crops.is_empty() {
             return Err(IdentityError::invalid("a tracklet needs at least one crop"));
         }
@@ -785,6 +849,7 @@ impl Identities {
 
     pub async fn sightings(&self, query: SightingQuery) -> IdentityResult<Vec<Sighting>> {
         check_identity_id(&query.identity)?;
+        check_cameras(&query.cameras)?;
         if self.catalog.identity(&query.identity).await?.is_none() {
             return Err(IdentityError::IdentityNotFound(query.identity));
         }
@@ -832,7 +897,9 @@ impl Identities {
         let token = match token {
             None | Some("") => None,
             Some(t) => {
-                Some(t.parse().map_err(|_| IdentityError::invalid(format!("page token {t:?} is not one we gave")))?)
+                Some(t.parse().map_err(|_| {
+                    IdentityError::invalid(format!("page token {:?} is not one we gave", reid_server::truncated(t, 64)))
+                })?)
             }
         };
         let (entries, next) = self.catalog.identity_page(size, token).await?;
@@ -853,13 +920,34 @@ impl Identities {
     }
 
     /// Erases an identity: every vector in every gallery, its catalog entry, the feedback pairs
-    /// that name it, and its stored crops.
+    /// that name it, its stored crops, and the key its name and external id are sealed with.
+    /// Anything stored under the id is erased, also without a catalog entry (an enrollment cut
+    /// short before it); NOT_FOUND only when nothing at all is stored under it.
     pub async fn forget(&self, identity: &str) -> IdentityResult<Erasure> {
         check_identity_id(identity)?;
-        if self.catalog.identity(identity).await?.is_none() {
+        let _associating = self.associating.lock().await;
+        let filter = Filter::all().keyword("identity", identity);
+        let mut stored = self.catalog.identity(identity).await?.is_some()
+            || self.crops.count(identity) > 0
+            || self.catalog.keys().has_key(identity);
+        for g in self.galleries() {
+            if stored {
+                break;
+            }
+            stored = self.store.count(&g.collection, &filter).await? > 0;
+        }
+        if !stored {
             return Err(IdentityError::IdentityNotFound(identity.into()));
         }
-        let _associating = self.associating.lock().await;
+        self.catalog.put_erasure(identity).await?;
+        let erased = self.erase(identity).await?;
+        self.metrics.forgotten.inc();
+        tracing::info!(%identity, vectors = erased.vectors, crops = erased.crops, "identity forgotten");
+        Ok(erased)
+    }
+
+    /// The steps of an erasure, each one safe to repeat; the erasure's record goes last.
+    async fn erase(&self, identity: &str) -> IdentityResult<Erasure> {
         let filter = Filter::all().keyword("identity", identity);
         let mut vectors = 0;
         for g in self.galleries() {
@@ -869,8 +957,8 @@ impl Identities {
         self.catalog.remove_feedback_of(identity).await?;
         self.catalog.remove_identity(identity).await?;
         let crops = self.crops.remove_identity(identity)? as u64;
-        self.metrics.forgotten.inc();
-        tracing::info!(%identity, vectors, crops, "identity forgotten");
+        self.catalog.keys().shred(identity)?;
+        self.catalog.remove_erasure(identity).await?;
         Ok(Erasure { vectors, crops })
     }
 
@@ -878,6 +966,8 @@ impl Identities {
     /// holds the result and the number of pairs recorded.
     pub async fn feedback(&self, f: Feedback) -> IdentityResult<(String, u64)> {
         check_identity_id(&f.a)?;
+        check_text("camera_id", &f.camera)?;
+        check_text("track_id", &f.track)?;
         let a = self.catalog.identity(&f.a).await?.ok_or_else(|| IdentityError::IdentityNotFound(f.a.clone()))?;
         let _associating = self.associating.lock().await;
         let at_ms = now_ms();
@@ -940,6 +1030,7 @@ impl Identities {
                 };
                 self.catalog.put_identity(&merged).await?;
                 self.catalog.remove_identity(&b.identity).await?;
+                self.catalog.keys().shred(&b.identity)?;
                 let pair = FeedbackPair {
                     same: true,
                     a: a.identity.clone(),
@@ -1037,6 +1128,7 @@ impl Identities {
                 self.catalog.remove_identity(&entry.identity).await?;
                 self.catalog.remove_feedback_of(&entry.identity).await?;
                 self.crops.remove_identity(&entry.identity)?;
+                self.catalog.keys().shred(&entry.identity)?;
                 report.identities += 1;
             }
         }

@@ -4,6 +4,7 @@
 //!   retention, gallery re-embedding on model change);
 //! - [`association`]: the matching rules as pure functions;
 //! - [`catalog`], [`crops`], [`model`]: what is stored besides the vectors, and where;
+//! - [`personal`]: names and external ids sealed per identity, so that erasure is complete;
 //! - [`embedder`]: the seam to the embedder service;
 //! - [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve identity` and the tests call.
@@ -18,6 +19,7 @@ pub mod identities;
 pub mod metrics;
 pub mod model;
 mod payload;
+pub mod personal;
 pub mod service;
 
 use std::future::Future;
@@ -62,7 +64,12 @@ pub async fn run(
     config.validate().map_err(anyhow::Error::msg)?;
     let store = open_store(&config).await?;
     let embedder = match &config.embedder_url {
-        Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(url, config.max_message_bytes, &config.security)?)
+        Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(
+            url,
+            config.max_message_bytes,
+            &config.security,
+            config.embedder_timeout,
+        )?)
             as Arc<dyn embedder::EmbedderClient>),
         None => None,
     };

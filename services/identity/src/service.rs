@@ -40,6 +40,17 @@ impl IdentityGrpc {
     }
 }
 
+/// Runs a multi-step write to its end even when the caller goes away (its deadline passes, it
+/// cancels): an enrollment or erasure cut short would leave vectors and crops behind.
+async fn to_completion<T: Send + 'static>(
+    write: impl Future<Output = crate::error::IdentityResult<T>> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::spawn(write).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("write task failed: {e}"))),
+    }
+}
+
 pub fn to_ms(t: &Timestamp) -> i64 {
     t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
 }
@@ -120,7 +131,8 @@ impl IdentityService for IdentityGrpc {
                 external_id: req.external_id,
                 images: req.images,
             };
-            let (identity_id, stored, model) = self.identities.enroll(enrollment).await?;
+            let identities = self.identities.clone();
+            let (identity_id, stored, model) = to_completion(async move { identities.enroll(enrollment).await }).await?;
             Ok(pb::EnrollResponse { identity_id, vectors_stored: stored as u32, model: Some(model.to_proto()) })
         })
         .await
@@ -128,7 +140,8 @@ impl IdentityService for IdentityGrpc {
 
     async fn forget(&self, request: Request<pb::ForgetRequest>) -> Result<Response<pb::ForgetResponse>, Status> {
         self.observe_call("forget", async {
-            let erased = self.identities.forget(&request.into_inner().identity_id).await?;
+            let (identities, identity) = (self.identities.clone(), request.into_inner().identity_id);
+            let erased = to_completion(async move { identities.forget(&identity).await }).await?;
             Ok(pb::ForgetResponse { vectors_removed: erased.vectors, crops_removed: erased.crops })
         })
         .await
@@ -213,7 +226,8 @@ impl IdentityService for IdentityGrpc {
                 crops,
                 model: req.model.as_ref().map(ModelKey::from),
             };
-            let o = self.identities.observe(tracklet).await?;
+            let identities = self.identities.clone();
+            let o = to_completion(async move { identities.observe(tracklet).await }).await?;
             Ok(pb::ObserveResponse { identity_id: o.identity, created: o.created, score: o.score, margin: o.margin })
         })
         .await
@@ -231,7 +245,8 @@ impl IdentityService for IdentityGrpc {
             };
             let feedback =
                 Feedback { kind, a: req.identity_a, b: req.identity_b, camera: req.camera_id, track: req.track_id };
-            let (identity_id, pairs) = self.identities.feedback(feedback).await?;
+            let identities = self.identities.clone();
+            let (identity_id, pairs) = to_completion(async move { identities.feedback(feedback).await }).await?;
             Ok(pb::FeedbackResponse { identity_id, pairs_recorded: pairs })
         })
         .await

@@ -24,6 +24,8 @@ pub struct Ingester {
     cameras: Mutex<BTreeMap<String, Arc<Camera>>>,
     stop_delivery: watch::Sender<bool>,
     delivery: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Removed cameras finishing their queued frames and open tracks: shutdown waits for them.
+    stopping: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -76,7 +78,13 @@ impl Ingester {
         let session = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let ctx = PipelineContext { config: config.clone(), outbox, metrics, session: format!("{session:x}") };
         let ingester =
-            Self { ctx, cameras: Mutex::new(BTreeMap::new()), stop_delivery, delivery: Mutex::new(delivery) };
+            Self {
+                ctx,
+                cameras: Mutex::new(BTreeMap::new()),
+                stop_delivery,
+                delivery: Mutex::new(delivery),
+                stopping: Mutex::default(),
+            };
         let mine = |spec: &CameraSpec| config.shard.is_none_or(|s| s.owns(&spec.id));
         if let Some(shard) = config.shard {
             let (owned, total) = (config.cameras.iter().filter(|c| mine(c)).count(), config.cameras.len());
@@ -112,8 +120,7 @@ impl Ingester {
     /// [`SourcePolicy`]: crate::policy::SourcePolicy
     pub async fn add_requested(&self, spec: CameraSpec) -> IngesterResult<CameraStatus> {
         check_camera_id(&spec.id)?;
-        let source = SourceSpec::parse(&spec.url)?;
-        self.ctx.config.sources.check(&spec.url, &source).await?;
+        self.ctx.config.sources.check(&spec.url).await?;
         self.add(spec).await
     }
 
@@ -157,11 +164,14 @@ impl Ingester {
         Ok(status)
     }
 
-    /// Stops a camera; its open tracks are flushed first.
+    /// Removes a camera at once; it finishes its queued frames and flushes its open tracks in the
+    /// background (shutdown waits for that).
     pub async fn remove(&self, id: &str) -> IngesterResult<()> {
         let camera = self.cameras.lock().await.remove(id).ok_or_else(|| IngesterError::UnknownCamera(id.into()))?;
         tracing::info!(camera = %id, "camera removed");
-        let _ = tokio::task::spawn_blocking(move || camera.stop()).await;
+        let mut stopping = self.stopping.lock().await;
+        stopping.retain(|task| !task.is_finished());
+        stopping.push(tokio::task::spawn_blocking(move || camera.stop()));
         Ok(())
     }
 
@@ -195,6 +205,9 @@ impl Ingester {
             }
         })
         .await;
+        for task in std::mem::take(&mut *self.stopping.lock().await) {
+            let _ = task.await;
+        }
         let _ = self.stop_delivery.send(true);
         if let Some(task) = self.delivery.lock().await.take() {
             let _ = task.await;

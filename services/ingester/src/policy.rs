@@ -9,7 +9,7 @@
 //! about the server's files.
 
 use std::net::IpAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -30,36 +30,34 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
-    /// Checks a source named over the API.
-    pub async fn check(&self, url: &str, source: &SourceSpec) -> IngesterResult<()> {
-        match source {
-            SourceSpec::Push => Ok(()),
-            SourceSpec::Device(_) if self.allow_devices => Ok(()),
-            SourceSpec::Device(_) => {
-                Err(IngesterError::bad_url(url, "capture devices are not allowed over the API (sources.allow_devices)"))
-            }
-            SourceSpec::File(path) | SourceSpec::Folder(path) => self.check_path(url, path),
-            SourceSpec::Stream(stream) => self.check_stream(url, stream).await,
+    /// Checks a source named over the API, before its URL is parsed (parsing looks at the file
+    /// system, and what it says must not reach a caller for paths outside the roots).
+    pub async fn check(&self, url: &str) -> IngesterResult<()> {
+        let url = url.trim();
+        if url == "push" {
+            return Ok(());
         }
+        if url.starts_with("device:") {
+            return if self.allow_devices {
+                Ok(())
+            } else {
+                Err(IngesterError::bad_url(url, "capture devices are not allowed over the API (sources.allow_devices)"))
+            };
+        }
+        if url.contains("://") {
+            return match SourceSpec::parse(url)? {
+                SourceSpec::Stream(stream) => self.check_stream(url, &stream).await,
+                _ => Ok(()),
+            };
+        }
+        self.check_path(url, Path::new(url.strip_prefix("file:").unwrap_or(url)))
     }
 
     fn check_path(&self, url: &str, path: &Path) -> IngesterResult<()> {
-        let refused = || {
-            IngesterError::bad_url(url, "local paths over the API must lie below one of sources.file_roots")
-        };
-        // Lexically first, before the file system is asked anything.
-        let plain = path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        if !plain || !self.file_roots.iter().any(|root| path.starts_with(root)) {
-            return Err(refused());
+        if reid_server::paths::is_confined(path, &self.file_roots) {
+            return Ok(());
         }
-        // Then through links: the real path must stay below a real root.
-        let real = std::fs::canonicalize(path).map_err(|_| refused())?;
-        let inside = self
-            .file_roots
-            .iter()
-            .filter_map(|root| std::fs::canonicalize(root).ok())
-            .any(|root| real.starts_with(root));
-        if inside { Ok(()) } else { Err(refused()) }
+        Err(IngesterError::bad_url(url, "local paths over the API must lie below one of sources.file_roots"))
     }
 
     async fn check_stream(&self, url: &str, stream: &str) -> IngesterResult<()> {
@@ -210,6 +208,7 @@ mod tests {
         let missing = check(Path::new("/etc/no-such-file")).unwrap_err();
         assert_eq!(outside, missing, "a refusal must not tell whether the file exists");
         assert!(check(&root.path().join("..").join("x")).is_err());
+        assert!(check(&root.path().join("missing.avi")).is_ok(), "below a root, parsing says what is missing");
         #[cfg(unix)]
         {
             let link = root.path().join("escape");
@@ -222,16 +221,16 @@ mod tests {
     #[tokio::test]
     async fn streams_to_private_hosts_need_an_entry() {
         let policy = SourcePolicy::default();
-        let stream = |u: &str| SourceSpec::Stream(u.into());
         for url in ["http://127.0.0.1:8080/x", "rtsp://10.0.0.7/s", "http://localhost/x", "http://[::1]/x", "http://169.254.169.254/latest"] {
-            assert!(policy.check(url, &stream(url)).await.is_err(), "{url}");
+            assert!(policy.check(url).await.is_err(), "{url}");
         }
-        assert!(policy.check("rtsp://8.8.8.8/s", &stream("rtsp://8.8.8.8/s")).await.is_ok());
+        assert!(policy.check("rtsp://8.8.8.8/s").await.is_ok());
         let listed = SourcePolicy { stream_hosts: vec!["10.0.0.0/8".into(), "localhost".into()], ..SourcePolicy::default() };
-        assert!(listed.check("rtsp://10.0.0.7/s", &stream("rtsp://10.0.0.7/s")).await.is_ok());
-        assert!(listed.check("http://localhost/x", &stream("http://localhost/x")).await.is_ok());
-        assert!(listed.check("http://127.0.0.1/x", &stream("http://127.0.0.1/x")).await.is_err());
-        assert!(policy.check("device:0", &SourceSpec::Device(0)).await.is_err());
-        assert!(policy.check("push", &SourceSpec::Push).await.is_ok());
+        assert!(listed.check("rtsp://10.0.0.7/s").await.is_ok());
+        assert!(listed.check("http://localhost/x").await.is_ok());
+        assert!(listed.check("http://127.0.0.1/x").await.is_err());
+        assert!(policy.check("device:0").await.is_err());
+        assert!(policy.check("push").await.is_ok());
+        assert!(policy.check("/etc/passwd").await.is_err());
     }
 }

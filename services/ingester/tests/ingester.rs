@@ -129,6 +129,7 @@ async fn status(client: &mut IngesterServiceClient<Channel>, id: &str) -> pb::Ca
 async fn a_camera_that_drops_is_reconnected_while_the_others_keep_running() {
     let (addr, flaky_connections) = mjpeg_server().await;
     let mut config = IngesterConfig::default();
+    config.sources.stream_hosts = vec!["127.0.0.1".into()];
     config.reconnect.initial = Duration::from_millis(100);
     config.reconnect.max = Duration::from_millis(400);
     let Running { mut client, .. } = start(config).await;
@@ -238,13 +239,26 @@ async fn corrupt_truncated_and_empty_pushed_frames_are_counted_and_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_cameras_bad_urls_and_unsupported_detectors_get_clear_errors() {
-    let Running { mut client, .. } = start(IngesterConfig::default()).await;
+    let data = "/usr/share/doc/opencv-doc/examples/data";
+    let mut config = IngesterConfig::default();
+    config.sources.file_roots = vec![data.into()];
+    let Running { mut client, .. } = start(config).await;
     let video = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+    let missing = format!("{data}/no-such-video.avi");
     let cases: Vec<(pb::AddCameraRequest, Code, &str)> = vec![
         (camera("a", "ftp://cam/x", "hog"), Code::InvalidArgument, "unsupported scheme"),
-        (camera("a", "/no/such/video.avi", "hog"), Code::InvalidArgument, "no such file"),
+        (camera("a", &missing, "hog"), Code::InvalidArgument, "no such file"),
+        // Outside the roots the answer is the same whether the path exists or not.
+        (camera("a", "/no/such/video.avi", "hog"), Code::InvalidArgument, "sources.file_roots"),
+        (camera("a", "/etc/passwd", "hog"), Code::InvalidArgument, "sources.file_roots"),
+        (camera("a", &format!("{data}/../../../../../etc/passwd"), "hog"), Code::InvalidArgument, "sources.file_roots"),
+        (camera("a", "http://127.0.0.1:9/x", "hog"), Code::InvalidArgument, "private address"),
+        (camera("a", "device:0", "hog"), Code::InvalidArgument, "allow_devices"),
+        (camera("..", "push", "hog"), Code::InvalidArgument, "camera id"),
+        (camera(".hidden", "push", "hog"), Code::InvalidArgument, "camera id"),
         (camera("a", "rtsp://", "hog"), Code::InvalidArgument, "no host"),
         (camera("a", "device:minus-one", "hog"), Code::InvalidArgument, "device"),
+        (camera(&"x".repeat(100_000), "push", "hog"), Code::InvalidArgument, "camera id"),
         (camera("a", "push", "yolo9000"), Code::InvalidArgument, "unsupported detector"),
         (camera("a", "push", "onnx"), Code::FailedPrecondition, "names a model"),
         (camera("bad id!", "push", "hog"), Code::InvalidArgument, "camera id"),
@@ -318,4 +332,94 @@ async fn shutdown_flushes_the_tracks_still_open() {
     assert_eq!(exported as u64, after, "every tracklet, the flushed one too, is written");
     drop(tx);
     let _ = push.await;
+}
+
+/// A JPEG of `w x h` flat grey.
+fn grey_jpeg(w: i32, h: i32) -> Vec<u8> {
+    let m = Mat::new_rows_cols_with_default(h, w, opencv::core::CV_8UC3, Scalar::all(120.0)).unwrap();
+    let mut buf = Vector::<u8>::new();
+    imgcodecs::imencode(".jpg", &m, &mut buf, &Vector::new()).unwrap();
+    buf.to_vec()
+}
+
+/// The same JPEG with a header that declares 30000x30000.
+fn bomb_jpeg() -> Vec<u8> {
+    let mut bomb = grey_jpeg(16, 16);
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    bomb[sof + 5..sof + 9].copy_from_slice(&[0x75, 0x30, 0x75, 0x30]);
+    bomb
+}
+
+fn detection(crop: Vec<u8>) -> pb::Detection {
+    pb::Detection {
+        r#box: Some(pb::BoundingBox { x: 10.0, y: 10.0, width: 40.0, height: 90.0 }),
+        score: 0.9,
+        crop: Some(pb::Image { data: Some(pb::image::Data::Encoded(crop)) }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_and_pushed_detections_are_bounded_and_bombs_never_decoded() {
+    let config = IngesterConfig {
+        max_cameras: 2,
+        max_detections_per_message: 4,
+        max_frame_pixels: 1 << 20,
+        ..IngesterConfig::default()
+    };
+    let Running { mut client, .. } = start(config).await;
+    client.add_camera(camera("door", "push", "background")).await.unwrap();
+    client.add_camera(camera("hall", "push", "background")).await.unwrap();
+    let e = client.add_camera(camera("yard", "push", "background")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("max_cameras"), "{}", e.message());
+
+    let push = |detections: Vec<pb::Detection>| {
+        tokio_stream::iter(vec![pb::PushDetectionsRequest { camera_id: "door".into(), detections, ..Default::default() }])
+    };
+    // Too many in one message.
+    let e = client.push_detections(push((0..5).map(|_| detection(grey_jpeg(20, 40))).collect())).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("5 detections"), "{}", e.message());
+    // Three crops of 700x700 declare 1.47 MP together, over the 1 MP frame limit: refused whole.
+    let e = client.push_detections(push((0..3).map(|_| detection(grey_jpeg(700, 700))).collect())).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("declare"), "{}", e.message());
+    // Bombs are refused one by one, from their headers, in no time; the good crop is kept.
+    let started = Instant::now();
+    let reply = client
+        .push_detections(push(vec![detection(bomb_jpeg()), detection(bomb_jpeg()), detection(grey_jpeg(20, 40))]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((reply.detections_received, reply.detections_rejected), (3, 2));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A view that would enlarge the frame beyond the source's pixels is refused when it is set.
+    let mut big = camera("zoom", "push", "background");
+    big.camera.as_mut().unwrap().view = Some(pb::CameraView { scale: 8.0, ..Default::default() });
+    client.remove_camera(pb::RemoveCameraRequest { camera_id: "hall".into() }).await.unwrap();
+    let e = client.add_camera(big).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("view.scale"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_camera_answers_while_queued_frames_are_still_being_processed() {
+    let config = IngesterConfig {
+        sources: reid_ingester::SourcePolicy {
+            file_roots: vec!["/usr/share/doc/opencv-doc/examples/data".into()],
+            ..Default::default()
+        },
+        frame_queue: 64,
+        ..IngesterConfig::default()
+    };
+    let Running { mut client, .. } = start(config).await;
+    // HOG on full 768x576 frames: a queue of 64 takes many seconds to work through.
+    client.add_camera(camera("plaza", "/usr/share/doc/opencv-doc/examples/data/vtest.avi", "hog")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    client.remove_camera(pb::RemoveCameraRequest { camera_id: "plaza".into() }).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "RemoveCamera took {:?}", started.elapsed());
+    assert!(client.list_cameras(pb::ListCamerasRequest {}).await.unwrap().into_inner().cameras.is_empty());
 }

@@ -55,6 +55,16 @@ pub struct TrainConfig {
     pub training: TrainingConfig,
 }
 
+/// Most images in one P x K batch.
+pub const MAX_BATCH: usize = 4096;
+
+/// A run's name becomes part of its folder: plain names only.
+pub fn is_run_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 fn default_name() -> String {
     "reid-model".into()
 }
@@ -238,6 +248,13 @@ impl TrainConfig {
         Self::parse(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
 
+    /// Every path the run reads: the dataset's, and the weights it starts from.
+    pub fn paths(&self) -> Vec<&Path> {
+        let mut paths = self.dataset.paths();
+        paths.extend(self.model.init.as_deref());
+        paths
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
@@ -258,15 +275,26 @@ impl TrainConfig {
         {
             return bad("sampler.pairs_per_batch and negative_candidates must be positive".into());
         }
+        if !is_run_name(&self.name) {
+            return bad(format!(
+                "name {:?}: 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit (it names the run's folder)",
+                reid_server::truncated(&self.name, 64)
+            ));
+        }
         let (p, k) = (self.sampler.p, self.sampler.k);
+        if self.sampler.kind == SamplerKind::Pk && p.checked_mul(k).is_none_or(|n| n > MAX_BATCH) {
+            return bad(format!("a {p} x {k} batch is larger than {MAX_BATCH} images"));
+        }
         let every_triplet = matches!(self.miner.kind, Miner::BatchAll | Miner::SemiHard);
-        if self.sampler.kind == SamplerKind::Pk
-            && every_triplet
-            && p * k * k.saturating_sub(1) * p.saturating_sub(1) * k > 5_000_000
-        {
+        // anchors (p k) x positives (k - 1) x negatives ((p - 1) k), in u128: no overflow for any p, k.
+        let triplets = |p: usize, k: usize| {
+            let (p, k) = (p as u128, k as u128);
+            p * k * k.saturating_sub(1) * p.saturating_sub(1) * k
+        };
+        if self.sampler.kind == SamplerKind::Pk && every_triplet && triplets(p, k) > 5_000_000 {
             return bad(format!(
                 "a {p} x {k} batch has {} triplets, too many to enumerate: use a smaller batch or the batch_hard miner",
-                p * k * (k - 1) * (p - 1) * k
+                triplets(p, k)
             ));
         }
         if !(0.0..1.0).contains(&self.loss.label_smoothing) || self.loss.ce_weight < 0.0 {
@@ -311,6 +339,12 @@ mod tests {
             ("[dataset]\nkind = \"fashion_mnist\"\n[model]\narchitecture = \"resnet9000\"\n", "resnet9000"),
             ("[dataset]\nkind = \"imagenet\"\n", "imagenet"),
             ("[dataset]\nkind = \"fashion_mnist\"\n[loss]\nmargn = 1.0\n", "margn"),
+            ("name = \"../../x\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
+            ("name = \"/tmp/x\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
+            ("name = \"..\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
+            // P x K products that overflowed the triplet count before.
+            ("[dataset]\nkind = \"fashion_mnist\"\n[sampler]\np = 4294967296\nk = 4294967296\n", "larger than"),
+            ("[dataset]\nkind = \"fashion_mnist\"\n[sampler]\np = 64\nk = 64\n[miner]\nkind = \"batch_all\"\n", "triplets"),
         ] {
             let err = TrainConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

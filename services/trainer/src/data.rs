@@ -93,7 +93,7 @@ impl Split {
                     preprocess(input, spec, norm, DEFAULT_MAX_PIXELS)?
                 }
                 Source::File(path) => {
-                    let bytes = std::fs::read(path).map_err(TrainError::io(path))?;
+                    let bytes = read_bounded(path, MAX_IMAGE_FILE_BYTES)?;
                     preprocess(ImageInput::Encoded(&bytes), spec, norm, DEFAULT_MAX_PIXELS)
                         .map_err(|e| TrainError::Dataset(format!("{}: {e}", path.display())))?
                 }
@@ -193,6 +193,23 @@ fn last_five() -> Vec<i64> {
 }
 
 impl DatasetConfig {
+    /// Every path this dataset reads.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            DatasetConfig::FashionMnist { path, .. }
+            | DatasetConfig::Mnist { path, .. }
+            | DatasetConfig::Market1501 { path }
+            | DatasetConfig::Tracklets { path, .. } => vec![path],
+            DatasetConfig::Idx { train_images, train_labels, eval_images, eval_labels, .. } => {
+                vec![train_images, train_labels, eval_images, eval_labels]
+            }
+            DatasetConfig::Folders { path, feedback, .. } => std::iter::once(path).chain(feedback).collect(),
+        }
+        .into_iter()
+        .map(PathBuf::as_path)
+        .collect()
+    }
+
     pub fn load(&self) -> Result<Dataset, TrainError> {
         let dataset = match self {
             DatasetConfig::FashionMnist { path, classes } | DatasetConfig::Mnist { path, classes } => {
@@ -251,11 +268,40 @@ fn find_idx(dir: &Path, name: &str) -> Result<PathBuf, TrainError> {
         .ok_or_else(|| TrainError::Dataset(format!("{} has no {name}[.gz]", dir.display())))
 }
 
+/// Largest image file a dataset may hold.
+const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+/// Largest idx file, compressed or not (Fashion-MNIST's largest is 47 MB).
+const MAX_IDX_BYTES: u64 = 2 << 30;
+/// Largest feedback file.
+const MAX_FEEDBACK_BYTES: u64 = 64 << 20;
+
+/// Reads a regular file of at most `limit` bytes: a device, a pipe or `/dev/zero` named as
+/// data is refused, not read until memory runs out.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, TrainError> {
+    let file = std::fs::File::open(path).map_err(TrainError::io(path))?;
+    let meta = file.metadata().map_err(TrainError::io(path))?;
+    if !meta.is_file() {
+        return Err(TrainError::Dataset(format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > limit {
+        return Err(TrainError::Dataset(format!("{} is larger than {limit} bytes", path.display())));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut out).map_err(TrainError::io(path))?;
+    if out.len() as u64 > limit {
+        return Err(TrainError::Dataset(format!("{} grew past {limit} bytes while read", path.display())));
+    }
+    Ok(out)
+}
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, TrainError> {
-    let raw = std::fs::read(path).map_err(TrainError::io(path))?;
+    let raw = read_bounded(path, MAX_IDX_BYTES)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(TrainError::io(path))?;
+        flate2::read::GzDecoder::new(&raw[..]).take(MAX_IDX_BYTES + 1).read_to_end(&mut out).map_err(TrainError::io(path))?;
+        if out.len() as u64 > MAX_IDX_BYTES {
+            return Err(TrainError::Dataset(format!("{} decompresses past {MAX_IDX_BYTES} bytes", path.display())));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -352,7 +398,8 @@ pub struct FeedbackPair {
 }
 
 fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = read_bounded(path, MAX_FEEDBACK_BYTES)?;
+    let text = String::from_utf8(bytes)
         .map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;
     text.lines()
         .enumerate()
@@ -683,5 +730,16 @@ mod tests {
         assert_eq!(data.len(), 8);
         assert!(parse_idx(&bytes[..20], Path::new("x")).is_err());
         assert!(parse_idx(&[1, 2, 3, 4], Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let err = read_bounded(Path::new("/dev/zero"), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, vec![7u8; 100]).unwrap();
+        assert_eq!(read_bounded(&file, 100).unwrap().len(), 100);
+        assert!(read_bounded(&file, 99).unwrap_err().to_string().contains("larger than"));
     }
 }

@@ -27,6 +27,15 @@ pub struct TrainerConfig {
     pub model_dir: PathBuf,
     /// Runs that train at once; later ones wait, QUEUED.
     pub max_concurrent_runs: usize,
+    /// Folders `StartRun` may read datasets and initial weights from (and `model_dir`): a run
+    /// config naming any other path is refused before anything is read.
+    pub data_roots: Vec<PathBuf>,
+    /// The embedders `PublishModel` may tell to load a model: a request names some of them, or
+    /// none for all. The deployment's key is only ever sent to these.
+    pub embedders: Vec<String>,
+    /// Deadline of each `LoadModel` call when publishing.
+    #[serde(with = "reid_server::duration::millis")]
+    pub notify_timeout: std::time::Duration,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
     /// API key and TLS, for callers and for the embedders this one calls.
@@ -39,6 +48,9 @@ impl Default for TrainerConfig {
             runs_dir: PathBuf::from("runs"),
             model_dir: PathBuf::from("models"),
             max_concurrent_runs: 1,
+            data_roots: vec![PathBuf::from("/usr/share/datasets")],
+            embedders: Vec::new(),
+            notify_timeout: std::time::Duration::from_secs(60),
             metrics_listen: None,
             security: reid_server::Security::default(),
         }
@@ -58,10 +70,24 @@ impl TrainerGrpc {
         TrainerGrpc { runs: Arc::new(runs), config, metrics }
     }
 
+    /// A run started over the API reads only below the configured roots.
+    fn check_paths(&self, config: &TrainConfig) -> Result<(), TrainError> {
+        let roots: Vec<PathBuf> =
+            self.config.data_roots.iter().chain(std::iter::once(&self.config.model_dir)).cloned().collect();
+        match config.paths().into_iter().find(|p| !reid_server::paths::is_confined(p, &roots)) {
+            None => Ok(()),
+            Some(p) => Err(TrainError::Config(format!(
+                "{} is outside the trainer's data_roots and model_dir",
+                reid_server::truncated(&p.display().to_string(), 256)
+            ))),
+        }
+    }
+
     fn start(&self, req: pb::StartRunRequest) -> Result<String, TrainError> {
         let spec = req.config.ok_or_else(|| TrainError::Config("config is required".into()))?;
         let (id, config) = if spec.resume_run_id.is_empty() {
             let config = TrainConfig::parse(&spec.config)?;
+            self.check_paths(&config)?;
             let mut id = crate::run_id(&config.name);
             // Two runs started in the same second get distinct folders.
             let mut n = 1;
@@ -163,24 +189,47 @@ impl TrainerService for TrainerGrpc {
         if !run_dir.is_dir() {
             return Err(TrainError::RunNotFound(req.run_id).into());
         }
+        let targets = if req.embedder_addrs.is_empty() {
+            self.config.embedders.clone()
+        } else if let Some(other) = req.embedder_addrs.iter().find(|a| !self.config.embedders.contains(a)) {
+            return Err(TrainError::Config(format!(
+                "embedder {:?} is not one of the trainer's configured embedders",
+                reid_server::truncated(other, 128)
+            ))
+            .into());
+        } else {
+            req.embedder_addrs.clone()
+        };
         let (model_dir, name) = (self.config.model_dir.clone(), req.name.clone());
         let (version, path) = tokio::task::spawn_blocking(move || publish(&run_dir, &model_dir, &name))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
-        let mut notified = Vec::new();
-        for addr in req.embedder_addrs {
-            load_on_embedder(&addr, &req.name, &self.config.security).await?;
-            notified.push(addr);
+        let mut response = pb::PublishModelResponse { version, path: path.display().to_string(), ..Default::default() };
+        // Only configured embedders are told (they get the deployment's key); one that cannot be
+        // reached does not undo the publication: the reply says which ones loaded it.
+        for addr in targets {
+            match load_on_embedder(&addr, &req.name, &self.config).await {
+                Ok(()) => response.notified.push(addr),
+                Err(e) => {
+                    tracing::warn!(embedder = %addr, error = %e, "published, but the embedder was not told");
+                    response.failed.push(pb::NotifyFailure { embedder_addr: addr, message: e.to_string() });
+                }
+            }
         }
         self.metrics.published.inc();
-        Ok(Response::new(pb::PublishModelResponse { version, path: path.display().to_string(), notified }))
+        Ok(Response::new(response))
     }
 }
 
-/// Asks the embedder at `addr` to serve model folder `name`.
-async fn load_on_embedder(addr: &str, name: &str, security: &reid_server::Security) -> Result<(), TrainError> {
+/// Asks the embedder at `addr` to serve model folder `name`, within the configured deadline.
+async fn load_on_embedder(addr: &str, name: &str, config: &TrainerConfig) -> Result<(), TrainError> {
     let err = |message: String| TrainError::Embedder { addr: addr.to_owned(), message };
-    let endpoint = security.endpoint(addr).map_err(|e| err(format!("{e:#}")))?;
+    let security = &config.security;
+    let endpoint = security
+        .endpoint(addr)
+        .map_err(|e| err(format!("{e:#}")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(config.notify_timeout);
     let channel = endpoint.connect().await.map_err(|e| err(e.to_string()))?;
     let mut client = EmbedderServiceClient::new(security.channel(channel));
     client.load_model(pb::LoadModelRequest { name: name.to_owned() }).await.map_err(|s| err(s.message().to_owned()))?;

@@ -41,6 +41,9 @@ async fn start(tag: &str) -> Trainer {
         runs_dir: root.join("runs"),
         model_dir: root.join("models"),
         metrics_listen: Some(format!("127.0.0.1:{metrics_port}")),
+        data_roots: vec![PathBuf::from("/usr/share/datasets"), root.join("data")],
+        embedders: vec!["127.0.0.1:1".into()],
+        notify_timeout: Duration::from_secs(5),
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -146,7 +149,9 @@ async fn a_run_is_started_watched_listed_and_published() {
             .unwrap_err();
         assert_eq!(s.code(), code, "{name:?}: {}", s.message());
     }
-    let s = t
+    // A configured embedder that cannot be reached: the model is published all the same, and the
+    // reply says who was not told.
+    let partial = t
         .client
         .publish_model(pb::PublishModelRequest {
             run_id: run_id.clone(),
@@ -154,8 +159,24 @@ async fn a_run_is_started_watched_listed_and_published() {
             embedder_addrs: vec!["127.0.0.1:1".into()],
         })
         .await
+        .unwrap()
+        .into_inner();
+    assert!(partial.notified.is_empty());
+    assert_eq!(partial.failed.len(), 1);
+    assert_eq!(partial.failed[0].embedder_addr, "127.0.0.1:1");
+    assert!(t.root.join("models/x/model.json").is_file(), "published although the embedder was down");
+    // An address that is not configured is never called (it would receive the deployment's key).
+    let s = t
+        .client
+        .publish_model(pb::PublishModelRequest {
+            run_id: run_id.clone(),
+            name: "y".into(),
+            embedder_addrs: vec!["attacker.example:50051".into()],
+        })
+        .await
         .unwrap_err();
-    assert_eq!(s.code(), Code::Unavailable, "an unreachable embedder: {}", s.message());
+    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
+    assert!(!t.root.join("models/y").exists(), "refused before anything was written");
     let _ = t.stop.send(());
     std::fs::remove_dir_all(&t.root).unwrap();
 }
@@ -210,13 +231,30 @@ async fn bad_requests_get_clear_statuses() {
     let s = t.client.start_run(pb::StartRunRequest { config: None }).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
 
-    // A run whose dataset is missing fails, and says why.
-    let run_id =
-        start_run(&mut t.client, "[dataset]\nkind = \"folders\"\npath = \"/nonexistent/people\"\n", "").await.unwrap();
+    // Paths outside the data roots, and run names that would leave the runs folder, are refused
+    // before anything is read or created.
+    for (config, needle) in [
+        ("[dataset]\nkind = \"folders\"\npath = \"/nonexistent/people\"\n", "outside"),
+        ("[dataset]\nkind = \"folders\"\npath = \"/root\"\n", "outside"),
+        ("[dataset]\nkind = \"fashion_mnist\"\npath = \"/usr/share/datasets/../../../etc\"\n", "outside"),
+        ("[dataset]\nkind = \"idx\"\ntrain_images = \"/dev/zero\"\ntrain_labels = \"/dev/zero\"\neval_images = \"/dev/zero\"\neval_labels = \"/dev/zero\"\n", "outside"),
+        ("name = \"../../escape\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
+        ("name = \"/tmp/abs\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
+    ] {
+        let s = start_run(&mut t.client, config, "").await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{config}: {}", s.message());
+        assert!(s.message().contains(needle), "{config}: {}", s.message());
+    }
+    assert!(!t.root.join("escape").exists() && !std::path::Path::new("/tmp/abs").exists());
+
+    // A run whose dataset is missing (below a root) fails, and says why.
+    let missing = t.root.join("data/people");
+    let config = format!("[dataset]\nkind = \"folders\"\npath = \"{}\"\n", missing.display());
+    let run_id = start_run(&mut t.client, &config, "").await.unwrap();
     let events = watch(&mut t.client, &run_id).await;
     let last = events.last().unwrap();
     assert_eq!(state(last), pb::RunState::Failed);
-    assert!(matches!(&last.event, Some(pb::run_event::Event::Message(m)) if m.contains("/nonexistent/people")));
+    assert!(matches!(&last.event, Some(pb::run_event::Event::Message(m)) if m.contains("data/people")));
     let s = t
         .client
         .publish_model(pb::PublishModelRequest { run_id, name: "m".into(), embedder_addrs: vec![] })

@@ -147,6 +147,10 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
         embedder_url: Some(embedder),
         identity_url: Some(identity.clone()),
         export_dir: Some(export.path().to_path_buf()),
+        sources: reid_ingester::SourcePolicy {
+            file_roots: vec!["/usr/share/doc/opencv-doc/examples/data".into()],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (ingester, mut client) = start_ingester(config).await;

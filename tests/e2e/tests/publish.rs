@@ -35,8 +35,12 @@ async fn a_published_model_is_served_by_the_embedder() {
     let mut embedder = EmbedderServiceClient::new(channel(embedder_addr).await);
     assert_eq!(embedder.get_model(pb::GetModelRequest {}).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
 
-    let trainer_config =
-        reid_trainer::TrainerConfig { runs_dir: root.join("runs"), model_dir: models.clone(), ..Default::default() };
+    let trainer_config = reid_trainer::TrainerConfig {
+        runs_dir: root.join("runs"),
+        model_dir: models.clone(),
+        embedders: vec![embedder_addr.to_string()],
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trainer_addr = listener.local_addr().unwrap();
     tokio::spawn(reid_trainer::run(trainer_config, listener, std::future::pending()));
