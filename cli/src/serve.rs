@@ -123,6 +123,9 @@ pub struct IdentityArgs {
     /// The embedder that embeds images (host:port or URL); without one only embeddings are accepted.
     #[arg(long, env = "REID_IDENTITY_EMBEDDER")]
     embedder: Option<String>,
+    /// The ingester whose tracklet exports Forget erases too.
+    #[arg(long, env = "REID_IDENTITY_INGESTER")]
+    ingester: Option<String>,
     /// Cosine threshold for a match; the model card's calibrated one when unset.
     #[arg(long, env = "REID_IDENTITY_THRESHOLD")]
     threshold: Option<f32>,
@@ -156,6 +159,9 @@ impl IdentityArgs {
         }
         if let Some(v) = &self.embedder {
             config.embedder_url = Some(reid_server::grpc_url(v));
+        }
+        if let Some(v) = &self.ingester {
+            config.ingester_url = Some(reid_server::grpc_url(v));
         }
         if let Some(v) = self.threshold {
             config.association.threshold = Some(v);

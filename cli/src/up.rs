@@ -154,6 +154,8 @@ impl Pipeline {
         config.trainer.embedders = vec![embedder_url.clone()];
         config.ingester.embedder_url = Some(embedder_url);
         config.ingester.identity_url = Some(identity_url);
+        // Forget erases the ingester's exports of the person's tracklets too.
+        config.identity.ingester_url = Some(url(&ingester_l)?);
         config.identity.validate().map_err(anyhow::Error::msg)?;
         config.ingester.validate().map_err(anyhow::Error::msg)?;
 

@@ -167,16 +167,28 @@ impl Catalog {
         Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "identity").keyword("identity", identity)).await?)
     }
 
-    /// Records that `identity` is being erased, before anything of it is deleted: an erasure cut
-    /// short (a crash) is finished when the service starts again.
-    pub async fn put_erasure(&self, identity: &str) -> IdentityResult<()> {
-        self.put(derived_id(&["erasure", identity]), json!({ "kind": "erasure", "identity": identity })).await
+    /// Records that `identity` is being erased, and the tracklets whose exports are to go with it,
+    /// before anything of it is deleted: an erasure cut short (a crash, an ingester that cannot be
+    /// reached) is finished when the service starts again.
+    pub async fn put_erasure(&self, identity: &str, tracklets: &[(String, String)]) -> IdentityResult<()> {
+        let payload = json!({ "kind": "erasure", "identity": identity, "tracklets": tracklets });
+        self.put(derived_id(&["erasure", identity]), payload).await
     }
 
-    /// Identities whose erasure was begun and not finished.
-    pub async fn erasures(&self) -> IdentityResult<Vec<String>> {
+    /// Erasures begun and not finished: the identity and its tracklets (camera, track).
+    pub async fn erasures(&self) -> IdentityResult<Vec<(String, Vec<(String, String)>)>> {
         let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "erasure")).await?;
-        Ok(records.iter().filter_map(|r| str_of(&r.payload, "identity")).collect())
+        Ok(records
+            .iter()
+            .filter_map(|r| {
+                let tracklets = r
+                    .payload
+                    .get("tracklets")
+                    .and_then(|t| serde_json::from_value::<Vec<(String, String)>>(t.clone()).ok())
+                    .unwrap_or_default();
+                Some((str_of(&r.payload, "identity")?, tracklets))
+            })
+            .collect())
     }
 
     pub async fn remove_erasure(&self, identity: &str) -> IdentityResult<()> {

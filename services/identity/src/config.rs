@@ -19,6 +19,9 @@ pub struct IdentityConfig {
     pub qdrant_replication_factor: Option<u32>,
     /// The embedder that turns images into embeddings; without one, only embeddings are accepted.
     pub embedder_url: Option<String>,
+    /// The ingester whose tracklet exports `Forget` erases too (the tracklets that were the
+    /// forgotten person's sightings).
+    pub ingester_url: Option<String>,
     /// Deadline of each call to the embedder.
     #[serde(with = "reid_server::duration::millis")]
     pub embedder_timeout: Duration,
@@ -94,6 +97,7 @@ impl Default for IdentityConfig {
             qdrant_replication_factor: None,
             embedder_url: None,
             embedder_timeout: Duration::from_secs(30),
+            ingester_url: None,
             association: AssociationConfig::default(),
             retention: RetentionConfig::default(),
             keep_thumbnails: true,

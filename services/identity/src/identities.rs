@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reid_proto::v1 as pb;
 use reid_proto::v1::Image;
+use reid_proto::v1::ingester_service_client::IngesterServiceClient;
 use reid_vector_store::{CollectionSpec, FieldType, Filter, Hit, Payload, Point, SearchQuery, VectorStore};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -132,10 +134,14 @@ pub struct IdentitySummary {
     pub last_seen_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Erasure {
     pub vectors: u64,
     pub crops: u64,
+    /// The tracklets (camera, track) that were the identity's sightings.
+    pub tracklets: Vec<(String, String)>,
+    /// Whether the configured ingester confirmed erasing their exports.
+    pub exports_erased: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +181,8 @@ pub struct Identities {
     catalog: Catalog,
     crops: CropStore,
     embedder: Option<Arc<dyn EmbedderClient>>,
+    /// The ingester whose exports erasures cover.
+    ingester: Option<IngesterServiceClient<reid_server::Channel>>,
     galleries: RwLock<HashMap<(String, String), Gallery>>,
     /// Held while a gallery is created and re-embedded, one model version at a time.
     registering: tokio::sync::Mutex<()>,
@@ -301,12 +309,22 @@ impl Identities {
                 (key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold })
             })
             .collect();
+        let ingester = match &config.ingester_url {
+            Some(url) => Some(IngesterServiceClient::new(
+                config
+                    .security
+                    .connect_lazy(url, |e| e.connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(30)))
+                    .map_err(|e| IdentityError::invalid(format!("ingester url: {e:#}")))?,
+            )),
+            None => None,
+        };
         let identities = Self {
             config,
             store,
             catalog,
             crops,
             embedder,
+            ingester,
             galleries: RwLock::new(galleries),
             registering: Default::default(),
             progress: Default::default(),
@@ -314,9 +332,10 @@ impl Identities {
             metrics,
         };
         // Erasures a crash cut short are finished before anything else is served.
-        for identity in identities.catalog.erasures().await? {
+        for (identity, tracklets) in identities.catalog.erasures().await? {
             tracing::info!(%identity, "finishing an erasure begun before the restart");
             identities.erase(&identity).await?;
+            identities.erase_exports(&identity, &tracklets).await?;
         }
         Ok(identities)
     }
@@ -939,14 +958,19 @@ impl Identities {
         if !stored {
             return Err(IdentityError::IdentityNotFound(identity.into()));
         }
-        self.catalog.put_erasure(identity).await?;
-        let erased = self.erase(identity).await?;
+        let query = SightingQuery { identity: identity.into(), ..Default::default() };
+        let tracklets: Vec<(String, String)> =
+            self.timeline(&query).await?.into_iter().map(|s| (s.camera, s.track)).collect();
+        self.catalog.put_erasure(identity, &tracklets).await?;
+        let mut erased = self.erase(identity).await?;
+        erased.exports_erased = self.erase_exports(identity, &tracklets).await?;
+        erased.tracklets = tracklets;
         self.metrics.forgotten.inc();
-        tracing::info!(%identity, vectors = erased.vectors, crops = erased.crops, "identity forgotten");
+        tracing::info!(%identity, vectors = erased.vectors, crops = erased.crops, exports = erased.exports_erased, "identity forgotten");
         Ok(erased)
     }
 
-    /// The steps of an erasure, each one safe to repeat; the erasure's record goes last.
+    /// The steps of an erasure in this service, each one safe to repeat.
     async fn erase(&self, identity: &str) -> IdentityResult<Erasure> {
         let filter = Filter::all().keyword("identity", identity);
         let mut vectors = 0;
@@ -958,8 +982,34 @@ impl Identities {
         self.catalog.remove_identity(identity).await?;
         let crops = self.crops.remove_identity(identity)? as u64;
         self.catalog.keys().shred(identity)?;
+        Ok(Erasure { vectors, crops, ..Erasure::default() })
+    }
+
+    /// The last step: the ingester erases the tracklets' exported crops, then the erasure's
+    /// record goes. When the ingester cannot be reached the record stays, and the next start
+    /// tries again; false then (and without a configured ingester).
+    async fn erase_exports(&self, identity: &str, tracklets: &[(String, String)]) -> IdentityResult<bool> {
+        let confirmed = match (&self.ingester, tracklets.is_empty()) {
+            (None, _) => false,
+            (Some(_), true) => true,
+            (Some(client), false) => {
+                let request = pb::ForgetTrackletsRequest {
+                    tracklets: tracklets
+                        .iter()
+                        .map(|(camera, track)| pb::TrackletRef { camera_id: camera.clone(), track_id: track.clone() })
+                        .collect(),
+                };
+                match client.clone().forget_tracklets(request).await {
+                    Ok(_) => true,
+                    Err(status) => {
+                        tracing::warn!(%identity, code = ?status.code(), error = %status.message(), "the ingester did not erase the exported tracklets; will retry at the next start");
+                        return Ok(false);
+                    }
+                }
+            }
+        };
         self.catalog.remove_erasure(identity).await?;
-        Ok(Erasure { vectors, crops })
+        Ok(confirmed)
     }
 
     /// Records a correction; merges and splits also move the sightings. Returns the identity that

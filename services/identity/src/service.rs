@@ -142,7 +142,16 @@ impl IdentityService for IdentityGrpc {
         self.observe_call("forget", async {
             let (identities, identity) = (self.identities.clone(), request.into_inner().identity_id);
             let erased = to_completion(async move { identities.forget(&identity).await }).await?;
-            Ok(pb::ForgetResponse { vectors_removed: erased.vectors, crops_removed: erased.crops })
+            Ok(pb::ForgetResponse {
+                vectors_removed: erased.vectors,
+                crops_removed: erased.crops,
+                tracklets: erased
+                    .tracklets
+                    .into_iter()
+                    .map(|(camera_id, track_id)| pb::TrackletRef { camera_id, track_id })
+                    .collect(),
+                exports_erased: erased.exports_erased,
+            })
         })
         .await
     }

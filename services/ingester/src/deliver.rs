@@ -102,6 +102,14 @@ impl Outbox {
         dropped.map(|p| p.tracklet)
     }
 
+    /// Drops the waiting tracklets `forget` picks (an erasure); returns how many.
+    pub fn forget(&self, forget: impl Fn(&Tracklet) -> bool) -> usize {
+        let mut q = self.lock();
+        let before = q.waiting.len();
+        q.waiting.retain(|p| !forget(&p.tracklet));
+        before - q.waiting.len()
+    }
+
     /// Tracklets not delivered yet, waiting or in flight (displaced ones not counted).
     pub fn len(&self) -> usize {
         let q = self.lock();

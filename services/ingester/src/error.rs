@@ -22,6 +22,8 @@ pub enum IngesterError {
     DetectorUnavailable { name: String, reason: String },
     #[error("this ingester runs its limit of {0} cameras (max_cameras)")]
     TooManyCameras(usize),
+    #[error("tracklet export: {0}")]
+    Export(String),
     #[error("the ingester is shutting down")]
     ShuttingDown,
     #[error("opencv: {0}")]
@@ -51,7 +53,7 @@ impl From<IngesterError> for Status {
             IngesterError::NotAPushCamera(_) | IngesterError::DetectorUnavailable { .. } => Code::FailedPrecondition,
             IngesterError::ShuttingDown => Code::Unavailable,
             IngesterError::TooManyCameras(_) => Code::ResourceExhausted,
-            IngesterError::OpenCv(_) => Code::Internal,
+            IngesterError::OpenCv(_) | IngesterError::Export(_) => Code::Internal,
         };
         // Messages can quote what a caller sent: never all of it.
         Status::new(code, reid_server::truncated(&e.to_string(), 1024))

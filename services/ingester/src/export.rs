@@ -28,6 +28,28 @@ pub fn tracklet_dir(root: &Path, tracklet: &Tracklet) -> PathBuf {
     ))
 }
 
+/// Removes the exported folders of `camera`'s track `track` (every tracklet it was cut into);
+/// returns how many.
+pub fn remove_tracklet(root: &Path, camera: &str, track: &str) -> std::io::Result<u64> {
+    let track = component(track);
+    let dir = root.join(component(camera));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        // `<start-ms>_<track>`: the track is all after the first '_'.
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.split_once('_').is_some_and(|(_, t)| t == track) && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 pub fn write_tracklet(root: &Path, tracklet: &Tracklet) -> std::io::Result<PathBuf> {
     let dir = tracklet_dir(root, tracklet);
     std::fs::create_dir_all(&dir)?;
@@ -90,5 +112,12 @@ mod tests {
             serde_json::from_slice(&std::fs::read(first.join("tracklet.json")).expect("meta")).expect("json");
         assert_eq!(meta["track"], "s-9");
         assert_eq!(meta["crops"].as_array().map(Vec::len), Some(2));
+
+        // Erasing one track removes its folder only (not "s-10", nor another camera's "s-9").
+        assert_eq!(remove_tracklet(root.path(), "lobby/1", "s-9").expect("remove"), 1);
+        assert!(!first.exists());
+        assert!(cam.join(&tracks[1]).is_dir());
+        assert_eq!(remove_tracklet(root.path(), "lobby/1", "s-9").expect("remove"), 0);
+        assert_eq!(remove_tracklet(root.path(), "nowhere", "s-9").expect("remove"), 0);
     }
 }

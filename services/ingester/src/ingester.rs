@@ -196,6 +196,30 @@ impl Ingester {
         Ok(PushGuard { camera })
     }
 
+    /// Erases tracklets (camera id, track id): their exported folders and any still waiting for
+    /// delivery. Returns (exports removed, pending removed).
+    pub async fn forget_tracklets(&self, tracklets: Vec<(String, String)>) -> IngesterResult<(u64, u64)> {
+        for (camera, track) in &tracklets {
+            if camera.len() > 256 || track.len() > 256 {
+                return Err(IngesterError::invalid("camera and track ids are at most 256 bytes"));
+            }
+        }
+        let pending = self.ctx.outbox.as_ref().map_or(0, |o| {
+            o.forget(|t| tracklets.iter().any(|(c, k)| *c == t.camera_id && *k == t.track_id)) as u64
+        });
+        let Some(root) = self.ctx.config.export_dir.clone() else { return Ok((0, pending)) };
+        let removed = tokio::task::spawn_blocking(move || {
+            tracklets.iter().try_fold(0, |n, (camera, track)| {
+                crate::export::remove_tracklet(&root, camera, track).map(|removed| n + removed)
+            })
+        })
+        .await
+        .map_err(|e| IngesterError::invalid(format!("erasure task: {e}")))?
+        .map_err(|e| IngesterError::Export(e.to_string()))?;
+        tracing::info!(tracklets = removed, pending, "tracklets erased");
+        Ok((removed, pending))
+    }
+
     /// Stops every camera (flushing their tracks), then lets delivery drain within its deadline.
     pub async fn shutdown(&self) {
         let cameras: Vec<Arc<Camera>> = std::mem::take(&mut *self.cameras.lock().await).into_values().collect();

@@ -264,6 +264,15 @@ impl IngesterService for IngesterGrpc {
         Ok(Response::new(pb::RemoveCameraResponse {}))
     }
 
+    async fn forget_tracklets(
+        &self,
+        request: Request<pb::ForgetTrackletsRequest>,
+    ) -> Result<Response<pb::ForgetTrackletsResponse>, Status> {
+        let tracklets = request.into_inner().tracklets.into_iter().map(|t| (t.camera_id, t.track_id)).collect();
+        let (exports_removed, pending_removed) = self.ingester.forget_tracklets(tracklets).await?;
+        Ok(Response::new(pb::ForgetTrackletsResponse { exports_removed, pending_removed }))
+    }
+
     async fn list_cameras(
         &self,
         _request: Request<pb::ListCamerasRequest>,

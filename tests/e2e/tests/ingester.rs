@@ -101,10 +101,16 @@ async fn start_embedder() -> String {
     addr
 }
 
-async fn start_identity(listener: TcpListener, data: &Path, embedder: &str) -> tokio::sync::oneshot::Sender<()> {
+async fn start_identity(
+    listener: TcpListener,
+    data: &Path,
+    embedder: &str,
+    ingester: Option<String>,
+) -> tokio::sync::oneshot::Sender<()> {
     let config = reid_identity::IdentityConfig {
         data_dir: data.to_path_buf(),
         embedder_url: Some(embedder.into()),
+        ingester_url: ingester,
         ..Default::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -115,8 +121,14 @@ async fn start_identity(listener: TcpListener, data: &Path, embedder: &str) -> t
 }
 
 async fn start_ingester(config: IngesterConfig) -> (Arc<Ingester>, IngesterServiceClient<Channel>) {
+    start_ingester_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config).await
+}
+
+async fn start_ingester_on(
+    listener: TcpListener,
+    config: IngesterConfig,
+) -> (Arc<Ingester>, IngesterServiceClient<Channel>) {
     let ingester = reid_ingester::start(config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = reid_server::GrpcServer::new(vec![reid_ingester::SERVICE_NAME]);
     tokio::spawn(reid_ingester::serve(ingester.clone(), server, listener, std::future::pending()));
@@ -141,7 +153,10 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
     let data = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let identity = format!("http://{}", listener.local_addr().unwrap());
-    let _identity_stop = start_identity(listener, data.path(), &embedder).await;
+    // The identity service erases the ingester's exports of whoever it forgets.
+    let ingester_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingester_url = format!("http://{}", ingester_listener.local_addr().unwrap());
+    let _identity_stop = start_identity(listener, data.path(), &embedder, Some(ingester_url)).await;
     let export = tempfile::tempdir().unwrap();
     let config = IngesterConfig {
         embedder_url: Some(embedder),
@@ -153,7 +168,7 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
         },
         ..Default::default()
     };
-    let (ingester, mut client) = start_ingester(config).await;
+    let (ingester, mut client) = start_ingester_on(ingester_listener, config).await;
     let camera =
         pb::CameraConfig { camera_id: "plaza".into(), url: VTEST.into(), detector: "hog".into(), ..Default::default() };
     client.add_camera(pb::AddCameraRequest { camera: Some(camera) }).await.unwrap();
@@ -214,6 +229,28 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
     assert_eq!(sightings, emitted, "one sighting per tracklet");
     assert!(listed.iter().all(|i| i.cameras == vec!["plaza".to_string()]));
     assert!(listed.len() as u64 <= emitted);
+
+    // Forgetting someone erases their tracklets' exported crops too.
+    let exported = |track: &str| {
+        std::fs::read_dir(export.path().join("plaza"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().split_once('_').is_some_and(|(_, t)| t == track))
+            .count()
+    };
+    let person = listed.iter().max_by_key(|i| i.sightings).unwrap();
+    let erased = identities
+        .forget(pb::ForgetRequest { identity_id: person.identity_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.tracklets.len() as u64, person.sightings);
+    assert!(erased.exports_erased, "the ingester confirmed");
+    for t in &erased.tracklets {
+        assert_eq!(exported(&t.track_id), 0, "the export of {} is still there", t.track_id);
+    }
+    let others = std::fs::read_dir(export.path().join("plaza")).unwrap().count() as u64;
+    assert_eq!(others, emitted - person.sightings, "the others' exports are kept");
 }
 
 fn person_crop(seed: u8) -> pb::Image {
@@ -278,7 +315,7 @@ async fn tracklets_wait_while_the_identity_service_is_down_and_beyond_the_bound_
     // The identity service comes up on its address: the five waiting tracklets reach it.
     let data = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind(identity_addr).await.unwrap();
-    let _stop = start_identity(listener, data.path(), &embedder).await;
+    let _stop = start_identity(listener, data.path(), &embedder, None).await;
     wait_for("the buffered tracklets to be delivered", Duration::from_secs(60), || delivered(&ingester) == 5).await;
     assert_eq!(ingester.outbox_len(), 0);
     let mut identities = IdentityServiceClient::connect(format!("http://{identity_addr}")).await.unwrap();
