@@ -106,12 +106,31 @@ fn exit_quietly_on_closed_pipe() {
     }
 }
 
+/// FFmpeg may open only what camera sources need: no `concat:`, `subfile:`, `pipe:`, `fd:`, FTP
+/// or other protocols a playlist could smuggle in. OpenCV reads this at every open; an operator's
+/// own setting is kept.
+#[allow(unsafe_code)]
+fn restrict_ffmpeg_protocols() {
+    const VAR: &str = "OPENCV_FFMPEG_CAPTURE_OPTIONS";
+    if std::env::var_os(VAR).is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists, so nothing reads
+        // the environment concurrently.
+        unsafe {
+            std::env::set_var(
+                VAR,
+                "protocol_whitelist;file,crypto,data,http,https,tcp,tls,udp,rtp,srtp,rtsp,rtsps,rtmp,rtmps",
+            );
+        }
+    }
+}
+
 fn parse() -> Cli {
     let matches = empty_env_is_unset(Cli::command()).get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn main() -> std::process::ExitCode {
+    restrict_ffmpeg_protocols();
     let cli = parse();
     if !matches!(cli.command, Command::Up(_) | Command::Serve(_)) {
         exit_quietly_on_closed_pipe();

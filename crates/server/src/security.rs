@@ -99,7 +99,8 @@ impl Security {
         if self.api_key.is_none() && (self.edge_api_key.is_some() || self.viewer_api_key.is_some()) {
             return Err("edge_api_key and viewer_api_key need api_key (the administrator's) too".into());
         }
-        let keys: Vec<&String> = [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten().collect();
+        let keys: Vec<&String> =
+            [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten().collect();
         if keys.iter().enumerate().any(|(i, a)| keys[..i].contains(a)) {
             return Err("api_key, edge_api_key and viewer_api_key must differ".into());
         }
@@ -130,10 +131,11 @@ impl Security {
     /// The layer that refuses calls without a known key, or outside the key's role (a no-op
     /// without keys).
     pub fn require_key(&self) -> RequireApiKey {
-        let keys = [(&self.api_key, Role::Admin), (&self.edge_api_key, Role::Edge), (&self.viewer_api_key, Role::Viewer)]
-            .into_iter()
-            .filter_map(|(k, role)| k.as_ref().map(|k| (Arc::from(k.as_bytes()), role)))
-            .collect::<Vec<_>>();
+        let keys =
+            [(&self.api_key, Role::Admin), (&self.edge_api_key, Role::Edge), (&self.viewer_api_key, Role::Viewer)]
+                .into_iter()
+                .filter_map(|(k, role)| k.as_ref().map(|k| (Arc::from(k.as_bytes()), role)))
+                .collect::<Vec<_>>();
         RequireApiKey { keys: (!keys.is_empty()).then(|| Arc::from(keys)) }
     }
 
@@ -237,11 +239,14 @@ impl Role {
     }
 }
 
+/// The keys a server knows, each with its role.
+type Keys = Arc<[(Arc<[u8]>, Role)]>;
+
 /// Tower layer: refuses calls whose metadata lacks a known key, or whose key's role does not
 /// allow the method, before routing.
 #[derive(Clone, Debug, Default)]
 pub struct RequireApiKey {
-    keys: Option<Arc<[(Arc<[u8]>, Role)]>>,
+    keys: Option<Keys>,
 }
 
 impl<S> tower_layer::Layer<S> for RequireApiKey {
@@ -254,7 +259,7 @@ impl<S> tower_layer::Layer<S> for RequireApiKey {
 
 #[derive(Clone, Debug)]
 pub struct RequireApiKeyService<S> {
-    keys: Option<Arc<[(Arc<[u8]>, Role)]>>,
+    keys: Option<Keys>,
     inner: S,
     refusals: Arc<RefusalLog>,
 }
@@ -334,10 +339,9 @@ where
             Some(_) if path.starts_with(OPEN_PREFIX) => None,
             Some(keys) => match role_of(request.headers(), keys) {
                 Some(role) if role.allows(path) => None,
-                Some(_) => Some((
-                    tonic::Status::permission_denied("this API key's role does not allow this call"),
-                    "role",
-                )),
+                Some(_) => {
+                    Some((tonic::Status::permission_denied("this API key's role does not allow this call"), "role"))
+                }
                 None => {
                     let given = request.headers().contains_key(http::header::AUTHORIZATION)
                         || request.headers().contains_key("x-api-key");
@@ -364,7 +368,8 @@ mod tests {
 
     #[test]
     fn keys_are_compared_whole() {
-        let carries = |headers: &http::HeaderMap, key: &[u8]| role_of(headers, &[(Arc::from(key), Role::Admin)]).is_some();
+        let carries =
+            |headers: &http::HeaderMap, key: &[u8]| role_of(headers, &[(Arc::from(key), Role::Admin)]).is_some();
         let mut headers = http::HeaderMap::new();
         headers.insert("authorization", "Bearer secret".parse().unwrap_or_else(|_| unreachable!()));
         assert!(carries(&headers, b"secret"));

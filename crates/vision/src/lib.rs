@@ -23,7 +23,10 @@ pub enum HeaderError {
 pub fn header_dimensions(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
     use imagesize::ImageType;
     let kind = imagesize::image_type(bytes).map_err(|_| HeaderError::Unreadable)?;
-    if !matches!(kind, ImageType::Jpeg | ImageType::Png | ImageType::Bmp | ImageType::Webp | ImageType::Tiff | ImageType::Pnm) {
+    if !matches!(
+        kind,
+        ImageType::Jpeg | ImageType::Png | ImageType::Bmp | ImageType::Webp | ImageType::Tiff | ImageType::Pnm
+    ) {
         return Err(HeaderError::Unreadable);
     }
     let size = imagesize::blob_size(bytes).map_err(|_| HeaderError::Unreadable)?;

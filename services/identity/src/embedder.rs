@@ -39,7 +39,12 @@ impl GrpcEmbedder {
     /// `url` may name several embedders (a list, or `dns:///` for all addresses of a name):
     /// calls are balanced over them (`reid_server::client`).
     /// Every call has a deadline of `timeout`.
-    pub fn new(url: &str, max_message_bytes: usize, security: &Security, timeout: std::time::Duration) -> IdentityResult<Self> {
+    pub fn new(
+        url: &str,
+        max_message_bytes: usize,
+        security: &Security,
+        timeout: std::time::Duration,
+    ) -> IdentityResult<Self> {
         let channel = security
             .connect_lazy(url, move |e| e.connect_timeout(std::time::Duration::from_secs(5)).timeout(timeout))
             .map_err(|e| IdentityError::invalid(format!("embedder url {url:?}: {e:#}")))?;

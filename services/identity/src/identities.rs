@@ -225,10 +225,7 @@ pub const MAX_CAMERAS_IN_FILTER: usize = 256;
 /// Refuses a text field over [`MAX_TEXT_BYTES`], without echoing it.
 fn check_text(field: &str, value: &str) -> IdentityResult<()> {
     if value.len() > MAX_TEXT_BYTES {
-        return Err(IdentityError::invalid(format!(
-            "{field} has {} bytes; at most {MAX_TEXT_BYTES}",
-            value.len()
-        )));
+        return Err(IdentityError::invalid(format!("{field} has {} bytes; at most {MAX_TEXT_BYTES}", value.len())));
     }
     Ok(())
 }
@@ -915,11 +912,9 @@ impl Identities {
         let size = if page_size == 0 { 100 } else { page_size.min(1000) };
         let token = match token {
             None | Some("") => None,
-            Some(t) => {
-                Some(t.parse().map_err(|_| {
-                    IdentityError::invalid(format!("page token {:?} is not one we gave", reid_server::truncated(t, 64)))
-                })?)
-            }
+            Some(t) => Some(t.parse().map_err(|_| {
+                IdentityError::invalid(format!("page token {:?} is not one we gave", reid_server::truncated(t, 64)))
+            })?),
         };
         let (entries, next) = self.catalog.identity_page(size, token).await?;
         let mut out = Vec::with_capacity(entries.len());

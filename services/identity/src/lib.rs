@@ -69,8 +69,7 @@ pub async fn run(
             config.max_message_bytes,
             &config.security,
             config.embedder_timeout,
-        )?)
-            as Arc<dyn embedder::EmbedderClient>),
+        )?) as Arc<dyn embedder::EmbedderClient>),
         None => None,
     };
     let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);

@@ -132,7 +132,8 @@ impl IdentityService for IdentityGrpc {
                 images: req.images,
             };
             let identities = self.identities.clone();
-            let (identity_id, stored, model) = to_completion(async move { identities.enroll(enrollment).await }).await?;
+            let (identity_id, stored, model) =
+                to_completion(async move { identities.enroll(enrollment).await }).await?;
             Ok(pb::EnrollResponse { identity_id, vectors_stored: stored as u32, model: Some(model.to_proto()) })
         })
         .await

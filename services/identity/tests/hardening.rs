@@ -53,11 +53,8 @@ async fn oversized_fields_are_refused_without_echo_and_nobody_else_is_hurt() {
     assert!(forget.message().len() < 300, "{}", forget.message());
     let wide = pb::IdentifyRequest { probes: vec![image_probe(1, 7)], top_k: 101, ..Default::default() };
     assert_eq!(client.identify(wide).await.unwrap_err().code(), Code::InvalidArgument);
-    let cameras = pb::IdentifyRequest {
-        probes: vec![image_probe(1, 7)],
-        cameras: vec![huge.clone()],
-        ..Default::default()
-    };
+    let cameras =
+        pb::IdentifyRequest { probes: vec![image_probe(1, 7)], cameras: vec![huge.clone()], ..Default::default() };
     assert_eq!(client.identify(cameras).await.unwrap_err().code(), Code::InvalidArgument);
 
     // Everyone else is served as before.
@@ -77,7 +74,7 @@ async fn oversized_fields_are_refused_without_echo_and_nobody_else_is_hurt() {
 async fn consistent(service: &Service) -> Result<usize, String> {
     let listed = service.identities.list(1000, None).await.unwrap().0;
     let known: std::collections::HashSet<String> = listed.iter().map(|s| s.entry.identity.clone()).collect();
-    let crops = dir_names(&service.identities.crops().dir("x").parent().unwrap().to_path_buf());
+    let crops = dir_names(service.identities.crops().dir("x").parent().unwrap());
     if let Some(id) = crops.iter().find(|id| !known.contains(*id)) {
         return Err(format!("crops of {id} without a catalog entry"));
     }
@@ -136,7 +133,7 @@ async fn enrollments_cut_short_by_their_deadline_are_whole_or_absent_and_erasabl
     }
     assert_eq!(erased, whole);
     assert_eq!(consistent(&service).await, Ok(0));
-    assert!(dir_names(&service.identities.crops().dir("x").parent().unwrap().to_path_buf()).is_empty());
+    assert!(dir_names(service.identities.crops().dir("x").parent().unwrap()).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +208,11 @@ async fn names_are_never_on_disk_in_the_clear_and_unreadable_after_forget() {
     let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
     assert_eq!((listed.identities[0].name.as_str(), listed.identities[0].external_id.as_str()), (name, "badge-7731"));
     service.identities.optimize().await.unwrap();
-    assert_eq!(on_disk(dir.path(), name.as_bytes()), Vec::<std::path::PathBuf>::new(), "the name is stored in the clear");
+    assert_eq!(
+        on_disk(dir.path(), name.as_bytes()),
+        Vec::<std::path::PathBuf>::new(),
+        "the name is stored in the clear"
+    );
     assert!(on_disk(dir.path(), b"badge-7731").is_empty(), "the external id is stored in the clear");
     let key = dir.path().join("keys").join(&id);
     assert!(key.is_file());
@@ -230,10 +231,7 @@ async fn requests_never_create_galleries_for_models_only_they_name() {
     for i in 0..5 {
         let model = reid_identity::model::ModelKey { id: format!("made-up-{i}"), version: "1".into(), dimension: 4 };
         let probe = embedding_probe(vec![0.5, 0.5, 0.5, 0.5], &model);
-        let e = client
-            .identify(pb::IdentifyRequest { probes: vec![probe], ..Default::default() })
-            .await
-            .unwrap_err();
+        let e = client.identify(pb::IdentifyRequest { probes: vec![probe], ..Default::default() }).await.unwrap_err();
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
     }
     assert_eq!(service.identities.store().list_collections().await.unwrap(), before);

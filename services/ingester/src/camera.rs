@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use opencv::core::Mat;
 use opencv::prelude::*;
 
-use crate::view::ViewError;
 use crate::config::{CameraSpec, CropConfig, IngesterConfig, ReconnectConfig};
 use crate::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
 use crate::detect::{Detection, Detector, Target};
@@ -20,6 +19,7 @@ use crate::frame::{Frame, encode_crop};
 use crate::metrics::IngesterMetrics;
 use crate::source::{FrameQueue, FrameSource, Pushed, Read, SourceSpec, StopSignal};
 use crate::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
+use crate::view::ViewError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -77,14 +77,13 @@ impl Ingester {
         };
         let session = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
         let ctx = PipelineContext { config: config.clone(), outbox, metrics, session: format!("{session:x}") };
-        let ingester =
-            Self {
-                ctx,
-                cameras: Mutex::new(BTreeMap::new()),
-                stop_delivery,
-                delivery: Mutex::new(delivery),
-                stopping: Mutex::default(),
-            };
+        let ingester = Self {
+            ctx,
+            cameras: Mutex::new(BTreeMap::new()),
+            stop_delivery,
+            delivery: Mutex::new(delivery),
+            stopping: Mutex::default(),
+        };
         let mine = |spec: &CameraSpec| config.shard.is_none_or(|s| s.owns(&spec.id));
         if let Some(shard) = config.shard {
             let (owned, total) = (config.cameras.iter().filter(|c| mine(c)).count(), config.cameras.len());
@@ -204,9 +203,10 @@ impl Ingester {
                 return Err(IngesterError::invalid("camera and track ids are at most 256 bytes"));
             }
         }
-        let pending = self.ctx.outbox.as_ref().map_or(0, |o| {
-            o.forget(|t| tracklets.iter().any(|(c, k)| *c == t.camera_id && *k == t.track_id)) as u64
-        });
+        let pending =
+            self.ctx.outbox.as_ref().map_or(0, |o| {
+                o.forget(|t| tracklets.iter().any(|(c, k)| *c == t.camera_id && *k == t.track_id)) as u64
+            });
         let Some(root) = self.ctx.config.export_dir.clone() else { return Ok((0, pending)) };
         let removed = tokio::task::spawn_blocking(move || {
             tracklets.iter().try_fold(0, |n, (camera, track)| {

@@ -184,7 +184,19 @@ mod tests {
 
     #[test]
     fn private_ranges_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "151.101.1.1", "2a00:1450::1"] {
@@ -221,11 +233,18 @@ mod tests {
     #[tokio::test]
     async fn streams_to_private_hosts_need_an_entry() {
         let policy = SourcePolicy::default();
-        for url in ["http://127.0.0.1:8080/x", "rtsp://10.0.0.7/s", "http://localhost/x", "http://[::1]/x", "http://169.254.169.254/latest"] {
+        for url in [
+            "http://127.0.0.1:8080/x",
+            "rtsp://10.0.0.7/s",
+            "http://localhost/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+        ] {
             assert!(policy.check(url).await.is_err(), "{url}");
         }
         assert!(policy.check("rtsp://8.8.8.8/s").await.is_ok());
-        let listed = SourcePolicy { stream_hosts: vec!["10.0.0.0/8".into(), "localhost".into()], ..SourcePolicy::default() };
+        let listed =
+            SourcePolicy { stream_hosts: vec!["10.0.0.0/8".into(), "localhost".into()], ..SourcePolicy::default() };
         assert!(listed.check("rtsp://10.0.0.7/s").await.is_ok());
         assert!(listed.check("http://localhost/x").await.is_ok());
         assert!(listed.check("http://127.0.0.1/x").await.is_err());

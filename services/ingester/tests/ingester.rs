@@ -375,7 +375,11 @@ async fn cameras_and_pushed_detections_are_bounded_and_bombs_never_decoded() {
     assert!(e.message().contains("max_cameras"), "{}", e.message());
 
     let push = |detections: Vec<pb::Detection>| {
-        tokio_stream::iter(vec![pb::PushDetectionsRequest { camera_id: "door".into(), detections, ..Default::default() }])
+        tokio_stream::iter(vec![pb::PushDetectionsRequest {
+            camera_id: "door".into(),
+            detections,
+            ..Default::default()
+        }])
     };
     // Too many in one message.
     let e = client.push_detections(push((0..5).map(|_| detection(grey_jpeg(20, 40))).collect())).await.unwrap_err();

@@ -344,7 +344,10 @@ mod tests {
             ("name = \"..\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
             // P x K products that overflowed the triplet count before.
             ("[dataset]\nkind = \"fashion_mnist\"\n[sampler]\np = 4294967296\nk = 4294967296\n", "larger than"),
-            ("[dataset]\nkind = \"fashion_mnist\"\n[sampler]\np = 64\nk = 64\n[miner]\nkind = \"batch_all\"\n", "triplets"),
+            (
+                "[dataset]\nkind = \"fashion_mnist\"\n[sampler]\np = 64\nk = 64\n[miner]\nkind = \"batch_all\"\n",
+                "triplets",
+            ),
         ] {
             let err = TrainConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

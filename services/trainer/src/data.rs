@@ -298,7 +298,10 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, TrainError> {
     let raw = read_bounded(path, MAX_IDX_BYTES)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).take(MAX_IDX_BYTES + 1).read_to_end(&mut out).map_err(TrainError::io(path))?;
+        flate2::read::GzDecoder::new(&raw[..])
+            .take(MAX_IDX_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(TrainError::io(path))?;
         if out.len() as u64 > MAX_IDX_BYTES {
             return Err(TrainError::Dataset(format!("{} decompresses past {MAX_IDX_BYTES} bytes", path.display())));
         }
@@ -399,8 +402,8 @@ pub struct FeedbackPair {
 
 fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
     let bytes = read_bounded(path, MAX_FEEDBACK_BYTES)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;
+    let text =
+        String::from_utf8(bytes).map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())

@@ -237,7 +237,10 @@ async fn bad_requests_get_clear_statuses() {
         ("[dataset]\nkind = \"folders\"\npath = \"/nonexistent/people\"\n", "outside"),
         ("[dataset]\nkind = \"folders\"\npath = \"/root\"\n", "outside"),
         ("[dataset]\nkind = \"fashion_mnist\"\npath = \"/usr/share/datasets/../../../etc\"\n", "outside"),
-        ("[dataset]\nkind = \"idx\"\ntrain_images = \"/dev/zero\"\ntrain_labels = \"/dev/zero\"\neval_images = \"/dev/zero\"\neval_labels = \"/dev/zero\"\n", "outside"),
+        (
+            "[dataset]\nkind = \"idx\"\ntrain_images = \"/dev/zero\"\ntrain_labels = \"/dev/zero\"\neval_images = \"/dev/zero\"\neval_labels = \"/dev/zero\"\n",
+            "outside",
+        ),
         ("name = \"../../escape\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
         ("name = \"/tmp/abs\"\n[dataset]\nkind = \"fashion_mnist\"\n", "name"),
     ] {

@@ -193,29 +193,121 @@ fn rpcs() -> Vec<(&'static str, &'static str, Kind, Vec<u8>)> {
     let camera = pb::CameraConfig { camera_id: "door".into(), url: "push".into(), ..Default::default() };
     use Kind::*;
     vec![
-        ("EmbedderService", "Embed", Unary, pb::EmbedRequest { images: vec![image()], request_id: "r".into() }.encode_to_vec()),
-        ("EmbedderService", "EmbedStream", Bidi, pb::EmbedRequest { images: vec![image()], request_id: "r".into() }.encode_to_vec()),
+        (
+            "EmbedderService",
+            "Embed",
+            Unary,
+            pb::EmbedRequest { images: vec![image()], request_id: "r".into() }.encode_to_vec(),
+        ),
+        (
+            "EmbedderService",
+            "EmbedStream",
+            Bidi,
+            pb::EmbedRequest { images: vec![image()], request_id: "r".into() }.encode_to_vec(),
+        ),
         ("EmbedderService", "GetModel", Unary, pb::GetModelRequest {}.encode_to_vec()),
         ("EmbedderService", "LoadModel", Unary, pb::LoadModelRequest { name: "person-vtest".into() }.encode_to_vec()),
-        ("IdentityService", "Identify", Unary, pb::IdentifyRequest { probes: vec![probe], top_k: 5, ..Default::default() }.encode_to_vec()),
-        ("IdentityService", "Enroll", Unary, pb::EnrollRequest { name: "Ada".into(), images: vec![image()], ..Default::default() }.encode_to_vec()),
-        ("IdentityService", "Forget", Unary, pb::ForgetRequest { identity_id: "0b7e3b9c-1f61-4f43-9d57-3c9b1a2b9e11".into() }.encode_to_vec()),
-        ("IdentityService", "ListIdentities", Unary, pb::ListIdentitiesRequest { page_size: 10, page_token: String::new() }.encode_to_vec()),
-        ("IdentityService", "Sightings", Unary, pb::SightingsRequest { identity_id: "0b7e3b9c-1f61-4f43-9d57-3c9b1a2b9e11".into(), ..Default::default() }.encode_to_vec()),
-        ("IdentityService", "Observe", Unary, pb::ObserveRequest { camera_id: "c".into(), track_id: "t".into(), crops: vec![crop], model: None }.encode_to_vec()),
-        ("IdentityService", "Feedback", Unary, pb::FeedbackRequest { kind: 2, identity_a: "a".into(), identity_b: "b".into(), ..Default::default() }.encode_to_vec()),
+        (
+            "IdentityService",
+            "Identify",
+            Unary,
+            pb::IdentifyRequest { probes: vec![probe], top_k: 5, ..Default::default() }.encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "Enroll",
+            Unary,
+            pb::EnrollRequest { name: "Ada".into(), images: vec![image()], ..Default::default() }.encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "Forget",
+            Unary,
+            pb::ForgetRequest { identity_id: "0b7e3b9c-1f61-4f43-9d57-3c9b1a2b9e11".into() }.encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "ListIdentities",
+            Unary,
+            pb::ListIdentitiesRequest { page_size: 10, page_token: String::new() }.encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "Sightings",
+            Unary,
+            pb::SightingsRequest { identity_id: "0b7e3b9c-1f61-4f43-9d57-3c9b1a2b9e11".into(), ..Default::default() }
+                .encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "Observe",
+            Unary,
+            pb::ObserveRequest { camera_id: "c".into(), track_id: "t".into(), crops: vec![crop], model: None }
+                .encode_to_vec(),
+        ),
+        (
+            "IdentityService",
+            "Feedback",
+            Unary,
+            pb::FeedbackRequest { kind: 2, identity_a: "a".into(), identity_b: "b".into(), ..Default::default() }
+                .encode_to_vec(),
+        ),
         ("IdentityService", "ListFeedback", Unary, pb::ListFeedbackRequest {}.encode_to_vec()),
-        ("IngesterService", "PushFrames", ClientStream, pb::PushFramesRequest { camera_id: "door".into(), frame: Some(pb::Frame { image: Some(image()), captured_at: None, sequence: 1 }) }.encode_to_vec()),
-        ("IngesterService", "PushDetections", ClientStream, pb::PushDetectionsRequest { camera_id: "door".into(), detections: vec![detection], ..Default::default() }.encode_to_vec()),
+        (
+            "IngesterService",
+            "PushFrames",
+            ClientStream,
+            pb::PushFramesRequest {
+                camera_id: "door".into(),
+                frame: Some(pb::Frame { image: Some(image()), captured_at: None, sequence: 1 }),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "IngesterService",
+            "PushDetections",
+            ClientStream,
+            pb::PushDetectionsRequest { camera_id: "door".into(), detections: vec![detection], ..Default::default() }
+                .encode_to_vec(),
+        ),
         ("IngesterService", "AddCamera", Unary, pb::AddCameraRequest { camera: Some(camera) }.encode_to_vec()),
-        ("IngesterService", "RemoveCamera", Unary, pb::RemoveCameraRequest { camera_id: "nobody".into() }.encode_to_vec()),
+        (
+            "IngesterService",
+            "RemoveCamera",
+            Unary,
+            pb::RemoveCameraRequest { camera_id: "nobody".into() }.encode_to_vec(),
+        ),
         ("IngesterService", "ListCameras", Unary, pb::ListCamerasRequest {}.encode_to_vec()),
-        ("IngesterService", "ForgetTracklets", Unary, pb::ForgetTrackletsRequest { tracklets: vec![pb::TrackletRef { camera_id: "c".into(), track_id: "t".into() }] }.encode_to_vec()),
-        ("TrainerService", "StartRun", Unary, pb::StartRunRequest { config: Some(pb::RunConfig { config: "[dataset]\nkind = \"fashion_mnist\"\n".into(), resume_run_id: String::new() }) }.encode_to_vec()),
+        (
+            "IngesterService",
+            "ForgetTracklets",
+            Unary,
+            pb::ForgetTrackletsRequest {
+                tracklets: vec![pb::TrackletRef { camera_id: "c".into(), track_id: "t".into() }],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "TrainerService",
+            "StartRun",
+            Unary,
+            pb::StartRunRequest {
+                config: Some(pb::RunConfig {
+                    config: "[dataset]\nkind = \"fashion_mnist\"\n".into(),
+                    resume_run_id: String::new(),
+                }),
+            }
+            .encode_to_vec(),
+        ),
         ("TrainerService", "WatchRun", ServerStream, pb::WatchRunRequest { run_id: "nope".into() }.encode_to_vec()),
         ("TrainerService", "ListRuns", Unary, pb::ListRunsRequest {}.encode_to_vec()),
         ("TrainerService", "CancelRun", Unary, pb::CancelRunRequest { run_id: "nope".into() }.encode_to_vec()),
-        ("TrainerService", "PublishModel", Unary, pb::PublishModelRequest { run_id: "nope".into(), name: "m".into(), embedder_addrs: vec![] }.encode_to_vec()),
+        (
+            "TrainerService",
+            "PublishModel",
+            Unary,
+            pb::PublishModelRequest { run_id: "nope".into(), name: "m".into(), embedder_addrs: vec![] }.encode_to_vec(),
+        ),
     ]
 }
 
@@ -236,10 +328,9 @@ async fn call(addr: &str, service: &str, method: &str, kind: Kind, key: &str, me
             .unary(tonic::Request::new(messages.into_iter().next().unwrap_or_default()), path, RawCodec)
             .await
             .map(|_| ()),
-        Kind::ClientStream => grpc
-            .client_streaming(tonic::Request::new(tokio_stream::iter(messages)), path, RawCodec)
-            .await
-            .map(|_| ()),
+        Kind::ClientStream => {
+            grpc.client_streaming(tonic::Request::new(tokio_stream::iter(messages)), path, RawCodec).await.map(|_| ())
+        }
         Kind::ServerStream => {
             match grpc
                 .server_streaming(tonic::Request::new(messages.into_iter().next().unwrap_or_default()), path, RawCodec)
@@ -452,7 +543,9 @@ async fn fuzzed_requests_to_every_rpc_get_clear_statuses_and_break_nothing() {
         let addr = services.all().into_iter().find(|(s, _)| *s == service).unwrap().1;
         for case in 0..per_rpc {
             let messages = match kind {
-                Kind::ClientStream | Kind::Bidi => (0..rng.gen_range(1..4)).map(|_| mutate(&mut rng, &request)).collect(),
+                Kind::ClientStream | Kind::Bidi => {
+                    (0..rng.gen_range(1..4)).map(|_| mutate(&mut rng, &request)).collect()
+                }
                 _ => vec![mutate(&mut rng, &request)],
             };
             let status = call(addr, service, method, kind, ADMIN, messages).await;

@@ -239,11 +239,8 @@ async fn vtest_becomes_tracklets_of_people_that_reach_the_identity_service() {
             .count()
     };
     let person = listed.iter().max_by_key(|i| i.sightings).unwrap();
-    let erased = identities
-        .forget(pb::ForgetRequest { identity_id: person.identity_id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let erased =
+        identities.forget(pb::ForgetRequest { identity_id: person.identity_id.clone() }).await.unwrap().into_inner();
     assert_eq!(erased.tracklets.len() as u64, person.sightings);
     assert!(erased.exports_erased, "the ingester confirmed");
     for t in &erased.tracklets {
