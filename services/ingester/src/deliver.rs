@@ -317,15 +317,16 @@ pub async fn deliver(
         outbox.done(taken - batch.len());
         match result {
             Ok(()) => failures = 0,
-            Err(status) => {
+            Err(Failure { status, at_fault }) => {
                 // A service that is down is nobody's fault: its tracklets wait (the outbox bound
-                // applies). Any other failure counts against the tracklets themselves, and one that
-                // keeps failing is set aside, so that it cannot hold up the queue behind it.
+                // applies). Any other failure counts against the tracklets it happened to, and one
+                // that keeps failing is set aside, so that it cannot hold up the queue behind it.
                 if status.code() != Code::Unavailable {
                     let (failed, retry): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut batch)
                         .into_iter()
-                        .map(|mut p| {
-                            p.attempts += 1;
+                        .enumerate()
+                        .map(|(i, mut p)| {
+                            p.attempts += u32::from(i < at_fault);
                             p
                         })
                         .partition(|p| p.attempts >= config.max_attempts);
@@ -350,6 +351,13 @@ pub async fn deliver(
     }
 }
 
+/// A transient failure of a batch, and how many of its tracklets, from the front, it happened
+/// to: all of them when embedding failed, the one at the front when its `Observe` did.
+struct Failure {
+    status: Status,
+    at_fault: usize,
+}
+
 /// Embeds the batch's crops that need it in one call, then observes each tracklet. On a transient
 /// failure the undelivered tracklets are left in `batch` for the caller to requeue; tracklets the
 /// identity service refuses outright are dropped and counted.
@@ -357,7 +365,8 @@ async fn deliver_batch(
     batch: &mut Vec<Pending>,
     downstream: &dyn Downstream,
     metrics: &IngesterMetrics,
-) -> Result<(), Status> {
+) -> Result<(), Failure> {
+    let all = |status, batch: &Vec<Pending>| Failure { status, at_fault: batch.len() };
     let images: Vec<pb::Image> = batch
         .iter()
         .filter(|p| p.embedded.is_none())
@@ -374,12 +383,14 @@ async fn deliver_batch(
                 }
             }
             Ok(None) => {}
-            Err(status) if transient(&status) => return Err(status),
+            Err(status) if transient(&status) => return Err(all(status, batch)),
             Err(status) => {
                 // The embedder refuses these crops (too large, say). Only the tracklets at fault
                 // are dropped: each is embedded alone to find them.
                 tracing::warn!(error = %status.message(), tracklets = batch.len(), "embedder refused a batch; embedding its tracklets one by one");
-                embed_one_by_one(batch, downstream, metrics).await?;
+                if let Err(status) = embed_one_by_one(batch, downstream, metrics).await {
+                    return Err(all(status, batch));
+                }
             }
         }
     }
@@ -389,7 +400,7 @@ async fn deliver_batch(
                 tracing::debug!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, identity = %reply.identity_id, created = reply.created, "tracklet observed");
                 metrics.tracklets.with_label_values(&["delivered"]).inc();
             }
-            Err(status) if transient(&status) => return Err(status),
+            Err(status) if transient(&status) => return Err(Failure { status, at_fault: 1 }),
             Err(status) => {
                 tracing::warn!(camera = %p.tracklet.camera_id, track = %p.tracklet.track_id, code = ?status.code(), error = %status.message(), "identity service refused a tracklet");
                 metrics.tracklets.with_label_values(&["rejected"]).inc();
@@ -530,5 +541,60 @@ mod tests {
             let exp = (i * (1 << (attempt - 1))).min(m);
             assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
         }
+    }
+
+    /// Refuses to embed any batch holding the "huge" tracklet, and fails every `Observe` of the
+    /// "poison" tracklet with a transient-looking code.
+    struct Picky {
+        observed: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Downstream for Picky {
+        async fn embed(&self, images: Vec<pb::Image>) -> Result<Option<(Vec<Vec<f32>>, pb::ModelRef)>, Status> {
+            let huge = images.iter().any(|i| matches!(&i.data, Some(pb::image::Data::Encoded(b)) if b == &[9]));
+            if huge {
+                return Err(Status::invalid_argument("image 0 is too large"));
+            }
+            Ok(Some((vec![vec![1.0]; images.len()], pb::ModelRef::default())))
+        }
+
+        async fn observe(&self, request: pb::ObserveRequest) -> Result<pb::ObserveResponse, Status> {
+            if request.track_id == "poison" {
+                return Err(Status::aborted("always"));
+            }
+            self.observed.lock().unwrap_or_else(|e| e.into_inner()).push(request.track_id);
+            Ok(pb::ObserveResponse::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_tracklet_is_set_aside_and_a_refused_one_costs_only_itself() {
+        let outbox = std::sync::Arc::new(outbox(100));
+        let mut huge = tracklet("huge", 1);
+        huge.crops[0].jpeg = vec![9];
+        for t in [tracklet("a", 1), huge, tracklet("poison", 1), tracklet("b", 1)] {
+            outbox.submit(t);
+        }
+        let downstream = std::sync::Arc::new(Picky { observed: Mutex::default() });
+        let metrics = IngesterMetrics::new();
+        let config = DeliveryConfig {
+            retry_initial: Duration::from_millis(1),
+            retry_max: Duration::from_millis(2),
+            max_attempts: 3,
+            ..DeliveryConfig::default()
+        };
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(deliver(outbox.clone(), downstream.clone(), config, metrics.clone(), stop));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !outbox.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop_tx.send(true);
+        worker.await.unwrap_or_else(|_| unreachable!());
+        let count = |outcome: &str| metrics.tracklets.with_label_values(&[outcome]).get();
+        assert!(outbox.is_empty(), "the queue was held up");
+        assert_eq!(*downstream.observed.lock().unwrap_or_else(|e| e.into_inner()), vec!["a", "b"]);
+        assert_eq!((count("delivered"), count("rejected"), count("failed")), (2, 1, 1));
     }
 }
