@@ -77,9 +77,9 @@ pub fn check_key(key: &str) -> Result<(), String> {
     if key.trim().is_empty() {
         return Err("api_key is empty: leave it unset to accept calls without a key".into());
     }
-    if let Some(bad) = key.chars().find(|c| !c.is_ascii_graphic()) {
+    if let Some(bad) = key.chars().find(|c| !(' '..='~').contains(c)) {
         return Err(format!(
-            "api_key holds {bad:?}, which cannot be sent in a gRPC header: only visible ASCII, no spaces \
+            "api_key holds {bad:?}, which cannot be sent in a gRPC header: only printable ASCII \
              (a key captured with `docker compose exec` without -T ends in \\r)"
         ));
     }
@@ -414,8 +414,10 @@ mod tests {
         assert!(empty.validate().is_err());
         let tty = Security { api_key: Some("abc\r\n".into()), ..Security::default() };
         assert!(tty.validate().unwrap_err().contains("-T"), "a key with a carriage return is refused loudly");
-        let spaced = Security { api_key: Some("two words".into()), ..Security::default() };
-        assert!(spaced.validate().is_err());
+        let tab = Security { api_key: Some("two\twords".into()), ..Security::default() };
+        assert!(tab.validate().is_err());
+        let spaced = Security { api_key: Some("correct horse battery staple".into()), ..Security::default() };
+        assert!(spaced.validate().is_ok(), "spaces can be sent in a header");
         let fine = Security { api_key: Some("0123abcdef-_.~+/=".into()), ..Security::default() };
         assert!(fine.validate().is_ok());
         assert!(Security::default().validate().is_ok());
