@@ -56,7 +56,7 @@ pub struct TrainConfig {
 }
 
 /// Most images in one P x K batch.
-pub const MAX_BATCH: usize = 4096;
+pub const MAX_BATCH: usize = 65_536;
 
 /// A run's name becomes part of its folder: plain names only.
 pub fn is_run_name(name: &str) -> bool {
