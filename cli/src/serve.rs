@@ -39,7 +39,8 @@ pub struct IngesterArgs {
     /// Also write every tracklet's crops under this folder (the trainer's `tracklets` layout).
     #[arg(long, env = "REID_INGESTER_EXPORT_DIR")]
     export_dir: Option<PathBuf>,
-    /// The detector of cameras that do not name one: hog, background, haar-face or onnx.
+    /// The detector of cameras that do not name one: ssd (the default), hog, background,
+    /// haar-face, mtcnn or onnx.
     #[arg(long, env = "REID_INGESTER_DETECTOR")]
     detector: Option<String>,
     /// A camera to start with, as ID=URL (repeatable).

@@ -83,10 +83,14 @@ pub struct PipelineConfig {
 impl PipelineConfig {
     /// The defaults of `reid up`: state under `data`, models under `model_dir`.
     pub fn new(data: &Path, model_dir: &Path) -> Self {
+        // The detectors' stock models live in the same folder as the embedder's.
+        let mut ingester = IngesterConfig::default();
+        ingester.detectors.ssd.model = model_dir.join("ssdlite-person/frozen_inference_graph.pb");
+        ingester.detectors.mtcnn.model_dir = model_dir.join("mtcnn");
         PipelineConfig {
             embedder: EmbedderConfig { model_dir: model_dir.to_path_buf(), ..EmbedderConfig::default() },
             identity: IdentityConfig { data_dir: data.join("identity"), ..IdentityConfig::default() },
-            ingester: IngesterConfig::default(),
+            ingester,
             trainer: TrainerConfig {
                 runs_dir: data.join("runs"),
                 model_dir: model_dir.to_path_buf(),

@@ -64,7 +64,7 @@ pub struct CameraSpec {
     /// Frames per second to process; 0 processes every frame.
     #[serde(default)]
     pub target_fps: f32,
-    /// `hog`, `background`, `haar-face`, `mtcnn` or `onnx`; empty for `default_detector`.
+    /// `ssd`, `hog`, `background`, `haar-face`, `mtcnn` or `onnx`; empty for `default_detector`.
     #[serde(default)]
     pub detector: String,
     /// The part of the source this camera sees, and how (region, scale, colour, clock offset).
@@ -183,7 +183,7 @@ impl Default for IngesterConfig {
             embedder_url: None,
             identity_url: None,
             export_dir: None,
-            default_detector: "hog".into(),
+            default_detector: "ssd".into(),
             detectors: DetectorsConfig::default(),
             tracker: TrackerConfig::default(),
             crops: CropConfig::default(),

@@ -1,6 +1,8 @@
 //! Detectors: a frame in, boxes of people (or faces) out, behind one trait so that a camera's
 //! detector is a configuration choice.
 //!
+//! - `ssd`: a learned person detector, SSDLite-MobileNetV2 from TensorFlow's Object Detection API
+//!   run by OpenCV's dnn module ([`crate::ssd`]); the default for person cameras;
 //! - `hog`: OpenCV's HOG + linear SVM people detector, with optional upscaling so that people
 //!   shorter than its 128-pixel window are found;
 //! - `background`: MOG2 background subtraction for static cameras: moving blobs of person shape;
@@ -53,6 +55,7 @@ pub trait Detector: Send {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectorsConfig {
+    pub ssd: crate::ssd::SsdConfig,
     pub hog: HogConfig,
     pub background: BackgroundConfig,
     pub haar_face: HaarConfig,
@@ -61,13 +64,14 @@ pub struct DetectorsConfig {
 }
 
 /// The names `detector` accepts.
-pub const DETECTORS: [&str; 5] = ["hog", "background", "haar-face", "mtcnn", "onnx"];
+pub const DETECTORS: [&str; 6] = ["ssd", "hog", "background", "haar-face", "mtcnn", "onnx"];
 
 /// Builds the detector called `name`; unknown names are `UnsupportedDetector`, known ones whose
 /// model cannot be loaded are `DetectorUnavailable`.
 pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Detector>> {
     let unavailable = |reason: String| IngesterError::DetectorUnavailable { name: name.into(), reason };
     Ok(match name {
+        "ssd" => Box::new(crate::ssd::SsdDetector::new(config.ssd.clone()).map_err(unavailable)?),
         "hog" => Box::new(
             HogDetector::new(config.hog.clone(), config.background.clone()).map_err(|e| unavailable(e.message))?,
         ),

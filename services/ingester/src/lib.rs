@@ -2,7 +2,8 @@
 //!
 //! - [`source`]: where frames come from (files, streams, devices, folders, pushes) and the bounded
 //!   frame queue;
-//! - [`detect`]: the detectors behind one trait ([`mtcnn`]: faces with landmarks, and alignment);
+//! - [`detect`]: the detectors behind one trait ([`ssd`]: the learned person detector; [`mtcnn`]:
+//!   faces with landmarks, and alignment);
 //! - [`track`]: the SORT-like tracker and the best crops of each track;
 //! - [`camera`]: one camera's reader and processing threads, with its status;
 //! - [`deliver`]: the outbox and the worker that embeds and observes tracklets;
@@ -24,6 +25,7 @@ pub mod mtcnn;
 pub mod policy;
 pub mod service;
 pub mod source;
+pub mod ssd;
 pub mod track;
 pub mod view;
 

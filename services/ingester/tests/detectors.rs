@@ -2,11 +2,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::time::Instant;
 
 use opencv::prelude::*;
 use opencv::videoio;
 use reid_ingester::detect::{DetectorsConfig, HogConfig, build};
+use reid_ingester::ssd::SsdConfig;
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
@@ -43,4 +45,44 @@ fn motion_gated_hog_finds_most_of_what_full_hog_finds() {
     assert!(full_boxes >= 100, "people are walking in vtest.avi: {full_boxes}");
     assert!(recall >= 0.7, "the gate keeps most people: {recall:.2}");
     // What it saves is measured by `reid bench ingest --config` (a benchmark, not a test).
+}
+
+/// The learned detector, loaded from the frozen graph set-up extracts, on frames of vtest.avi:
+/// it finds people where HOG finds few, and its boxes have a person's shape.
+#[test]
+fn ssd_finds_the_people_of_vtest() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ssdlite-person/frozen_inference_graph.pb");
+    let config = DetectorsConfig { ssd: SsdConfig { model, ..Default::default() }, ..Default::default() };
+    let mut ssd = build("ssd", &config).unwrap();
+    let mut hog = build("hog", &DetectorsConfig::default()).unwrap();
+    let mut capture = videoio::VideoCapture::from_file(VTEST, videoio::CAP_ANY).unwrap();
+    let mut frame = Mat::default();
+    let (mut ssd_boxes, mut hog_boxes, mut ssd_time) = (0usize, 0usize, 0.0);
+    let mut frames = 0;
+    for i in 0..200 {
+        assert!(capture.read(&mut frame).unwrap(), "vtest.avi ended early");
+        if i % 20 != 0 {
+            continue;
+        }
+        frames += 1;
+        let t = Instant::now();
+        let found = ssd.detect(&frame).unwrap();
+        ssd_time += t.elapsed().as_secs_f64();
+        for d in &found {
+            let b = d.bbox;
+            assert!(b.x >= 0.0 && b.y >= 0.0 && b.x + b.w <= 768.5 && b.y + b.h <= 576.5, "{b:?} inside the frame");
+            assert!(b.h > b.w, "a standing person is taller than wide: {b:?}");
+            assert!(b.h < 300.0, "people in vtest.avi are under 300 px tall: {b:?}");
+        }
+        ssd_boxes += found.len();
+        hog_boxes += hog.detect(&frame).unwrap().len();
+    }
+    println!(
+        "{frames} frames: ssd {ssd_boxes} boxes ({:.0} ms/frame), hog {hog_boxes}",
+        1000.0 * ssd_time / frames as f64
+    );
+    // Four to ten people walk in each of these frames; precision and recall against labelled
+    // boxes are `reid eval detect`'s (docs/evaluation.md).
+    assert!(ssd_boxes >= 4 * frames, "{ssd_boxes} boxes in {frames} frames");
+    assert!(2 * ssd_boxes > 3 * hog_boxes, "ssd {ssd_boxes} vs hog {hog_boxes}");
 }

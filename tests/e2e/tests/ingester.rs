@@ -126,8 +126,11 @@ async fn start_ingester(config: IngesterConfig) -> (Arc<Ingester>, IngesterServi
 
 async fn start_ingester_on(
     listener: TcpListener,
-    config: IngesterConfig,
+    mut config: IngesterConfig,
 ) -> (Arc<Ingester>, IngesterServiceClient<Channel>) {
+    // The default person detector's model, where set-up puts it (tests run in tests/e2e).
+    config.detectors.ssd.model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ssdlite-person/frozen_inference_graph.pb");
     let ingester = reid_ingester::start(config).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = reid_server::GrpcServer::new(vec![reid_ingester::SERVICE_NAME]);
