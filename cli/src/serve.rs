@@ -57,6 +57,10 @@ pub struct IngesterArgs {
     /// from (repeatable; comma-separated). Public hosts need none.
     #[arg(long = "stream-host", env = "REID_INGESTER_STREAM_HOSTS", value_delimiter = ',')]
     stream_hosts: Vec<String>,
+    /// Folder of model folders: the stock detectors' models are read from it (`ssdlite-person/`,
+    /// `mtcnn/`) instead of `models/` under the working directory.
+    #[arg(long, env = "REID_INGESTER_MODEL_DIR")]
+    model_dir: Option<std::path::PathBuf>,
     /// This replica's shard of the configured cameras: its index (0-based) ...
     #[arg(long, env = "REID_INGESTER_SHARD_INDEX", requires = "shard_count")]
     shard_index: Option<u32>,
@@ -87,6 +91,9 @@ impl IngesterArgs {
         }
         if let Some(v) = &self.metrics_listen {
             config.metrics_listen = Some(v.clone());
+        }
+        if let Some(dir) = &self.model_dir {
+            config.detectors.models_under(dir);
         }
         config.cameras.extend(self.cameras.iter().cloned());
         config.sources.file_roots.extend(self.file_roots.iter().cloned());

@@ -85,8 +85,7 @@ impl PipelineConfig {
     pub fn new(data: &Path, model_dir: &Path) -> Self {
         // The detectors' stock models live in the same folder as the embedder's.
         let mut ingester = IngesterConfig::default();
-        ingester.detectors.ssd.model = model_dir.join("ssdlite-person/frozen_inference_graph.pb");
-        ingester.detectors.mtcnn.model_dir = model_dir.join("mtcnn");
+        ingester.detectors.models_under(model_dir);
         PipelineConfig {
             embedder: EmbedderConfig { model_dir: model_dir.to_path_buf(), ..EmbedderConfig::default() },
             identity: IdentityConfig { data_dir: data.join("identity"), ..IdentityConfig::default() },

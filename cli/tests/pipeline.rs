@@ -154,6 +154,8 @@ fn two_cameras_survive_restarts_match_across_cameras_and_forget_everywhere() {
             ingester_config.to_str().unwrap(),
             "--file-root",
             "/usr/share/doc/opencv-doc/examples/data",
+            "--model-dir",
+            models.to_str().unwrap(),
         ],
     );
     ingester.start();

@@ -63,6 +63,15 @@ pub struct DetectorsConfig {
     pub onnx: Option<OnnxConfig>,
 }
 
+impl DetectorsConfig {
+    /// Points the stock models (`ssd`, `mtcnn`) at their folders under `dir`, the folder of
+    /// model folders the embedder reads too; the defaults are relative to the working directory.
+    pub fn models_under(&mut self, dir: &std::path::Path) {
+        self.ssd.model = dir.join("ssdlite-person/frozen_inference_graph.pb");
+        self.mtcnn.model_dir = dir.join("mtcnn");
+    }
+}
+
 /// The names `detector` accepts.
 pub const DETECTORS: [&str; 6] = ["ssd", "hog", "background", "haar-face", "mtcnn", "onnx"];
 
