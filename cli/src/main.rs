@@ -5,6 +5,7 @@ mod bench_identity;
 mod bench_ingest;
 mod client;
 mod demo;
+mod eval;
 mod experiment;
 mod identity;
 mod ingester;
@@ -74,6 +75,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Scores the detector and tracker against MOTChallenge ground truth (docs/evaluation.md).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Runs what exists of the pipeline on this machine and prints what happened.
     Demo(demo::DemoArgs),
 }
@@ -170,6 +174,7 @@ fn main() -> std::process::ExitCode {
             Command::Train(args) => train::run(args).await,
             Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Eval(cmd) => eval::run(cmd).await,
             Command::Demo(args) => demo::run(args).await,
         }
     });

@@ -5,9 +5,11 @@
 //! - **Detection** ignores ids: in each frame ground truth and detections are matched one to one
 //!   (most matches, then the highest total IoU); precision is matches over detections, recall
 //!   matches over ground-truth boxes.
-//! - **CLEAR MOT** (Bernardin and Stiefelhagen, 2008): frame by frame, a person matched in the
-//!   previous frame keeps their track while it still overlaps enough; the others are matched
-//!   afresh. An *ID switch* is a person matched to a track other than the one they were last
+//! - **CLEAR MOT** (Bernardin and Stiefelhagen, 2008): frame by frame, a person keeps the track
+//!   they were last matched to while it still overlaps enough; the others are matched afresh.
+//!   (This is py-motmetrics' rule, checked figure for figure by `tests/python/motmetrics_check.py`;
+//!   TrackEval keeps only last frame's pairs, so on crowded scenes its switch count can differ by
+//!   a few.) An *ID switch* is a person matched to a track other than the one they were last
 //!   matched to; a *fragmentation* is a person lost and later found again. MOTA is
 //!   `1 - (misses + false positives + switches) / ground-truth boxes`; MOTP the mean IoU of the
 //!   matches. A person is *mostly tracked* when matched in at least 80% of their frames,
@@ -164,15 +166,14 @@ pub fn evaluate_detection(gt: &Sequence, hyp: &Sequence, e: Evaluation) -> Detec
 
 pub fn evaluate_tracking(gt: &Sequence, hyp: &Sequence, e: Evaluation) -> Tracking {
     let empty = Frames::default();
-    // The track each person was last matched to, and the frame of that match.
-    let mut last: HashMap<i64, (i64, u64)> = HashMap::new();
+    // The track each person was last matched to.
+    let mut last: HashMap<i64, i64> = HashMap::new();
     // Per person, matched or not in each frame they appear in, in order.
     let mut history: HashMap<i64, Vec<bool>> = HashMap::new();
     // Frames in which a person and a track overlap enough (for the identity measures).
     let mut shared: HashMap<(i64, i64), usize> = HashMap::new();
     let (mut n_gt, mut n_hyp, mut matches, mut switches, mut iou_sum) = (0, 0, 0, 0, 0.0);
     let mut hyp_ids: BTreeSet<i64> = BTreeSet::new();
-    let mut previous: Option<u64> = None;
 
     for f in frame_numbers(gt, hyp) {
         let g = gt.frames.get(&f).unwrap_or(&empty);
@@ -193,12 +194,12 @@ pub fn evaluate_tracking(gt: &Sequence, hyp: &Sequence, e: Evaluation) -> Tracki
 
         let mut gt_of: Vec<Option<usize>> = vec![None; gb.len()];
         let mut taken = vec![false; hb.len()];
-        // Continued tracks: matched in the previous frame, to a track still overlapping.
-        for (i, (person, _)) in g.boxes.iter().enumerate() {
-            let Some(&(track, at)) = last.get(person) else { continue };
-            if Some(at) != previous {
-                continue;
-            }
+        // Continued tracks: a person keeps the track they were last matched to while it still
+        // overlaps enough, people taken in id order (py-motmetrics' rule).
+        let mut order: Vec<usize> = (0..gb.len()).collect();
+        order.sort_by_key(|&i| g.boxes[i].0);
+        for i in order {
+            let Some(&track) = last.get(&g.boxes[i].0) else { continue };
             if let Some(j) = h.iter().position(|(id, _)| *id == track)
                 && !taken[j]
                 && iou[i][j].is_some()
@@ -221,7 +222,7 @@ pub fn evaluate_tracking(gt: &Sequence, hyp: &Sequence, e: Evaluation) -> Tracki
         for (i, j) in assign(&rest).into_iter().enumerate() {
             if let Some(j) = j {
                 let (person, track) = (g.boxes[i].0, h[j].0);
-                if last.get(&person).is_some_and(|(t, _)| *t != track) {
+                if last.get(&person).is_some_and(|t| *t != track) {
                     switches += 1;
                 }
                 gt_of[i] = Some(j);
@@ -233,10 +234,9 @@ pub fn evaluate_tracking(gt: &Sequence, hyp: &Sequence, e: Evaluation) -> Tracki
             if let Some(j) = *j {
                 matches += 1;
                 iou_sum += iou[i][j].unwrap_or(0.0);
-                last.insert(person, (h[j].0, f));
+                last.insert(person, h[j].0);
             }
         }
-        previous = Some(f);
     }
 
     let mut fragmentations = 0;

@@ -176,6 +176,16 @@ impl Tracker {
         self.tracks.len()
     }
 
+    /// The confirmed tracks (at least `min_hits` detections) that a detection of `frame` joined,
+    /// with their boxes: what a tracker reports for a frame in a MOTChallenge result.
+    pub fn boxes(&self, frame: u64) -> Vec<(u64, BBox)> {
+        self.tracks
+            .iter()
+            .filter(|t| t.last_frame == frame && t.hits >= self.config.min_hits)
+            .map(|t| (t.id, t.bbox))
+            .collect()
+    }
+
     /// Feeds one processed frame's detections; returns the tracks that ended with it.
     pub fn update(&mut self, frame: u64, at: SystemTime, observed: Vec<Observed>) -> Vec<FinishedTrack> {
         let mut matched_track = vec![false; self.tracks.len()];

@@ -1,0 +1,221 @@
+//! `reid eval`: the ingester's detector and tracker scored against MOTChallenge ground truth, with
+//! the measures of [`reid_eval`] (docs/evaluation.md).
+//!
+//! The video is read frame by frame (frames numbered from 1, as MOTChallenge numbers them); each
+//! frame goes through the detector the ingester would run and, for `track`, the ingester's
+//! tracker. `--pred` scores an existing result file instead (another tracker's, or one written
+//! earlier with `--write`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use opencv::core::Mat;
+use opencv::prelude::*;
+use opencv::{imgcodecs, videoio};
+use reid_eval::measures::Evaluation;
+use reid_eval::{Box2, Sequence, evaluate_detection, evaluate_tracking};
+use reid_ingester::IngesterConfig;
+use reid_ingester::track::{Observed, Tracker};
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Detection precision, recall and F1 at an IoU (ids ignored).
+    Detect(EvalArgs),
+    /// Tracking: MOTA, MOTP, IDF1, ID switches, fragmentation, mostly tracked and lost.
+    Track(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// MOTChallenge ground truth (`frame,id,left,top,width,height,conf,...`; `conf = 0` rows are
+    /// regions to ignore).
+    #[arg(long)]
+    gt: PathBuf,
+    /// The video the ground truth labels.
+    #[arg(required_unless_present = "pred")]
+    video: Option<PathBuf>,
+    /// Score this MOTChallenge result file instead of running the detector and tracker.
+    #[arg(long, conflicts_with = "video")]
+    pred: Option<PathBuf>,
+    /// The ingester's detector to run.
+    #[arg(long, default_value = "ssd")]
+    detector: String,
+    /// TOML with any `IngesterConfig` field (`[detectors.*]`, `[tracker]`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the stock detector models are (`ssdlite-person`, `mtcnn`).
+    #[arg(long, default_value = "models")]
+    model_dir: PathBuf,
+    /// Region of interest: an image the size of the video, non-zero where people count. Boxes
+    /// whose foot point (bottom centre) falls outside are dropped from both sides.
+    #[arg(long)]
+    roi: Option<PathBuf>,
+    /// IoU at which a prediction matches a ground-truth box.
+    #[arg(long, default_value_t = 0.5)]
+    iou: f64,
+    /// Score only the frames the ground truth has rows for (ground truth labelled every Nth
+    /// frame); the detector and tracker still see every frame.
+    #[arg(long)]
+    labelled_frames_only: bool,
+    /// Stop after this frame.
+    #[arg(long)]
+    last_frame: Option<u64>,
+    /// Write the predictions as a MOTChallenge file.
+    #[arg(long)]
+    write: Option<PathBuf>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
+    let (track, args) = match cmd {
+        EvalCommand::Detect(a) => (false, a),
+        EvalCommand::Track(a) => (true, a),
+    };
+    tokio::task::spawn_blocking(move || evaluate(track, &args)).await?
+}
+
+fn read_sequence(path: &Path) -> anyhow::Result<Sequence> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Sequence::parse(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn evaluate(track: bool, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut gt = read_sequence(&args.gt)?;
+    anyhow::ensure!(!gt.frames.is_empty(), "{} has no rows", args.gt.display());
+    let started = Instant::now();
+    let (mut pred, frames_run) = match (&args.pred, &args.video) {
+        (Some(path), _) => (read_sequence(path)?, 0),
+        (None, Some(video)) => predict(track, args, video)?,
+        (None, None) => anyhow::bail!("give a video or --pred"),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.write {
+        std::fs::write(path, pred.to_mot()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(last) = args.last_frame {
+        gt = gt.between(1, last);
+        pred = pred.between(1, last);
+    }
+    if args.labelled_frames_only {
+        pred.frames.retain(|f, _| gt.frames.contains_key(f));
+    }
+    if let Some(mask) = &args.roi {
+        let inside = roi(mask)?;
+        gt.retain_inside(&inside);
+        pred.retain_inside(&inside);
+    }
+    let e = Evaluation { iou: args.iou };
+    let run = serde_json::json!({
+        "detector": if args.pred.is_some() { serde_json::Value::Null } else { args.detector.clone().into() },
+        "frames_run": frames_run,
+        "seconds": seconds,
+        "iou": args.iou,
+    });
+    if track {
+        let t = evaluate_tracking(&gt, &pred, e);
+        if args.json {
+            println!("{}", serde_json::json!({ "run": run, "tracking": t }));
+        } else {
+            println!(
+                "{} frames, {} ground-truth boxes of {} people, {} predicted boxes of {} tracks",
+                t.frames, t.gt, t.gt_ids, t.predictions, t.predicted_ids
+            );
+            println!(
+                "MOTA {:.1}  MOTP {:.3}  IDF1 {:.1}  IDP {:.1}  IDR {:.1}",
+                100.0 * t.mota,
+                t.motp,
+                100.0 * t.idf1,
+                100.0 * t.idp,
+                100.0 * t.idr
+            );
+            println!(
+                "precision {:.1}  recall {:.1}  FP {}  FN {}  ID switches {}  fragmentations {}  MT {} PT {} ML {}",
+                100.0 * t.precision,
+                100.0 * t.recall,
+                t.false_positives,
+                t.misses,
+                t.id_switches,
+                t.fragmentations,
+                t.mostly_tracked,
+                t.partly_tracked,
+                t.mostly_lost
+            );
+        }
+    } else {
+        let d = evaluate_detection(&gt, &pred, e);
+        if args.json {
+            println!("{}", serde_json::json!({ "run": run, "detection": d }));
+        } else {
+            println!("{} frames, {} ground-truth boxes, {} detections", d.frames, d.gt, d.detections);
+            println!(
+                "precision {:.1}  recall {:.1}  F1 {:.1}  at IoU {}  (matches {}, FP {}, FN {}, mean IoU {:.3})",
+                100.0 * d.precision,
+                100.0 * d.recall,
+                100.0 * d.f1,
+                args.iou,
+                d.matches,
+                d.false_positives,
+                d.misses,
+                d.mean_iou
+            );
+        }
+    }
+    if frames_run > 0 && !args.json {
+        println!("{frames_run} frames through {} in {seconds:.1} s", args.detector);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The foot-point test of a region-of-interest mask.
+fn roi(path: &Path) -> anyhow::Result<impl Fn(f64, f64) -> bool> {
+    let mask = imgcodecs::imread(path, imgcodecs::IMREAD_GRAYSCALE)?;
+    anyhow::ensure!(!mask.empty(), "{} is not an image", path.display());
+    Ok(move |x: f64, y: f64| {
+        let (c, r) = (x.floor() as i32, y.floor().min(f64::from(mask.rows() - 1)) as i32);
+        c >= 0 && r >= 0 && c < mask.cols() && r < mask.rows() && mask.at_2d::<u8>(r, c).is_ok_and(|v| *v > 0)
+    })
+}
+
+/// Runs the detector (and the tracker) over the video: the predictions, and frames read.
+fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequence, u64)> {
+    let mut config: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    let defaults = IngesterConfig::default();
+    if config.detectors.ssd.model == defaults.detectors.ssd.model {
+        config.detectors.ssd.model = args.model_dir.join("ssdlite-person/frozen_inference_graph.pb");
+    }
+    if config.detectors.mtcnn.model_dir == defaults.detectors.mtcnn.model_dir {
+        config.detectors.mtcnn.model_dir = args.model_dir.join("mtcnn");
+    }
+    let mut detector = reid_ingester::detect::build(&args.detector, &config.detectors)?;
+    let mut tracker = Tracker::new(config.tracker.clone(), config.crops.clone(), "eval");
+    let mut capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
+    anyhow::ensure!(capture.is_opened()?, "cannot open {}", video.display());
+    let last = args.last_frame.unwrap_or(u64::MAX);
+    let mut out = Sequence::default();
+    let mut image = Mat::default();
+    let mut frame = 0u64;
+    while frame < last && capture.read(&mut image)? && !image.empty() {
+        frame += 1;
+        let detections = detector.detect(&image)?;
+        if track {
+            let observed =
+                detections.into_iter().map(|detection| Observed { detection, crop: None, external_id: None }).collect();
+            tracker.update(frame, SystemTime::now(), observed);
+            for (id, b) in tracker.boxes(frame) {
+                out.push(frame, id as i64, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
+            }
+        } else {
+            for (i, d) in detections.iter().enumerate() {
+                let b = d.bbox;
+                out.push(frame, i as i64 + 1, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
+            }
+        }
+    }
+    anyhow::ensure!(frame > 0, "{} has no frames", video.display());
+    Ok((out, frame))
+}
