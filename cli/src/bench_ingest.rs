@@ -19,7 +19,7 @@ use reid_ingester::{CameraSpec, IngesterConfig};
 pub struct IngestBenchArgs {
     #[arg(long, default_value = "/usr/share/doc/opencv-doc/examples/data/vtest.avi")]
     video: PathBuf,
-    #[arg(long, value_delimiter = ',', default_value = "hog,background,haar-face")]
+    #[arg(long, value_delimiter = ',', default_value = "ssd,hog,background,haar-face")]
     detectors: Vec<String>,
     /// Cameras playing the video at once, for the concurrent figure.
     #[arg(long, default_value_t = 4)]
@@ -123,7 +123,8 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{} on {cores} cores, OpenCV threads per call: {threads}", args.video.display());
 
-    let base: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    let mut base: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    base.detectors.models_under(&args.model_dir);
     let decode = decode_only(&args.video)?;
     let reference = decode.frames as f64 / decode.cpu.max(1e-9);
     decode.print("decode only (reference)", None);

@@ -184,13 +184,7 @@ fn roi(path: &Path) -> anyhow::Result<impl Fn(f64, f64) -> bool> {
 /// Runs the detector (and the tracker) over the video: the predictions, and frames read.
 fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequence, u64)> {
     let mut config: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
-    let defaults = IngesterConfig::default();
-    if config.detectors.ssd.model == defaults.detectors.ssd.model {
-        config.detectors.ssd.model = args.model_dir.join("ssdlite-person/frozen_inference_graph.pb");
-    }
-    if config.detectors.mtcnn.model_dir == defaults.detectors.mtcnn.model_dir {
-        config.detectors.mtcnn.model_dir = args.model_dir.join("mtcnn");
-    }
+    config.detectors.models_under(&args.model_dir);
     let mut detector = reid_ingester::detect::build(&args.detector, &config.detectors)?;
     let mut tracker = Tracker::new(config.tracker.clone(), config.crops.clone(), "eval");
     let mut capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;

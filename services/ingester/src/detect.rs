@@ -65,10 +65,16 @@ pub struct DetectorsConfig {
 
 impl DetectorsConfig {
     /// Points the stock models (`ssd`, `mtcnn`) at their folders under `dir`, the folder of
-    /// model folders the embedder reads too; the defaults are relative to the working directory.
+    /// model folders the embedder reads too, where they are still at their defaults (relative to
+    /// the working directory); a path the config set stays.
     pub fn models_under(&mut self, dir: &std::path::Path) {
-        self.ssd.model = dir.join("ssdlite-person/frozen_inference_graph.pb");
-        self.mtcnn.model_dir = dir.join("mtcnn");
+        let defaults = DetectorsConfig::default();
+        if self.ssd.model == defaults.ssd.model {
+            self.ssd.model = dir.join("ssdlite-person/frozen_inference_graph.pb");
+        }
+        if self.mtcnn.model_dir == defaults.mtcnn.model_dir {
+            self.mtcnn.model_dir = dir.join("mtcnn");
+        }
     }
 }
 
@@ -565,6 +571,15 @@ fn nms(detections: Vec<Detection>, min_score: f32, threshold: f32) -> opencv::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stock_models_move_under_a_model_dir_unless_the_config_named_them() {
+        let mut config = DetectorsConfig::default();
+        config.mtcnn.model_dir = "/opt/faces".into();
+        config.models_under(std::path::Path::new("/srv/models"));
+        assert_eq!(config.ssd.model, std::path::Path::new("/srv/models/ssdlite-person/frozen_inference_graph.pb"));
+        assert_eq!(config.mtcnn.model_dir, std::path::Path::new("/opt/faces"));
+    }
 
     #[test]
     fn unknown_detectors_and_missing_models_are_errors() {
