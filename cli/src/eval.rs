@@ -63,6 +63,10 @@ pub struct EvalArgs {
     /// Stop after this frame.
     #[arg(long)]
     last_frame: Option<u64>,
+    /// `track`: run the detector on every Nth frame only (1, 1+N, ...) and report the tracker's
+    /// predicted boxes between, to see what detecting less often costs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    detect_every: u64,
     /// Write the predictions as a MOTChallenge file.
     #[arg(long)]
     write: Option<PathBuf>,
@@ -76,6 +80,10 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
         EvalCommand::Detect(a) => (false, a),
         EvalCommand::Track(a) => (true, a),
     };
+    anyhow::ensure!(
+        track || args.detect_every == 1,
+        "--detect-every needs `reid eval track` (the tracker predicts between)"
+    );
     tokio::task::spawn_blocking(move || evaluate(track, &args)).await?
 }
 
@@ -195,6 +203,12 @@ fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequen
     let mut frame = 0u64;
     while frame < last && capture.read(&mut image)? && !image.empty() {
         frame += 1;
+        if track && !(frame - 1).is_multiple_of(args.detect_every) {
+            for (id, b) in tracker.predicted_boxes(frame) {
+                out.push(frame, id as i64, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
+            }
+            continue;
+        }
         let detections = detector.detect(&image)?;
         if track {
             let observed =

@@ -186,6 +186,16 @@ impl Tracker {
             .collect()
     }
 
+    /// Between detections (a detector run on every Nth frame): the confirmed tracks the last
+    /// detections joined, with their boxes moved on by their motion to `frame`.
+    pub fn predicted_boxes(&self, frame: u64) -> Vec<(u64, BBox)> {
+        self.tracks
+            .iter()
+            .filter(|t| t.misses == 0 && t.hits >= self.config.min_hits)
+            .map(|t| (t.id, t.predicted(frame)))
+            .collect()
+    }
+
     /// Feeds one processed frame's detections; returns the tracks that ended with it.
     pub fn update(&mut self, frame: u64, at: SystemTime, observed: Vec<Observed>) -> Vec<FinishedTrack> {
         let mut matched_track = vec![false; self.tracks.len()];
@@ -375,6 +385,27 @@ mod tests {
         // Frame 1 replaced its neighbour 0; frame 12 replaced the worst (frame 4).
         let kept: Vec<(u64, f32)> = best.take().iter().map(|c| (c.frame, c.quality)).collect();
         assert_eq!(kept, vec![(1, 0.9), (8, 0.3), (12, 0.8)]);
+    }
+
+    #[test]
+    fn between_detections_confirmed_tracks_move_on_by_their_motion() {
+        let mut t = tracker();
+        // Detected on every second frame, walking 10 px per frame to the right.
+        for f in (0..8u64).step_by(2) {
+            t.update(f, at(f), vec![seen(100.0 + 10.0 * f as f32, 50.0, f, 0.5)]);
+        }
+        let predicted = t.predicted_boxes(7);
+        assert_eq!(predicted.len(), 1);
+        let (x, y) = (predicted[0].1.x, predicted[0].1.y);
+        // Seen at x 160 on frame 6; one frame on, about 10 px further.
+        assert!((x - 170.0).abs() < 2.0 && (y - 50.0).abs() < 1.0, "{:?}", predicted[0].1);
+        // Once it is missed, it is no longer reported between detections.
+        t.update(8, at(8), vec![]);
+        assert!(t.predicted_boxes(9).is_empty());
+        // An unconfirmed track (fewer than min_hits detections) is never reported.
+        let mut fresh = tracker();
+        fresh.update(0, at(0), vec![seen(0.0, 0.0, 0, 0.5)]);
+        assert!(fresh.predicted_boxes(1).is_empty());
     }
 
     #[test]
