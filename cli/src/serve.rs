@@ -60,7 +60,7 @@ pub struct IngesterArgs {
     /// Folder of model folders: the stock detectors' models are read from it (`ssdlite-person/`,
     /// `mtcnn/`) instead of `models/` under the working directory.
     #[arg(long, env = "REID_INGESTER_MODEL_DIR")]
-    model_dir: Option<std::path::PathBuf>,
+    model_dir: Option<PathBuf>,
     /// This replica's shard of the configured cameras: its index (0-based) ...
     #[arg(long, env = "REID_INGESTER_SHARD_INDEX", requires = "shard_count")]
     shard_index: Option<u32>,

@@ -70,10 +70,10 @@ impl DetectorsConfig {
     pub fn models_under(&mut self, dir: &std::path::Path) {
         let defaults = DetectorsConfig::default();
         if self.ssd.model == defaults.ssd.model {
-            self.ssd.model = dir.join("ssdlite-person/frozen_inference_graph.pb");
+            self.ssd.model = dir.join(crate::ssd::STOCK_MODEL);
         }
         if self.mtcnn.model_dir == defaults.mtcnn.model_dir {
-            self.mtcnn.model_dir = dir.join("mtcnn");
+            self.mtcnn.model_dir = dir.join(crate::mtcnn::STOCK_MODEL_DIR);
         }
     }
 }

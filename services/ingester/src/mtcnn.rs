@@ -30,10 +30,13 @@ pub struct MtcnnConfig {
     pub scale_factor: f32,
 }
 
+/// The stock networks' folder inside the folder of model folders (`models/` by default).
+pub const STOCK_MODEL_DIR: &str = "mtcnn";
+
 impl Default for MtcnnConfig {
     fn default() -> Self {
         Self {
-            model_dir: PathBuf::from("models/mtcnn"),
+            model_dir: Path::new("models").join(STOCK_MODEL_DIR),
             min_face: 40.0,
             thresholds: [0.6, 0.7, 0.7],
             scale_factor: 0.709,

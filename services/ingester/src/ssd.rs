@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use opencv::core::{Mat, Scalar, Size, Vector};
 use opencv::dnn;
@@ -57,10 +57,13 @@ pub struct SsdConfig {
     pub input_name: String,
 }
 
+/// Where the stock model lies inside the folder of model folders (`models/` by default).
+pub const STOCK_MODEL: &str = "ssdlite-person/frozen_inference_graph.pb";
+
 impl Default for SsdConfig {
     fn default() -> Self {
         Self {
-            model: PathBuf::from("models/ssdlite-person/frozen_inference_graph.pb"),
+            model: Path::new("models").join(STOCK_MODEL),
             input_width: 400,
             input_height: 300,
             score_threshold: 0.3,
