@@ -229,7 +229,8 @@ fn check_exposure(host: &str, keyed: bool, allow_unauthenticated: bool) -> anyho
     Ok(())
 }
 
-pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+/// The services' configurations from the flags and the config files they name.
+fn pipeline_config(args: &UpArgs) -> anyhow::Result<PipelineConfig> {
     let mut config = PipelineConfig::new(&args.data, &args.model_dir);
     if let Some(path) = &args.embedder_config {
         config.embedder = EmbedderConfig { model_dir: args.model_dir.clone(), ..read_toml(Some(path))? };
@@ -239,9 +240,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.ingester_config {
         config.ingester = read_toml(Some(path))?;
+        // The file's own model paths stay; the stock ones follow --model-dir as without a file.
+        config.ingester.detectors.models_under(&args.model_dir);
     }
     config.identity.association.threshold = args.threshold.or(config.identity.association.threshold);
     config.ingester.cameras.extend(args.cameras.iter().cloned());
+    Ok(config)
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut config = pipeline_config(&args)?;
     config.security = crate::client::security();
     check_exposure(&args.host, config.security.api_key.is_some(), args.allow_unauthenticated)?;
     let ports = if args.metrics { 8 } else { 4 };
@@ -284,4 +292,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     pipeline.stop().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn an_ingester_config_file_keeps_the_stock_models_under_the_model_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ingester.toml");
+        std::fs::write(&file, "[detectors.hog]\nmotion_gate = true\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["up", "--model-dir", "/srv/models", "--ingester-config", file.to_str().unwrap()])
+                .unwrap();
+        let config = pipeline_config(&cli.up).unwrap();
+        assert!(config.ingester.detectors.hog.motion_gate, "the file was read");
+        assert_eq!(
+            config.ingester.detectors.ssd.model,
+            Path::new("/srv/models/ssdlite-person/frozen_inference_graph.pb")
+        );
+        assert_eq!(config.ingester.detectors.mtcnn.model_dir, Path::new("/srv/models/mtcnn"));
+    }
 }
