@@ -137,6 +137,28 @@ impl Sequence {
         Sequence { frames: self.frames.range(first..=last).map(|(k, v)| (*k, v.clone())).collect() }
     }
 
+    /// The ground truth at `frame`: the labelled frame itself, or between two labelled frames
+    /// each person present at both ends with their box interpolated linearly, and the ignore
+    /// regions of both ends. `None` outside the labelled span.
+    pub fn at(&self, frame: u64) -> Option<Frames> {
+        if let Some(f) = self.frames.get(&frame) {
+            return Some(f.clone());
+        }
+        let (&before, a) = self.frames.range(..frame).next_back()?;
+        let (&after, b) = self.frames.range(frame..).next()?;
+        let t = (frame - before) as f64 / (after - before) as f64;
+        let mix = |p: f64, q: f64| p + (q - p) * t;
+        let boxes = a
+            .boxes
+            .iter()
+            .filter_map(|(id, p)| {
+                let (_, q) = b.boxes.iter().find(|(other, _)| other == id)?;
+                Some((*id, Box2::new(mix(p.x, q.x), mix(p.y, q.y), mix(p.w, q.w), mix(p.h, q.h))))
+            })
+            .collect();
+        Some(Frames { boxes, ignore: a.ignore.iter().chain(&b.ignore).copied().collect() })
+    }
+
     /// Keeps only boxes whose foot point `inside` accepts (a region-of-interest mask); ignore
     /// regions are kept whole.
     pub fn retain_inside(&mut self, inside: impl Fn(f64, f64) -> bool) {
@@ -185,6 +207,20 @@ mod tests {
             assert_eq!(*l, line, "{text:?}");
             assert!(reason.contains(what), "{text:?}: {reason}");
         }
+    }
+
+    #[test]
+    fn frames_between_labelled_ones_are_interpolated_for_people_at_both_ends() {
+        let mut seq = Sequence::default();
+        seq.push(10, 1, Box2::new(0.0, 0.0, 10.0, 20.0));
+        seq.push(10, 2, Box2::new(50.0, 0.0, 10.0, 20.0));
+        seq.push(20, 1, Box2::new(20.0, 10.0, 20.0, 40.0));
+        seq.frames.entry(20).or_default().ignore.push(Box2::new(90.0, 0.0, 5.0, 5.0));
+        let f = seq.at(15).unwrap();
+        assert_eq!(f.boxes, vec![(1, Box2::new(10.0, 5.0, 15.0, 30.0))], "person 2 left before frame 20");
+        assert_eq!(f.ignore.len(), 1);
+        assert_eq!(seq.at(10).unwrap(), seq.frames[&10]);
+        assert!(seq.at(9).is_none() && seq.at(21).is_none());
     }
 
     #[test]
