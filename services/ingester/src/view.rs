@@ -10,7 +10,7 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use serde::Deserialize;
 
-use crate::frame::Frame;
+use crate::frame::{BBox, Frame};
 
 /// Why a frame could not be seen through a view.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,22 @@ impl View {
         area * f64::from(self.scale).powi(2)
     }
 
+    /// The pixels of a `cols` x `rows` source frame the region keeps; `None`: all of them.
+    fn region_rect(&self, cols: i32, rows: i32) -> Option<Rect> {
+        let [x, y, w, h] = self.region?;
+        let (fc, fr) = (cols as f32, rows as f32);
+        let (width, height) = (((w * fc).round() as i32).clamp(1, cols), ((h * fr).round() as i32).clamp(1, rows));
+        let (left, top) = ((x * fc).round() as i32, (y * fr).round() as i32);
+        Some(Rect::new(left.min(cols - width), top.min(rows - height), width, height))
+    }
+
+    /// A box in this view's pixels back in the pixels of the `cols` x `rows` source frame.
+    pub fn to_source(&self, b: BBox, cols: i32, rows: i32) -> BBox {
+        let (left, top) = self.region_rect(cols, rows).map_or((0.0, 0.0), |r| (r.x as f32, r.y as f32));
+        let s = self.scale;
+        BBox::new(left + b.x / s, top + b.y / s, b.w / s, b.h / s)
+    }
+
     /// The frame as this camera sees it; a frame the view would make larger than `max_pixels`
     /// is refused before it is resized.
     pub fn apply(&self, frame: Frame, max_pixels: u64) -> Result<Frame, ViewError> {
@@ -89,20 +105,7 @@ impl View {
             return Ok(frame);
         }
         let Frame { mut image, captured_at, sequence } = frame;
-        if let Some([x, y, w, h]) = self.region {
-            let (cols, rows) = (image.cols() as f32, image.rows() as f32);
-            let rect = Rect::new(
-                (x * cols).round() as i32,
-                (y * rows).round() as i32,
-                ((w * cols).round() as i32).clamp(1, image.cols()),
-                ((h * rows).round() as i32).clamp(1, image.rows()),
-            );
-            let rect = Rect::new(
-                rect.x.min(image.cols() - rect.width),
-                rect.y.min(image.rows() - rect.height),
-                rect.width,
-                rect.height,
-            );
+        if let Some(rect) = self.region_rect(image.cols(), image.rows()) {
             image = Mat::roi(&image, rect)?.try_clone()?;
         }
         if (self.scale - 1.0).abs() > f32::EPSILON {
@@ -172,6 +175,15 @@ mod tests {
         assert_eq!(seen.sequence, 7);
         let back = View { time_offset_ms: -2000, ..View::default() }.apply(frame(), u64::MAX).unwrap();
         assert_eq!(back.captured_at, SystemTime::UNIX_EPOCH + Duration::from_secs(98));
+    }
+
+    #[test]
+    fn boxes_map_back_to_the_source_frame() {
+        let view = View { region: Some([0.5, 0.0, 0.5, 1.0]), scale: 0.5, ..View::default() };
+        // The marker at (150, 50) of the source is at (0.5 * (150 - 100), 0.5 * 50) in the view.
+        let seen = BBox::new(25.0, 25.0, 5.0, 10.0);
+        assert_eq!(view.to_source(seen, 200, 100), BBox::new(150.0, 50.0, 10.0, 20.0));
+        assert_eq!(View::default().to_source(seen, 200, 100), seen);
     }
 
     #[test]
