@@ -43,18 +43,8 @@ pub struct DemoArgs {
     /// How much better than the runner-up identity the best must be for a match.
     #[arg(long, default_value_t = DEFAULT_MIN_MARGIN)]
     min_margin: f32,
-    /// How much the east camera's clock is ahead of the west camera's, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    east_offset_s: f64,
-    /// The east camera's resize factor.
-    #[arg(long, default_value_t = 0.9)]
-    east_scale: f32,
-    /// The east camera's colour gains, B,G,R.
-    #[arg(long, default_value = "1.1,1,0.9", value_parser = crate::ingester::numbers::<3>)]
-    east_gains: [f32; 3],
-    /// Added to the east camera's pixels after the gains.
-    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true)]
-    east_brightness: f32,
+    #[command(flatten)]
+    east: EastCamera,
     /// The model folder the embedder serves (under --model-dir).
     #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
     model: String,
@@ -65,23 +55,50 @@ pub struct DemoArgs {
 pub const DEFAULT_THRESHOLD: f32 = 0.8;
 pub const DEFAULT_MIN_MARGIN: f32 = 0.0;
 
-/// The two cameras: which part of the frame each sees and how.
-fn cameras(args: &DemoArgs) -> Vec<(String, String, View)> {
-    let url = args.video.to_string_lossy().into_owned();
-    vec![
-        ("west".into(), url.clone(), View { region: Some([0.0, 0.0, 0.6, 1.0]), ..View::default() }),
-        (
-            "east".into(),
-            url,
-            View {
-                region: Some([0.4, 0.0, 0.6, 1.0]),
-                scale: args.east_scale,
-                gains: args.east_gains,
-                brightness: args.east_brightness,
-                time_offset_ms: (args.east_offset_s * 1000.0).round() as i64,
-            },
-        ),
-    ]
+/// How the east camera differs from the west one.
+#[derive(Debug, Clone, Args)]
+pub struct EastCamera {
+    /// How much the east camera's clock is ahead of the west camera's, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub east_offset_s: f64,
+    /// The east camera's resize factor.
+    #[arg(long, default_value_t = 0.9)]
+    pub east_scale: f32,
+    /// The east camera's colour gains, B,G,R.
+    #[arg(long, default_value = "1.1,1,0.9", value_parser = crate::ingester::numbers::<3>)]
+    pub east_gains: [f32; 3],
+    /// Added to the east camera's pixels after the gains.
+    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true)]
+    pub east_brightness: f32,
+}
+
+impl EastCamera {
+    /// The two cameras playing `video`: west sees the left 60% of the frame as it is, east the
+    /// right 60% (the middle fifth is seen by both) resized, re-coloured and on another clock.
+    pub fn cameras(&self, video: &Path) -> Vec<(String, String, View)> {
+        let url = video.to_string_lossy().into_owned();
+        vec![
+            ("west".into(), url.clone(), View { region: Some([0.0, 0.0, 0.6, 1.0]), ..View::default() }),
+            (
+                "east".into(),
+                url,
+                View {
+                    region: Some([0.4, 0.0, 0.6, 1.0]),
+                    scale: self.east_scale,
+                    gains: self.east_gains,
+                    brightness: self.east_brightness,
+                    time_offset_ms: (self.east_offset_s * 1000.0).round() as i64,
+                },
+            ),
+        ]
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "cameras west (left 60%) and east (right 60%, scale {}, gains {:?}, brightness {:+}, clock +{} s)",
+            self.east_scale, self.east_gains, self.east_brightness, self.east_offset_s
+        )
+    }
 }
 
 /// One identity and where it was seen.
@@ -177,21 +194,19 @@ async fn wait_for_cameras(
     }
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.video.is_file(), "{} not found (run `make setup`: apt opencv-doc)", args.video.display());
-    if args.data.exists() {
-        std::fs::remove_dir_all(&args.data).with_context(|| format!("emptying {}", args.data.display()))?;
-    }
-    std::fs::create_dir_all(&args.data)?;
-    let mut config = PipelineConfig::new(&args.data, &args.model_dir);
-    config.identity.association.threshold = Some(args.threshold);
-    config.identity.association.min_margin = args.min_margin;
-    config.embedder.model.clone_from(&args.model);
-    config.ingester.detectors.hog.motion_gate = true;
-    // The demo adds its two cameras over gRPC, as an operator would: the video's folder is opened.
-    config.ingester.sources.file_roots =
-        vec![std::path::absolute(&args.video)?.parent().map(Path::to_path_buf).unwrap_or_default()];
-    config.security = crate::client::security();
+/// What playing cameras through the pipeline gave.
+pub struct Played {
+    /// When the cameras were added.
+    pub t0: SystemTime,
+    pub statuses: Vec<pb::CameraStatus>,
+    pub seen: Vec<Seen>,
+    pub model: pb::ModelInfo,
+}
+
+/// Starts the four services in this process on loopback ports, adds `cameras` over gRPC as an
+/// operator would, waits until they have played their videos and everything is delivered, and
+/// stops the services.
+pub async fn play(config: PipelineConfig, cameras: &[(String, String, View)]) -> anyhow::Result<Played> {
     let listeners = [
         bind("127.0.0.1:0").await?,
         bind("127.0.0.1:0").await?,
@@ -205,12 +220,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "reid is up in this process: embedder {}, identity {}, ingester {}, trainer {}",
         a.embedder, a.identity, a.ingester, a.trainer
     );
-
     let mut ingester = IngesterServiceClient::new(connect(&a.ingester).await?);
     let mut identity = crate::identity::client(&a.identity).await?;
     let t0 = SystemTime::now();
-    let cameras = cameras(&args);
-    for (id, url, view) in &cameras {
+    for (id, url, view) in cameras {
         let camera = pb::CameraConfig {
             camera_id: id.clone(),
             url: url.clone(),
@@ -222,18 +235,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|s| anyhow::anyhow!("adding camera {id}: {}", s.message()))?;
     }
-    println!(
-        "playing {} as cameras west (left 60%) and east (right 60%, scale {}, gains {:?}, brightness {:+}, clock +{} s)",
-        args.video.display(),
-        args.east_scale,
-        args.east_gains,
-        args.east_brightness,
-        args.east_offset_s
-    );
     let statuses = wait_for_cameras(&pipeline, &mut ingester).await?;
     let seen = identities(&mut identity).await?;
     let model = pipeline_model(&a.embedder).await?;
     pipeline.stop().await?;
+    Ok(Played { t0, statuses, seen, model })
+}
+
+/// A clean storage folder for one run, and the pipeline's configuration over it: the embedder
+/// serving `model`, cameras allowed to open `video`'s folder, the command line's security.
+pub fn fresh_config(data: &Path, model_dir: &Path, model: &str, video: &Path) -> anyhow::Result<PipelineConfig> {
+    anyhow::ensure!(video.is_file(), "{} not found (run `make setup`: apt opencv-doc)", video.display());
+    if data.exists() {
+        std::fs::remove_dir_all(data).with_context(|| format!("emptying {}", data.display()))?;
+    }
+    std::fs::create_dir_all(data)?;
+    let mut config = PipelineConfig::new(data, model_dir);
+    config.embedder.model = model.to_owned();
+    config.ingester.detectors.hog.motion_gate = true;
+    config.ingester.sources.file_roots =
+        vec![std::path::absolute(video)?.parent().map(Path::to_path_buf).unwrap_or_default()];
+    config.security = crate::client::security();
+    Ok(config)
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
+    config.identity.association.threshold = Some(args.threshold);
+    config.identity.association.min_margin = args.min_margin;
+    let cameras = args.east.cameras(&args.video);
+    println!("playing {} as {}", args.video.display(), args.east.describe());
+    let Played { t0, statuses, seen, model } = play(config, &cameras).await?;
 
     let (both, one) = split_by_cameras(&seen, t0);
     print_table(&seen, &both, t0);

@@ -1,5 +1,5 @@
-//! `reid eval`: the ingester's detector and tracker scored against MOTChallenge ground truth, with
-//! the measures of [`reid_eval`] (docs/evaluation.md).
+//! `reid eval detect|track`: the ingester's detector and tracker scored against MOTChallenge
+//! ground truth.
 //!
 //! The video is read frame by frame (frames numbered from 1, as MOTChallenge numbers them); each
 //! frame goes through the detector the ingester would run and, for `track`, the ingester's
@@ -11,22 +11,16 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use opencv::core::Mat;
 use opencv::prelude::*;
-use opencv::{imgcodecs, videoio};
+use opencv::videoio;
 use reid_eval::measures::Evaluation;
 use reid_eval::{Box2, Sequence, evaluate_detection, evaluate_tracking};
 use reid_ingester::IngesterConfig;
 use reid_ingester::track::{Observed, Tracker};
 
-#[derive(Debug, Subcommand)]
-pub enum EvalCommand {
-    /// Detection precision, recall and F1 at an IoU (ids ignored).
-    Detect(EvalArgs),
-    /// Tracking: MOTA, MOTP, IDF1, ID switches, fragmentation, mostly tracked and lost.
-    Track(EvalArgs),
-}
+use super::{read_sequence, roi};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -75,24 +69,11 @@ pub struct EvalArgs {
     json: bool,
 }
 
-pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
-    let (track, args) = match cmd {
-        EvalCommand::Detect(a) => (false, a),
-        EvalCommand::Track(a) => (true, a),
-    };
+pub fn evaluate(track: bool, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         track || args.detect_every == 1,
         "--detect-every needs `reid eval track` (the tracker predicts between)"
     );
-    tokio::task::spawn_blocking(move || evaluate(track, &args)).await?
-}
-
-fn read_sequence(path: &Path) -> anyhow::Result<Sequence> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Sequence::parse(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn evaluate(track: bool, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut gt = read_sequence(&args.gt)?;
     anyhow::ensure!(!gt.frames.is_empty(), "{} has no rows", args.gt.display());
     let started = Instant::now();
@@ -177,16 +158,6 @@ fn evaluate(track: bool, args: &EvalArgs) -> anyhow::Result<ExitCode> {
         println!("{frames_run} frames through {} in {seconds:.1} s", args.detector);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The foot-point test of a region-of-interest mask.
-fn roi(path: &Path) -> anyhow::Result<impl Fn(f64, f64) -> bool> {
-    let mask = imgcodecs::imread(path, imgcodecs::IMREAD_GRAYSCALE)?;
-    anyhow::ensure!(!mask.empty(), "{} is not an image", path.display());
-    Ok(move |x: f64, y: f64| {
-        let (c, r) = (x.floor() as i32, y.floor().min(f64::from(mask.rows() - 1)) as i32);
-        c >= 0 && r >= 0 && c < mask.cols() && r < mask.rows() && mask.at_2d::<u8>(r, c).is_ok_and(|v| *v > 0)
-    })
 }
 
 /// Runs the detector (and the tracker) over the video: the predictions, and frames read.

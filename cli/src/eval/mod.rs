@@ -1,0 +1,70 @@
+//! `reid eval`: the pipeline scored against MOTChallenge ground truth, with the measures of
+//! [`reid_eval`] (docs/evaluation.md).
+//!
+//! - `detect`, `track`: the ingester's detector and tracker over a video;
+//! - `reid`: the ground truth's own crops embedded by a running embedder, as retrieval;
+//! - `mtmc`: the whole pipeline on cameras cut from one video, its identities scored.
+//!
+//! Videos are read frame by frame; frames are numbered from 1, as MOTChallenge numbers them.
+
+mod mtmc;
+mod reid;
+mod track;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use opencv::imgcodecs;
+use opencv::prelude::*;
+use reid_eval::Sequence;
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Detection precision, recall and F1 at an IoU (ids ignored).
+    Detect(track::EvalArgs),
+    /// Tracking: MOTA, MOTP, IDF1, ID switches, fragmentation, mostly tracked and lost.
+    Track(track::EvalArgs),
+    /// Re-identification of the ground truth's crops by an embedder: Rank-1, mAP, mINP, across
+    /// time and against a gallery seen as by a second camera.
+    Reid(reid::ReidArgs),
+    /// The whole pipeline on two cameras cut from the video: tracklet purity, people covered,
+    /// identities made, pairwise precision and recall of "same person".
+    Mtmc(mtmc::MtmcArgs),
+}
+
+pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EvalCommand::Detect(args) => tokio::task::spawn_blocking(move || track::evaluate(false, &args)).await?,
+        EvalCommand::Track(args) => tokio::task::spawn_blocking(move || track::evaluate(true, &args)).await?,
+        EvalCommand::Reid(args) => reid::run(args).await,
+        EvalCommand::Mtmc(args) => mtmc::run(args).await,
+    }
+}
+
+fn read_sequence(path: &Path) -> anyhow::Result<Sequence> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let seq = Sequence::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(seq)
+}
+
+/// The foot-point test of a region-of-interest mask.
+fn roi(path: &Path) -> anyhow::Result<impl Fn(f64, f64) -> bool> {
+    let mask = imgcodecs::imread(path, imgcodecs::IMREAD_GRAYSCALE)?;
+    anyhow::ensure!(!mask.empty(), "{} is not an image", path.display());
+    Ok(move |x: f64, y: f64| {
+        let (c, r) = (x.floor() as i32, y.floor().min(f64::from(mask.rows() - 1)) as i32);
+        c >= 0 && r >= 0 && c < mask.cols() && r < mask.rows() && mask.at_2d::<u8>(r, c).is_ok_and(|v| *v > 0)
+    })
+}
+
+/// The ground truth in `path`, without the people whose foot point lies outside `roi`.
+fn ground_truth(path: &Path, roi_mask: Option<&Path>) -> anyhow::Result<Sequence> {
+    let mut gt = read_sequence(path)?;
+    anyhow::ensure!(!gt.frames.is_empty(), "{} has no rows", path.display());
+    if let Some(mask) = roi_mask {
+        gt.retain_inside(roi(mask)?);
+    }
+    Ok(gt)
+}

@@ -1,0 +1,207 @@
+//! `reid eval mtmc`: the whole pipeline, as `reid demo` runs it (the video played as two
+//! cameras that see overlapping parts of the scene differently), scored against the video's
+//! ground truth with [`reid_eval::mtmc`].
+//!
+//! The ingester exports every tracklet it delivers (its crops' frames and boxes, in the camera's
+//! view); each box is mapped back through the camera's view into the video's pixels, and the
+//! tracklet takes the identity the identity service gave its sighting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use opencv::prelude::*;
+use opencv::videoio;
+use reid_eval::Box2;
+use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc};
+use reid_ingester::frame::BBox;
+use reid_ingester::view::View;
+use reid_proto::v1 as pb;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::demo::{EastCamera, Played, Seen, fresh_config, play};
+
+#[derive(Debug, Args)]
+pub struct MtmcArgs {
+    /// MOTChallenge ground truth with identities.
+    #[arg(long)]
+    gt: PathBuf,
+    /// The video the ground truth labels.
+    video: PathBuf,
+    /// Region of interest: boxes whose foot point falls outside are left out on both sides.
+    #[arg(long)]
+    roi: Option<PathBuf>,
+    /// IoU at which a tracklet's box matches a ground-truth person.
+    #[arg(long, default_value_t = 0.5)]
+    iou: f64,
+    /// This run's storage; emptied at the start.
+    #[arg(long, default_value = "data/eval-mtmc")]
+    data: PathBuf,
+    #[arg(long, default_value = "models")]
+    model_dir: PathBuf,
+    /// The model folder the embedder serves (under --model-dir).
+    #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
+    model: String,
+    /// Cosine threshold for a match (the demo's when unset).
+    #[arg(long, default_value_t = crate::demo::DEFAULT_THRESHOLD)]
+    threshold: f32,
+    #[arg(long, default_value_t = crate::demo::DEFAULT_MIN_MARGIN)]
+    min_margin: f32,
+    #[command(flatten)]
+    east: EastCamera,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The part of an exported `tracklet.json` read here.
+#[derive(Debug, Deserialize)]
+struct Exported {
+    camera: String,
+    track: String,
+    start_ms: u64,
+    end_ms: u64,
+    crops: Vec<ExportedCrop>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportedCrop {
+    frame: u64,
+    #[serde(rename = "box")]
+    bbox: [f32; 4],
+}
+
+pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
+    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?;
+    let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
+    config.identity.association.threshold = Some(args.threshold);
+    config.identity.association.min_margin = args.min_margin;
+    let exports = args.data.join("exports");
+    config.ingester.export_dir = Some(exports.clone());
+    let cameras = args.east.cameras(&args.video);
+    let played = play(config, &cameras).await?;
+    let (cols, rows) = frame_size(&args.video)?;
+    let views: BTreeMap<&str, &View> = cameras.iter().map(|(id, _, view)| (id.as_str(), view)).collect();
+    let mut unobserved = 0;
+    let mut tracklets = Vec::new();
+    for exported in read_exports(&exports)? {
+        let Some(view) = views.get(exported.camera.as_str()) else { continue };
+        let Some(identity) = identity_of(&played, &exported) else {
+            unobserved += 1;
+            continue;
+        };
+        let boxes = exported
+            .crops
+            .iter()
+            .map(|c| {
+                let [x, y, w, h] = c.bbox;
+                let b = view.to_source(BBox::new(x, y, w, h), cols, rows);
+                // Sources number frames from 0; MOTChallenge from 1.
+                (c.frame + 1, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()))
+            })
+            .collect();
+        tracklets.push(Tracklet { camera: exported.camera, track: exported.track, identity, boxes });
+    }
+    if let Some(mask) = &args.roi {
+        let inside = super::roi(mask)?;
+        for t in &mut tracklets {
+            t.boxes.retain(|(_, b)| {
+                let (x, y) = b.foot();
+                inside(x, y)
+            });
+        }
+    }
+    let m = evaluate_mtmc(&gt, &tracklets, args.iou);
+    if args.json {
+        let r = played.model.r#ref.clone().unwrap_or_default();
+        let run = json!({
+            "model": { "id": r.id, "version": r.version }, "threshold": args.threshold,
+            "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
+        });
+        println!("{}", json!({ "run": run, "mtmc": m }));
+    } else {
+        print_figures(&m, played.seen.len(), unobserved);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_figures(m: &Mtmc, identities: usize, unobserved: usize) {
+    println!(
+        "\n{} tracklets on {} cameras ({} not delivered), {} on a labelled person; {} identities in all",
+        m.tracklets, m.cameras, unobserved, m.matched_tracklets, identities
+    );
+    println!(
+        "tracklet purity {:.1}% of {} matched boxes; people covered {} of {}; identities made for them {}",
+        100.0 * m.purity,
+        m.matched_boxes,
+        m.people_covered,
+        m.people,
+        m.identities
+    );
+    let line = |name: &str, p: &Pairs| {
+        println!(
+            "{name:<13} pairs {:>5}  same person {:>4}  same identity {:>4}  precision {:.3}  recall {:.3}  F1 {:.3}",
+            p.pairs, p.same_person, p.same_identity, p.precision, p.recall, p.f1
+        );
+    };
+    line("all pairs", &m.all);
+    line("cross-camera", &m.cross_camera);
+}
+
+fn frame_size(video: &Path) -> anyhow::Result<(i32, i32)> {
+    let capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
+    anyhow::ensure!(capture.is_opened()?, "cannot open {}", video.display());
+    let (w, h) = (capture.get(videoio::CAP_PROP_FRAME_WIDTH)?, capture.get(videoio::CAP_PROP_FRAME_HEIGHT)?);
+    anyhow::ensure!(w >= 1.0 && h >= 1.0, "{} reports no frame size", video.display());
+    Ok((w as i32, h as i32))
+}
+
+/// Every `tracklet.json` under the export folder (`<camera>/<start>_<track>/`).
+fn read_exports(root: &Path) -> anyhow::Result<Vec<Exported>> {
+    let mut out = Vec::new();
+    let Ok(cameras) = std::fs::read_dir(root) else { return Ok(out) };
+    for camera in cameras {
+        for track in std::fs::read_dir(camera?.path())? {
+            let path = track?.path().join("tracklet.json");
+            if path.is_file() {
+                let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                out.push(serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+/// The identity whose sighting of the exported tracklet's camera and track overlaps its time
+/// span most (a long track is delivered as several tracklets, each its own sighting).
+fn identity_of(played: &Played, t: &Exported) -> Option<String> {
+    let (start, end) = (t.start_ms as i64, t.end_ms as i64);
+    let overlap = |s: &pb::Sighting| millis(s.end.as_ref()).min(end) - millis(s.start.as_ref()).max(start);
+    played
+        .seen
+        .iter()
+        .flat_map(|seen: &Seen| seen.sightings.iter().map(move |s| (seen, s)))
+        .filter(|(_, s)| s.camera_id == t.camera && s.track_id == t.track)
+        .max_by_key(|(_, s)| overlap(s))
+        .map(|(seen, _)| seen.summary.identity_id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_tracklets_parse() {
+        let text = r#"{"camera":"west","track":"s-1","start_ms":10,"end_ms":20,"crops":[
+            {"file":"00000003.jpg","frame":3,"captured_at_ms":12,"quality":0.5,"box":[1.0,2.0,3.0,4.0]}]}"#;
+        let e: Exported = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((e.camera.as_str(), e.crops.len(), e.crops[0].frame, e.crops[0].bbox[3]), ("west", 1, 3, 4.0));
+    }
+}
