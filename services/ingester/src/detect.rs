@@ -86,7 +86,10 @@ pub const DETECTORS: [&str; 6] = ["ssd", "hog", "background", "haar-face", "mtcn
 pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Detector>> {
     let unavailable = |reason: String| IngesterError::DetectorUnavailable { name: name.into(), reason };
     Ok(match name {
-        "ssd" => Box::new(crate::ssd::SsdDetector::new(config.ssd.clone()).map_err(unavailable)?),
+        "ssd" => Box::new(
+            crate::ssd::SsdDetector::with_background(config.ssd.clone(), config.background.clone())
+                .map_err(unavailable)?,
+        ),
         "hog" => Box::new(
             HogDetector::new(config.hog.clone(), config.background.clone()).map_err(|e| unavailable(e.message))?,
         ),
@@ -346,6 +349,56 @@ impl BackgroundDetector {
             out.push(Blob { x: r.x, y: r.y, width: r.width, height: r.height, fill });
         }
         Ok(out)
+    }
+}
+
+/// A frame-level motion gate for a whole-frame detector (ssd): the detector runs only when
+/// something moved (a MOG2 foreground blob of at least `min_area` pixels); on a frame where nothing
+/// did, the people are where the detector last saw them and its last boxes are returned. It runs
+/// anyway every `refresh_frames` frames and while the background model warms up. Cameras that
+/// watch an empty corridor most of the day then cost little more than decoding.
+pub struct MotionGate {
+    motion: BackgroundDetector,
+    min_area: f64,
+    refresh_frames: u32,
+    since_run: u32,
+    last: Vec<Detection>,
+    skipped: u64,
+}
+
+impl MotionGate {
+    pub fn new(background: BackgroundConfig, min_area: f64, refresh_frames: u32) -> opencv::Result<Self> {
+        Ok(Self {
+            motion: BackgroundDetector::new(background)?,
+            min_area,
+            refresh_frames: refresh_frames.max(1),
+            since_run: 0,
+            last: Vec::new(),
+            skipped: 0,
+        })
+    }
+
+    /// `detector`'s boxes for `frame`, or the last ones when nothing moved.
+    pub fn detect(
+        &mut self,
+        frame: &Mat,
+        detector: impl FnOnce(&Mat) -> opencv::Result<Vec<Detection>>,
+    ) -> opencv::Result<Vec<Detection>> {
+        let moved = !self.motion.foreground(frame, self.min_area)?.is_empty();
+        let warming = self.motion.seen <= self.motion.config.warmup_frames;
+        self.since_run += 1;
+        if moved || warming || self.since_run >= self.refresh_frames {
+            self.last = detector(frame)?;
+            self.since_run = 0;
+        } else {
+            self.skipped += 1;
+        }
+        Ok(self.last.clone())
+    }
+
+    /// Frames on which the detector did not run.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 }
 

@@ -30,7 +30,7 @@ use opencv::prelude::*;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::detect::{Detection, Detector, Target};
+use crate::detect::{BackgroundConfig, Detection, Detector, MotionGate, Target};
 use crate::frame::BBox;
 
 /// `[detectors.ssd]`: the model and how it is run. The anchor settings are facts of the trained
@@ -55,6 +55,13 @@ pub struct SsdConfig {
     pub anchors: Anchors,
     /// The graph's input placeholder.
     pub input_name: String,
+    /// Run the network only on frames where something moved ([`MotionGate`], with the
+    /// `[detectors.background]` model); for static cameras that are often empty.
+    pub motion_gate: bool,
+    /// Smallest moving blob (pixels of area) that counts as motion.
+    pub motion_min_area: f64,
+    /// With the gate, the network still runs at least every this many frames.
+    pub motion_refresh_frames: u32,
 }
 
 /// Where the stock model lies inside the folder of model folders (`models/` by default).
@@ -72,6 +79,9 @@ impl Default for SsdConfig {
             class_id: 1,
             anchors: Anchors::default(),
             input_name: "image_tensor".into(),
+            motion_gate: false,
+            motion_min_area: 400.0,
+            motion_refresh_frames: 25,
         }
     }
 }
@@ -140,17 +150,33 @@ impl Anchors {
 pub struct SsdDetector {
     net: dnn::Net,
     config: SsdConfig,
+    gate: Option<MotionGate>,
 }
 
 impl SsdDetector {
     pub fn new(config: SsdConfig) -> Result<Self, String> {
+        Self::with_background(config, BackgroundConfig::default())
+    }
+
+    /// The detector, its motion gate (when `config.motion_gate`) on `background`'s model.
+    pub fn with_background(config: SsdConfig, background: BackgroundConfig) -> Result<Self, String> {
         let path = &config.model;
         let model = read_model(path)?;
         let text = text_graph(&model, &config).map_err(|e| format!("{}: {e}", path.display()))?;
         let net =
             dnn::read_net_from_tensorflow_buffer(&Vector::from_slice(&model), &Vector::from_slice(text.as_bytes()))
                 .map_err(|e| format!("{}: {}", path.display(), e.message))?;
-        Ok(Self { net, config })
+        let gate = config
+            .motion_gate
+            .then(|| MotionGate::new(background, config.motion_min_area, config.motion_refresh_frames))
+            .transpose()
+            .map_err(|e| e.message)?;
+        Ok(Self { net, config, gate })
+    }
+
+    /// Frames the motion gate spared the network.
+    pub fn frames_skipped(&self) -> u64 {
+        self.gate.as_ref().map_or(0, MotionGate::skipped)
     }
 }
 
@@ -168,12 +194,17 @@ fn read_model(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-impl Detector for SsdDetector {
-    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+impl SsdDetector {
+    /// Several frames (several cameras' latest, of any sizes) in one forward pass: each frame's
+    /// detections, in order, the same as [`Detector::detect`] gives one at a time.
+    pub fn detect_many(&mut self, frames: &[Mat]) -> opencv::Result<Vec<Vec<Detection>>> {
+        if frames.is_empty() {
+            return Ok(Vec::new());
+        }
         let c = &self.config;
         // The graph's pre-processing: bilinear resize, RGB, x * 2/255 - 1.
-        let blob = dnn::blob_from_image(
-            frame,
+        let blob = dnn::blob_from_images(
+            &Vector::<Mat>::from_iter(frames.iter().cloned()),
             2.0 / 255.0,
             Size::new(c.input_width, c.input_height),
             Scalar::all(127.5),
@@ -183,8 +214,30 @@ impl Detector for SsdDetector {
         )?;
         self.net.set_input_def(&blob)?;
         let out = self.net.forward_single_def()?;
-        let (w, h) = (frame.cols() as f32, frame.rows() as f32);
-        Ok(parse_detection_output(out.data_typed::<f32>()?, c.class_id, c.score_threshold, w, h))
+        let rows = out.data_typed::<f32>()?;
+        Ok(frames
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| {
+                let (w, h) = (frame.cols() as f32, frame.rows() as f32);
+                let of_frame: Vec<f32> =
+                    rows.chunks_exact(7).filter(|r| r[0] as usize == i).flatten().copied().collect();
+                parse_detection_output(&of_frame, c.class_id, c.score_threshold, w, h)
+            })
+            .collect())
+    }
+}
+
+impl Detector for SsdDetector {
+    fn detect(&mut self, frame: &Mat) -> opencv::Result<Vec<Detection>> {
+        let mut gate = self.gate.take();
+        let mut run = |f: &Mat| Ok(self.detect_many(std::slice::from_ref(f))?.pop().unwrap_or_default());
+        let found = match gate.as_mut() {
+            Some(g) => g.detect(frame, run),
+            None => run(frame),
+        };
+        self.gate = gate;
+        found
     }
 
     fn target(&self) -> Target {

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use opencv::prelude::*;
 use opencv::videoio;
-use reid_ingester::detect::{DetectorsConfig, HogConfig, build};
-use reid_ingester::ssd::SsdConfig;
+use reid_ingester::detect::{Detector, DetectorsConfig, HogConfig, build};
+use reid_ingester::ssd::{SsdConfig, SsdDetector};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
@@ -85,4 +85,65 @@ fn ssd_finds_the_people_of_vtest() {
     // boxes are `reid eval detect`'s (docs/evaluation.md).
     assert!(ssd_boxes >= 4 * frames, "{ssd_boxes} boxes in {frames} frames");
     assert!(2 * ssd_boxes > 3 * hog_boxes, "ssd {ssd_boxes} vs hog {hog_boxes}");
+}
+
+/// Several cameras' frames in one forward pass find what each frame finds alone.
+#[test]
+fn ssd_on_a_batch_of_frames_finds_what_it_finds_on_each() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ssdlite-person/frozen_inference_graph.pb");
+    let mut ssd = SsdDetector::new(SsdConfig { model, ..Default::default() }).unwrap();
+    let mut capture = videoio::VideoCapture::from_file(VTEST, videoio::CAP_ANY).unwrap();
+    let mut frames = Vec::new();
+    let mut frame = Mat::default();
+    for i in 0..120 {
+        assert!(capture.read(&mut frame).unwrap(), "vtest.avi ended early");
+        if i % 40 == 0 {
+            frames.push(frame.try_clone().unwrap());
+        }
+    }
+    // A camera of another size in the same batch.
+    let mut small = Mat::default();
+    opencv::imgproc::resize(&frames[0], &mut small, opencv::core::Size::new(384, 288), 0.0, 0.0, 1).unwrap();
+    frames.push(small);
+    let alone: Vec<_> = frames.iter().map(|f| ssd.detect(f).unwrap()).collect();
+    let together = ssd.detect_many(&frames).unwrap();
+    assert_eq!(together.len(), frames.len());
+    for (a, t) in alone.iter().zip(&together) {
+        assert!(a.len() >= 2, "people in every frame: {a:?}");
+        assert_eq!(a.len(), t.len(), "{a:?} vs {t:?}");
+        for (x, y) in a.iter().zip(t) {
+            assert!(x.bbox.iou(&y.bbox) > 0.98 && (x.score - y.score).abs() < 1e-3, "{x:?} vs {y:?}");
+        }
+    }
+    assert_eq!(together[3].len(), together[0].len(), "the half-size copy of frame 0");
+    assert!(ssd.detect_many(&[]).unwrap().is_empty());
+}
+
+/// The motion gate spares the network on a still scene and keeps its boxes; on vtest.avi, where
+/// people always walk, it runs the network on every frame.
+#[test]
+fn motion_gated_ssd_runs_only_when_something_moves() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ssdlite-person/frozen_inference_graph.pb");
+    let config = SsdConfig { model, motion_gate: true, ..Default::default() };
+    let mut plain = SsdDetector::new(SsdConfig { motion_gate: false, ..config.clone() }).unwrap();
+    let mut still = SsdDetector::new(config.clone()).unwrap();
+    let mut walking = SsdDetector::new(config).unwrap();
+    let mut capture = videoio::VideoCapture::from_file(VTEST, videoio::CAP_ANY).unwrap();
+    let mut frame = Mat::default();
+    let mut first = Mat::default();
+    for i in 0..60 {
+        assert!(capture.read(&mut frame).unwrap(), "vtest.avi ended early");
+        if i == 0 {
+            first = frame.try_clone().unwrap();
+        }
+        walking.detect(&frame).unwrap();
+    }
+    assert!(walking.frames_skipped() <= 3, "people walk in every frame: {} skipped", walking.frames_skipped());
+    let expected = plain.detect(&first).unwrap();
+    for _ in 0..60 {
+        let found = still.detect(&first).unwrap();
+        assert_eq!(found.len(), expected.len());
+    }
+    // 10 warm-up frames, then one run every 25 frames: 48 of 60 skipped.
+    assert_eq!(still.frames_skipped(), 48);
 }
