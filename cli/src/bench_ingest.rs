@@ -1,6 +1,7 @@
 //! `reid bench ingest`: frames per second per CPU core for decode + detect + track on `vtest.avi`
-//! with each detector, against decoding alone measured in the same run; then the whole path with
-//! the embedder and the identity service in this process.
+//! with each detector, against decoding alone measured in the same run; ssd's detection alone one
+//! frame per forward pass and several cameras' frames per pass; then the whole path with the
+//! embedder and the identity service in this process.
 //!
 //! "Per core" is frames divided by the CPU seconds the process used (user + system, from
 //! /proc/self/stat), so the figure does not depend on how many cores the machine lends.
@@ -82,6 +83,32 @@ fn decode_only(video: &std::path::Path) -> anyhow::Result<Measured> {
     Ok(Measured { frames, wall: wall0.elapsed().as_secs_f64(), cpu: cpu_seconds() - cpu0, tracklets: 0 })
 }
 
+/// What one forward pass over several cameras' frames buys: the first 200 frames of the video
+/// through ssd one at a time, then in batches of `batch` (as `batch` cameras' latest frames
+/// would be), detection alone.
+fn ssd_batching(config: &IngesterConfig, video: &std::path::Path, batch: usize) -> anyhow::Result<[Measured; 2]> {
+    let mut ssd = reid_ingester::ssd::SsdDetector::new(config.detectors.ssd.clone()).map_err(anyhow::Error::msg)?;
+    let mut capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
+    let mut frames = Vec::new();
+    let mut frame = opencv::core::Mat::default();
+    while frames.len() < 200 && capture.read(&mut frame)? && !frame.empty() {
+        frames.push(frame.try_clone()?);
+    }
+    // Warm-up: the first forward allocates.
+    ssd.detect_many(&frames[..1])?;
+    let mut measure = |size: usize| -> anyhow::Result<Measured> {
+        let (wall0, cpu0) = (Instant::now(), cpu_seconds());
+        let mut found = 0;
+        for chunk in frames.chunks(size) {
+            found += ssd.detect_many(chunk)?.iter().map(Vec::len).sum::<usize>();
+        }
+        anyhow::ensure!(found > 0, "ssd found nobody in {}", video.display());
+        let frames = frames.len() as u64;
+        Ok(Measured { frames, wall: wall0.elapsed().as_secs_f64(), cpu: cpu_seconds() - cpu0, tracklets: 0 })
+    };
+    Ok([measure(1)?, measure(batch.max(1))?])
+}
+
 /// Plays the video on `cameras` cameras of one ingester and waits for all to finish.
 async fn ingest(
     config: IngesterConfig,
@@ -135,6 +162,18 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
             let many = ingest(base.clone(), &args.video, detector, args.cameras).await?;
             many.print(&format!("  {} cameras at once", args.cameras), Some(reference));
         }
+    }
+
+    if args.detectors.iter().any(|d| d == "ssd") {
+        let mut gated = base.clone();
+        gated.detectors.ssd.motion_gate = true;
+        let measured = ingest(gated, &args.video, "ssd", 1).await?;
+        measured.print("  ssd with its motion gate", Some(reference));
+    }
+    if args.detectors.iter().any(|d| d == "ssd") && args.cameras > 1 {
+        let [single, batched] = ssd_batching(&base, &args.video, args.cameras)?;
+        single.print("ssd detection alone, 1 per forward", Some(reference));
+        batched.print(&format!("  {} frames per forward", args.cameras), Some(reference));
     }
 
     if !args.model.is_empty() {
