@@ -8,6 +8,7 @@
 //!   fragmentation, mostly tracked and lost) and the identity measures (IDF1, IDP, IDR);
 //! - [`retrieval`]: re-identification as retrieval (Rank-k, mAP, mINP) with a cross-time
 //!   protocol;
+//! - [`rerank`]: k-reciprocal re-ranking of a distance matrix, the query-time option;
 //! - [`mtmc`]: identities across cameras (tracklet purity, people covered, pairwise precision and
 //!   recall of "same person").
 //!
@@ -17,6 +18,7 @@ pub mod assign;
 pub mod measures;
 pub mod mot;
 pub mod mtmc;
+pub mod rerank;
 pub mod retrieval;
 
 pub use measures::{Detection, Evaluation, Tracking, evaluate_detection, evaluate_tracking};
