@@ -123,7 +123,7 @@ fn the_whole_pipeline_is_scored_on_two_cameras_cut_from_the_video() {
     assert!(std::path::Path::new(VTEST).is_file(), "{VTEST} missing: run `make setup`");
     let data = tempfile::tempdir().unwrap();
     let models = repo().join("models");
-    let mut args = vec!["eval", "mtmc", "--json", "--data", data.path().to_str().unwrap()];
+    let mut args = vec!["eval", "mtmc", "--json", "--regroup", "0.6,2", "--data", data.path().to_str().unwrap()];
     args.extend(["--model-dir", models.to_str().unwrap()]);
     let gt = gt_args();
     args.extend(gt.iter().map(String::as_str));
@@ -142,4 +142,14 @@ fn the_whole_pipeline_is_scored_on_two_cameras_cut_from_the_video() {
     assert!(cross["pairs"].as_u64().unwrap() > 0 && cross["pairs"].as_u64() < all["pairs"].as_u64(), "{m}");
     assert!(all["both"].as_u64() <= all["same_identity"].as_u64(), "{m}");
     assert!(cross["precision"].as_f64().unwrap() > 0.0, "some people are followed across cameras: {m}");
+    // The same tracklets re-grouped at once: scored on the same boxes; at a similarity no pair
+    // reaches, every tracklet is its own group and no pair is predicted the same.
+    let regrouped = json["regrouped"].as_array().unwrap();
+    assert_eq!(regrouped.len(), 2);
+    for r in regrouped {
+        assert_eq!(r["mtmc"]["matched_boxes"], m["matched_boxes"], "{r}");
+    }
+    assert!(regrouped[0]["groups"].as_u64().unwrap() < m["tracklets"].as_u64().unwrap(), "{}", regrouped[0]);
+    assert_eq!(regrouped[1]["groups"], m["tracklets"]);
+    assert_eq!(regrouped[1]["mtmc"]["all"]["same_identity"], 0);
 }

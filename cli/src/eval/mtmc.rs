@@ -52,6 +52,11 @@ pub struct MtmcArgs {
     min_margin: f32,
     #[command(flatten)]
     east: EastCamera,
+    /// Also re-group every delivered tracklet at once (average linkage at each of these cosine
+    /// similarities, never two tracklets of one camera that overlap in time), embedded by the
+    /// same model, and score those identities too: what global re-clustering would give.
+    #[arg(long, value_delimiter = ',')]
+    regroup: Vec<f64>,
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
@@ -65,11 +70,16 @@ struct Exported {
     start_ms: u64,
     end_ms: u64,
     crops: Vec<ExportedCrop>,
+    /// The folder it was read from.
+    #[serde(skip)]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
 struct ExportedCrop {
+    file: String,
     frame: u64,
+    quality: f32,
     #[serde(rename = "box")]
     bbox: [f32; 4],
 }
@@ -86,7 +96,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     let (cols, rows) = frame_size(&args.video)?;
     let views: BTreeMap<&str, &View> = cameras.iter().map(|(id, _, view)| (id.as_str(), view)).collect();
     let mut unobserved = 0;
-    let mut tracklets = Vec::new();
+    let (mut tracklets, mut delivered) = (Vec::new(), Vec::new());
     for exported in read_exports(&exports)? {
         let Some(view) = views.get(exported.camera.as_str()) else { continue };
         let Some(identity) = identity_of(&played, &exported) else {
@@ -103,7 +113,8 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
                 (c.frame + 1, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()))
             })
             .collect();
-        tracklets.push(Tracklet { camera: exported.camera, track: exported.track, identity, boxes });
+        tracklets.push(Tracklet { camera: exported.camera.clone(), track: exported.track.clone(), identity, boxes });
+        delivered.push(exported);
     }
     if let Some(mask) = &args.roi {
         let inside = super::roi(mask)?;
@@ -115,17 +126,76 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let m = evaluate_mtmc(&gt, &tracklets, args.iou);
+    let mut regrouped = Vec::new();
+    if !args.regroup.is_empty() {
+        let items = embed_tracklets(&args, &delivered).await?;
+        let seen_together = |i: usize, j: usize| reid_identity::regroup::seen_together(&items[i], &items[j]);
+        for &threshold in &args.regroup {
+            let labels = reid_identity::regroup::regroup(&items, threshold, seen_together);
+            let relabelled: Vec<Tracklet> = tracklets
+                .iter()
+                .zip(&labels)
+                .map(|(t, label)| Tracklet { identity: format!("group-{label}"), ..t.clone() })
+                .collect();
+            let groups = labels.iter().max().map_or(0, |l| l + 1);
+            regrouped.push((evaluate_mtmc(&gt, &relabelled, args.iou), groups, threshold));
+        }
+    }
     if args.json {
         let r = played.model.r#ref.clone().unwrap_or_default();
         let run = json!({
             "model": { "id": r.id, "version": r.version }, "threshold": args.threshold,
             "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
         });
-        println!("{}", json!({ "run": run, "mtmc": m }));
+        let regrouped: Vec<_> = regrouped
+            .into_iter()
+            .map(|(m, groups, threshold)| json!({ "threshold": threshold, "groups": groups, "mtmc": m }))
+            .collect();
+        println!("{}", json!({ "run": run, "mtmc": m, "regrouped": regrouped }));
     } else {
         print_figures(&m, played.seen.len(), unobserved);
+        for (m, groups, threshold) in regrouped {
+            println!("\nre-grouped at once, average linkage at {threshold}: {groups} groups");
+            print_figures(&m, groups, unobserved);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
+/// process) and aggregates them as the identity service does.
+async fn embed_tracklets(
+    args: &MtmcArgs,
+    delivered: &[Exported],
+) -> anyhow::Result<Vec<reid_identity::regroup::Tracklet>> {
+    let embedder = crate::serve::InProcessEmbedder::start(reid_embedder::EmbedderConfig {
+        model_dir: args.model_dir.clone(),
+        model: args.model.clone(),
+        watch_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    })
+    .await?;
+    let mut client = super::reid::Embedder::connect(&embedder.addr).await?;
+    let mut items = Vec::with_capacity(delivered.len());
+    for t in delivered {
+        let images = t
+            .crops
+            .iter()
+            .map(|c| std::fs::read(t.dir.join(&c.file)).with_context(|| format!("reading {}", t.dir.display())))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let embeddings = client.embed_encoded(images).await?;
+        let qualities: Vec<f32> = t.crops.iter().map(|c| c.quality).collect();
+        let embedding = reid_identity::association::aggregate(&embeddings, &qualities)
+            .with_context(|| format!("tracklet {} of {} has no crop", t.track, t.camera))?;
+        items.push(reid_identity::regroup::Tracklet {
+            camera: t.camera.clone(),
+            start_ms: t.start_ms as i64,
+            end_ms: t.end_ms as i64,
+            embedding,
+        });
+    }
+    embedder.stop().await?;
+    Ok(items)
 }
 
 fn print_figures(m: &Mtmc, identities: usize, unobserved: usize) {
@@ -168,7 +238,10 @@ fn read_exports(root: &Path) -> anyhow::Result<Vec<Exported>> {
             let path = track?.path().join("tracklet.json");
             if path.is_file() {
                 let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                out.push(serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?);
+                let mut exported: Exported =
+                    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+                exported.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                out.push(exported);
             }
         }
     }
@@ -203,5 +276,6 @@ mod tests {
             {"file":"00000003.jpg","frame":3,"captured_at_ms":12,"quality":0.5,"box":[1.0,2.0,3.0,4.0]}]}"#;
         let e: Exported = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((e.camera.as_str(), e.crops.len(), e.crops[0].frame, e.crops[0].bbox[3]), ("west", 1, 3, 4.0));
+        assert_eq!((e.crops[0].file.as_str(), e.crops[0].quality), ("00000003.jpg", 0.5));
     }
 }

@@ -241,13 +241,13 @@ fn histogram(crop: &Mat) -> opencv::Result<Vec<f32>> {
 }
 
 /// A running embedder.
-struct Embedder {
+pub(super) struct Embedder {
     client: EmbedderServiceClient<reid_server::Channel>,
-    model: serde_json::Value,
+    pub(super) model: serde_json::Value,
 }
 
 impl Embedder {
-    async fn connect(addr: &str) -> anyhow::Result<Self> {
+    pub(super) async fn connect(addr: &str) -> anyhow::Result<Self> {
         let mut client = EmbedderServiceClient::new(connect(addr).await?).max_decoding_message_size(256 << 20);
         let info = client
             .get_model(pb::GetModelRequest {})
@@ -261,15 +261,18 @@ impl Embedder {
         Ok(Self { client, model })
     }
 
-    /// The crops' embeddings, in order, sent 32 to a request.
+    /// The crops' embeddings, in order.
     async fn embed<'a>(&mut self, crops: impl Iterator<Item = &'a Mat>) -> anyhow::Result<Vec<Vec<f32>>> {
-        let crops: Vec<&Mat> = crops.collect();
-        let mut out = Vec::with_capacity(crops.len());
-        for chunk in crops.chunks(32) {
-            let images = chunk
-                .iter()
-                .map(|m| Ok(pb::Image { data: Some(pb::image::Data::Encoded(encode_jpeg(m, 95)?)) }))
-                .collect::<opencv::Result<Vec<_>>>()?;
+        let encoded = crops.map(|m| encode_jpeg(m, 95)).collect::<opencv::Result<Vec<_>>>()?;
+        self.embed_encoded(encoded).await
+    }
+
+    /// Encoded images' embeddings, in order, sent 32 to a request.
+    pub(super) async fn embed_encoded(&mut self, images: Vec<Vec<u8>>) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(images.len());
+        for chunk in images.chunks(32) {
+            let images =
+                chunk.iter().map(|bytes| pb::Image { data: Some(pb::image::Data::Encoded(bytes.clone())) }).collect();
             let reply = self
                 .client
                 .embed(pb::EmbedRequest { images, request_id: String::new() })

@@ -186,7 +186,10 @@ fn on_disk(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
+        // The engine may remove a segment's folder between listing it and reading it: a folder
+        // that is gone holds nothing.
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.filter_map(|e| e.ok()) {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);

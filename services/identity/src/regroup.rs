@@ -1,0 +1,130 @@
+//! Global re-grouping of tracklets into identities: average-linkage agglomerative clustering
+//! under cannot-link constraints, as a pure function.
+//!
+//! Matching each tracklet to its single nearest identity as it arrives lets errors accumulate: a
+//! look-alike joins an identity, the identity's gallery now holds two people, and it draws in
+//! more of both ("chaining"). Re-grouping a window of tracklets at once decides on all their
+//! similarities together instead: two groups merge only when their *average* pairwise similarity
+//! is high enough, so one close pair cannot tie two people together, and never when any pair
+//! across them must be different people (two tracklets seen at the same time on one camera; an
+//! operator's REJECT).
+
+use crate::association::overlap_ms;
+
+/// One tracklet: its camera, time span and aggregated, L2-normalised embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracklet {
+    pub camera: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub embedding: Vec<f32>,
+}
+
+/// Two tracklets of one camera that overlap in time are two people.
+pub fn seen_together(a: &Tracklet, b: &Tracklet) -> bool {
+    a.camera == b.camera && overlap_ms((a.start_ms, a.end_ms), (b.start_ms, b.end_ms)) > 0
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+}
+
+/// Groups `tracklets`: the label of each (0, 1, ... in order of first appearance). Groups merge
+/// while the best pair's average cosine similarity is at least `threshold` and no tracklet of
+/// one `cannot_link`s any of the other.
+pub fn regroup(tracklets: &[Tracklet], threshold: f64, cannot_link: impl Fn(usize, usize) -> bool) -> Vec<usize> {
+    let n = tracklets.len();
+    // Per live group: the sum of pairwise similarities to every other group, its size, and
+    // whether any pair across is forbidden.
+    let mut sum = vec![vec![0.0f64; n]; n];
+    let mut blocked = vec![vec![false; n]; n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = cosine(&tracklets[i].embedding, &tracklets[j].embedding);
+            let no = cannot_link(i, j);
+            (sum[i][j], sum[j][i]) = (s, s);
+            (blocked[i][j], blocked[j][i]) = (no, no);
+        }
+    }
+    let mut size = vec![1usize; n];
+    let mut alive = vec![true; n];
+    let mut parent: Vec<usize> = (0..n).collect();
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for a in (0..n).filter(|&a| alive[a]) {
+            for b in (a + 1..n).filter(|&b| alive[b] && !blocked[a][b]) {
+                let average = sum[a][b] / (size[a] * size[b]) as f64;
+                if average >= threshold && best.is_none_or(|(s, _, _)| average > s) {
+                    best = Some((average, a, b));
+                }
+            }
+        }
+        let Some((_, a, b)) = best else { break };
+        // b joins a.
+        for k in 0..n {
+            sum[a][k] += sum[b][k];
+            sum[k][a] = sum[a][k];
+            blocked[a][k] |= blocked[b][k];
+            blocked[k][a] = blocked[a][k];
+        }
+        size[a] += size[b];
+        alive[b] = false;
+        parent[b] = a;
+    }
+    let root = |mut i: usize| {
+        while parent[i] != i {
+            i = parent[i];
+        }
+        i
+    };
+    let mut labels = vec![usize::MAX; n];
+    let mut of_root = std::collections::HashMap::new();
+    for (i, label) in labels.iter_mut().enumerate() {
+        let next = of_root.len();
+        *label = *of_root.entry(root(i)).or_insert(next);
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(camera: &str, start_ms: i64, end_ms: i64, angle: f32) -> Tracklet {
+        Tracklet { camera: camera.into(), start_ms, end_ms, embedding: vec![angle.cos(), angle.sin()] }
+    }
+
+    #[test]
+    fn a_chain_of_close_pairs_does_not_tie_two_people_together() {
+        // Person A around 0 rad, person B around 0.9 rad, and a tracklet half-way (0.45) that
+        // is close to one of each. Nearest-match association would chain all of them; average
+        // linkage keeps A and B apart and puts the in-between tracklet with one side.
+        let tracklets = vec![
+            t("west", 0, 10, 0.0),
+            t("east", 0, 10, 0.05),
+            t("west", 20, 30, 0.9),
+            t("east", 20, 30, 0.85),
+            t("west", 40, 50, 0.45),
+        ];
+        // cos(0.45) = 0.90: the in-between tracklet is that close to both sides.
+        let labels = regroup(&tracklets, 0.89, |_, _| false);
+        assert_eq!(labels[0], labels[1]);
+        assert_eq!(labels[2], labels[3]);
+        assert_ne!(labels[0], labels[2], "{labels:?}");
+    }
+
+    #[test]
+    fn tracklets_seen_together_on_one_camera_are_never_grouped() {
+        // Two people dressed alike (the same embedding) walk side by side on one camera, then one
+        // of them is seen on the other camera.
+        let tracklets = vec![t("west", 0, 100, 0.0), t("west", 50, 150, 0.0), t("east", 500, 600, 0.01)];
+        let labels = regroup(&tracklets, 0.9, |i, j| seen_together(&tracklets[i], &tracklets[j]));
+        assert_ne!(labels[0], labels[1]);
+        assert!(labels[2] == labels[0] || labels[2] == labels[1], "{labels:?}");
+        // Without the constraint all three are one.
+        assert_eq!(regroup(&tracklets, 0.9, |_, _| false), vec![0, 0, 0]);
+        // Below the threshold nothing merges; labels follow first appearance.
+        assert_eq!(regroup(&tracklets, 1.1, |_, _| false), vec![0, 1, 2]);
+        assert!(regroup(&[], 0.5, |_, _| false).is_empty());
+    }
+}
