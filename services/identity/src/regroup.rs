@@ -33,14 +33,21 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// while the best pair's average cosine similarity is at least `threshold` and no tracklet of
 /// one `cannot_link`s any of the other.
 pub fn regroup(tracklets: &[Tracklet], threshold: f64, cannot_link: impl Fn(usize, usize) -> bool) -> Vec<usize> {
-    let n = tracklets.len();
+    let similarity: Vec<Vec<f64>> =
+        tracklets.iter().map(|a| tracklets.iter().map(|b| cosine(&a.embedding, &b.embedding)).collect()).collect();
+    regroup_by(&similarity, threshold, cannot_link)
+}
+
+/// [`regroup`] on any symmetric similarity matrix (e.g. one minus re-ranked distances).
+pub fn regroup_by(similarity: &[Vec<f64>], threshold: f64, cannot_link: impl Fn(usize, usize) -> bool) -> Vec<usize> {
+    let n = similarity.len();
     // Per live group: the sum of pairwise similarities to every other group, its size, and
     // whether any pair across is forbidden.
     let mut sum = vec![vec![0.0f64; n]; n];
     let mut blocked = vec![vec![false; n]; n];
     for i in 0..n {
         for j in i + 1..n {
-            let s = cosine(&tracklets[i].embedding, &tracklets[j].embedding);
+            let s = similarity[i][j];
             let no = cannot_link(i, j);
             (sum[i][j], sum[j][i]) = (s, s);
             (blocked[i][j], blocked[j][i]) = (no, no);
