@@ -45,8 +45,7 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
 
 fn read_sequence(path: &Path) -> anyhow::Result<Sequence> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let seq = Sequence::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(seq)
+    Sequence::parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// The foot-point test of a region-of-interest mask.

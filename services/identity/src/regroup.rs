@@ -84,13 +84,13 @@ pub fn regroup_by(similarity: &[Vec<f64>], threshold: f64, cannot_link: impl Fn(
         }
         i
     };
-    let mut labels = vec![usize::MAX; n];
     let mut of_root = std::collections::HashMap::new();
-    for (i, label) in labels.iter_mut().enumerate() {
-        let next = of_root.len();
-        *label = *of_root.entry(root(i)).or_insert(next);
-    }
-    labels
+    (0..n)
+        .map(|i| {
+            let next = of_root.len();
+            *of_root.entry(root(i)).or_insert(next)
+        })
+        .collect()
 }
 
 #[cfg(test)]
