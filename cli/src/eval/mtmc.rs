@@ -14,9 +14,9 @@ use anyhow::Context;
 use clap::Args;
 use opencv::prelude::*;
 use opencv::videoio;
+use reid_cluster::{Rerank, rerank};
 use reid_eval::Box2;
 use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc};
-use reid_eval::rerank::{Rerank, rerank};
 use reid_eval::retrieval::cosine_distances;
 use reid_ingester::frame::BBox;
 use reid_ingester::view::View;
@@ -52,6 +52,10 @@ pub struct MtmcArgs {
     threshold: f32,
     #[arg(long, default_value_t = crate::demo::DEFAULT_MIN_MARGIN)]
     min_margin: f32,
+    /// The identity service's linkage: a tracklet is scored against an identity by the mean of
+    /// its N closest sightings (1: the single nearest). Its default when unset.
+    #[arg(long)]
+    linkage_top: Option<usize>,
     #[command(flatten)]
     east: EastCamera,
     /// Also re-group every delivered tracklet at once (average linkage at each of these cosine
@@ -95,6 +99,12 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.min_margin = args.min_margin;
+    if let Some(top) = args.linkage_top {
+        config.identity.association.linkage = match top {
+            0 | 1 => reid_identity::association::Linkage::Nearest,
+            top => reid_identity::association::Linkage::Average { top },
+        };
+    }
     let exports = args.data.join("exports");
     config.ingester.export_dir = Some(exports.clone());
     let cameras = args.east.cameras(&args.video);
@@ -135,7 +145,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     let mut regrouped = Vec::new();
     if !args.regroup.is_empty() {
         let items = embed_tracklets(&args, &delivered).await?;
-        let seen_together = |i: usize, j: usize| reid_identity::regroup::seen_together(&items[i], &items[j]);
+        let seen_together = |i: usize, j: usize| reid_cluster::seen_together(&items[i], &items[j]);
         let embeddings: Vec<Vec<f32>> = items.iter().map(|t| t.embedding.clone()).collect();
         let distances = cosine_distances(&embeddings, &embeddings);
         let distances = if args.regroup_rerank {
@@ -145,7 +155,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         };
         let similarity: Vec<Vec<f64>> = distances.iter().map(|row| row.iter().map(|d| 1.0 - d).collect()).collect();
         for &threshold in &args.regroup {
-            let labels = reid_identity::regroup::regroup_by(&similarity, threshold, seen_together);
+            let labels = reid_cluster::regroup_by(&similarity, threshold, seen_together);
             let relabelled: Vec<Tracklet> = tracklets
                 .iter()
                 .zip(&labels)
@@ -179,10 +189,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
 
 /// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
 /// process) and aggregates them as the identity service does.
-async fn embed_tracklets(
-    args: &MtmcArgs,
-    delivered: &[Exported],
-) -> anyhow::Result<Vec<reid_identity::regroup::Tracklet>> {
+async fn embed_tracklets(args: &MtmcArgs, delivered: &[Exported]) -> anyhow::Result<Vec<reid_cluster::Tracklet>> {
     let embedder = crate::serve::InProcessEmbedder::start(reid_embedder::EmbedderConfig {
         model_dir: args.model_dir.clone(),
         model: args.model.clone(),
@@ -202,7 +209,7 @@ async fn embed_tracklets(
         let qualities: Vec<f32> = t.crops.iter().map(|c| c.quality).collect();
         let embedding = reid_identity::association::aggregate(&embeddings, &qualities)
             .with_context(|| format!("tracklet {} of {} has no crop", t.track, t.camera))?;
-        items.push(reid_identity::regroup::Tracklet {
+        items.push(reid_cluster::Tracklet {
             camera: t.camera.clone(),
             start_ms: t.start_ms as i64,
             end_ms: t.end_ms as i64,

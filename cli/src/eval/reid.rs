@@ -19,7 +19,7 @@ use clap::Args;
 use opencv::core::{Mat, Vector};
 use opencv::prelude::*;
 use opencv::{imgproc, videoio};
-use reid_eval::rerank::{Rerank, rerank};
+use reid_cluster::{Rerank, rerank};
 use reid_eval::retrieval::{Retrieval, cosine_distances, evaluate_retrieval, nearby_frames};
 use reid_ingester::frame::{BBox, Frame, encode_jpeg};
 use reid_ingester::view::View;

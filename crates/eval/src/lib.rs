@@ -18,7 +18,6 @@ pub mod assign;
 pub mod measures;
 pub mod mot;
 pub mod mtmc;
-pub mod rerank;
 pub mod retrieval;
 
 pub use measures::{Detection, Evaluation, Tracking, evaluate_detection, evaluate_tracking};

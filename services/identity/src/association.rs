@@ -44,16 +44,60 @@ pub struct Match {
 
 /// The identities among the matches, each scored by its best match, best first.
 pub fn rank_identities(matches: &[Match]) -> Vec<Match> {
-    let mut best: Vec<Match> = Vec::new();
-    for m in matches {
-        match best.iter_mut().find(|b| b.identity == m.identity) {
-            Some(b) if m.score > b.score => *b = m.clone(),
-            Some(_) => {}
-            None => best.push(m.clone()),
+    rank_identities_by(matches, Linkage::Nearest)
+}
+
+/// How a tracklet is scored against an identity's stored sightings when it is associated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Linkage {
+    /// The identity's single closest sighting (single linkage). One look-alike sighting in an
+    /// identity draws in the next look-alike, and errors chain.
+    #[default]
+    Nearest,
+    /// The mean of the identity's `top` closest sightings among the hits (all it has, when it
+    /// has fewer): an identity must be close on several of its sightings, so one stray sighting
+    /// does not decide.
+    Average {
+        #[serde(default = "default_top")]
+        top: usize,
+    },
+}
+
+fn default_top() -> usize {
+    3
+}
+
+impl Linkage {
+    fn top(self) -> usize {
+        match self {
+            Linkage::Nearest => 1,
+            Linkage::Average { top } => top.max(1),
         }
     }
-    best.sort_by(|a, b| b.score.total_cmp(&a.score));
-    best
+}
+
+/// The identities among the matches, best first, each scored by `linkage` over its matches and
+/// carrying its closest match's camera and times.
+pub fn rank_identities_by(matches: &[Match], linkage: Linkage) -> Vec<Match> {
+    let top = linkage.top();
+    let mut sorted: Vec<&Match> = matches.iter().collect();
+    sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut ranked: Vec<(Match, f32, usize)> = Vec::new();
+    for m in sorted {
+        match ranked.iter_mut().find(|(b, _, _)| b.identity == m.identity) {
+            Some((_, sum, n)) if *n < top => {
+                *sum += m.score;
+                *n += 1;
+            }
+            Some(_) => {}
+            None => ranked.push((m.clone(), m.score, 1)),
+        }
+    }
+    let mut out: Vec<Match> =
+        ranked.into_iter().map(|(best, sum, n)| Match { score: sum / n as f32, ..best }).collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,10 +145,7 @@ pub fn transit_allows(rules: &[TransitRule], a: &Match, b_camera: &str, b_start_
     rules.iter().filter(|r| r.from == from && r.to == to).all(|r| gap_ms as f64 >= r.min_seconds * 1000.0)
 }
 
-/// How long two time spans overlap, in ms (0 when they do not).
-pub fn overlap_ms((a_start, a_end): (i64, i64), (b_start, b_end): (i64, i64)) -> i64 {
-    (a_end.min(b_end) - a_start.max(b_start)).max(0)
-}
+pub use reid_cluster::overlap_ms;
 
 #[cfg(test)]
 mod tests {
@@ -112,6 +153,33 @@ mod tests {
 
     fn m(identity: &str, score: f32) -> Match {
         Match { identity: identity.into(), score, camera: None, start_ms: None, end_ms: None }
+    }
+
+    #[test]
+    fn average_linkage_needs_several_close_sightings() {
+        // "look-alike" has one sighting very close (a chained error) and the rest far; "person"
+        // is close on all of hers.
+        let hits = [
+            m("look-alike", 0.93),
+            m("person", 0.9),
+            m("person", 0.88),
+            m("look-alike", 0.6),
+            m("person", 0.86),
+            m("look-alike", 0.55),
+            m("person", 0.5),
+        ];
+        let nearest = rank_identities(&hits);
+        assert_eq!((nearest[0].identity.as_str(), nearest[0].score), ("look-alike", 0.93));
+        let average = rank_identities_by(&hits, Linkage::Average { top: 3 });
+        assert_eq!(average[0].identity, "person");
+        assert!((average[0].score - 0.88).abs() < 1e-6, "{average:?}");
+        assert!((average[1].score - (0.93 + 0.6 + 0.55) / 3.0).abs() < 1e-6, "{average:?}");
+        // An identity with fewer sightings than `top` is scored on those it has.
+        let single = rank_identities_by(&[m("new", 0.8)], Linkage::Average { top: 3 });
+        assert_eq!(single[0].score, 0.8);
+        assert_eq!(rank_identities_by(&hits, Linkage::Average { top: 1 }), nearest, "top 1 is nearest");
+        let parsed: Linkage = toml::from_str("kind = \"average\"").unwrap();
+        assert_eq!(parsed, Linkage::Average { top: 3 });
     }
 
     #[test]
@@ -137,15 +205,6 @@ mod tests {
         assert!(matches!(decide(&ranked, 0.8, 0.25), Verdict::Unknown { .. }), "runner-up too close");
         assert!(matches!(decide(&[], 0.0, 0.0), Verdict::Unknown { .. }));
         assert!(matches!(decide(&[m("a", 0.6)], 0.5, 0.5), Verdict::Known { .. }), "margin to nobody");
-    }
-
-    #[test]
-    fn overlap_is_the_shared_part_of_two_spans() {
-        assert_eq!(overlap_ms((0, 10_000), (4_000, 20_000)), 6_000);
-        assert_eq!(overlap_ms((4_000, 20_000), (0, 10_000)), 6_000);
-        assert_eq!(overlap_ms((0, 10_000), (2_000, 3_000)), 1_000, "inside");
-        assert_eq!(overlap_ms((0, 1_000), (1_000, 2_000)), 0, "touching");
-        assert_eq!(overlap_ms((0, 1_000), (5_000, 6_000)), 0, "apart");
     }
 
     #[test]

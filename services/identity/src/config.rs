@@ -66,6 +66,9 @@ pub struct AssociationConfig {
     /// during it: one person is not two tracks of one camera at once. 0 turns the rule off.
     #[serde(with = "reid_server::duration::millis")]
     pub same_camera_overlap: Duration,
+    /// How a tracklet is scored against an identity's sightings: `{ kind = "nearest" }` (default)
+    /// or `{ kind = "average", top = 3 }`.
+    pub linkage: crate::association::Linkage,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -120,6 +123,7 @@ impl Default for AssociationConfig {
             hnsw_ef: None,
             transit: Vec::new(),
             same_camera_overlap: Duration::from_secs(1),
+            linkage: crate::association::Linkage::default(),
         }
     }
 }

@@ -781,7 +781,7 @@ impl Identities {
             .filter_map(as_match)
             .filter(|m| association::transit_allows(rules, m, &camera, start, end))
             .collect();
-        let ranked = association::rank_identities(&matches);
+        let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
         let ranked = self.without_co_occurring(&gallery.collection, ranked, &camera, (start, end)).await?;
         let verdict = association::decide(&ranked, self.threshold(&gallery, None), self.config.association.min_margin);
         let (identity, created, score, margin) = match verdict {

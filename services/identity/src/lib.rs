@@ -21,7 +21,6 @@ pub mod metrics;
 pub mod model;
 mod payload;
 pub mod personal;
-pub mod regroup;
 pub mod service;
 
 use std::future::Future;

@@ -9,7 +9,7 @@
 //! across them must be different people (two tracklets seen at the same time on one camera; an
 //! operator's REJECT).
 
-use crate::association::overlap_ms;
+use crate::overlap_ms;
 
 /// One tracklet: its camera, time span and aggregated, L2-normalised embedding.
 #[derive(Debug, Clone, PartialEq)]
