@@ -140,6 +140,7 @@ pub async fn cameras(cmd: CamerasCommand) -> anyhow::Result<ExitCode> {
 pub enum TrackletsCommand {
     /// Runs detection and tracking over a video, folder or stream in this process and writes every
     /// tracklet's crops as DIR/<camera>/<start>_<track>/*.jpg (the trainer's `tracklets` layout).
+    /// Without a source, every camera of the `--config` file's `[[cameras]]` (with their views).
     Export(ExportArgs),
 }
 
@@ -163,8 +164,8 @@ pub struct ExportArgs {
     /// Stop after this long for live sources.
     #[arg(long)]
     max_seconds: Option<u64>,
-    /// A video file, image folder or stream URL.
-    source: String,
+    /// A video file, image folder or stream URL (unset: the config's cameras).
+    source: Option<String>,
 }
 
 pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
@@ -176,23 +177,43 @@ pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
     if let Some(k) = args.crops_per_tracklet {
         config.crops.per_tracklet = k;
     }
+    let specs: Vec<CameraSpec> = match &args.source {
+        Some(source) => vec![CameraSpec {
+            target_fps: args.fps,
+            detector: args.detector.clone(),
+            ..CameraSpec::new(&args.camera, source)
+        }],
+        None if config.cameras.is_empty() => {
+            anyhow::bail!("give a source, or a --config whose [[cameras]] name the sources")
+        }
+        None => std::mem::take(&mut config.cameras),
+    };
     let started = Instant::now();
     let ingester = reid_ingester::start(config).await?;
-    let spec =
-        CameraSpec { target_fps: args.fps, detector: args.detector, ..CameraSpec::new(&args.camera, &args.source) };
-    ingester.add(spec).await?;
-    let camera = ingester.camera(&args.camera).await?;
+    let mut cameras = Vec::new();
+    for spec in specs {
+        let id = spec.id.clone();
+        ingester.add(spec).await?;
+        cameras.push((id.clone(), ingester.camera(&id).await?));
+    }
     let limit = Duration::from_secs(args.max_seconds.unwrap_or(u64::MAX / 4));
-    let waiter = camera.clone();
-    let state = tokio::task::spawn_blocking(move || waiter.wait_finished(limit)).await?;
+    let mut failed = false;
+    let mut lines = Vec::new();
+    for (id, camera) in cameras {
+        let waiter = camera.clone();
+        let state = tokio::task::spawn_blocking(move || waiter.wait_finished(limit)).await?;
+        failed |= state == reid_ingester::camera::CameraState::Failed;
+        let status = camera.status();
+        lines.push(json!({
+            "out": args.out, "camera": id, "state": format!("{state:?}").to_lowercase(),
+            "frames_processed": status.frames_processed, "tracklets": status.tracklets_emitted,
+            "frames_dropped": status.frames_dropped, "last_error": status.last_error,
+        }));
+    }
     ingester.shutdown().await;
-    let status = camera.status();
-    let line = json!({
-        "out": args.out, "camera": args.camera, "state": format!("{state:?}").to_lowercase(),
-        "frames_processed": status.frames_processed, "tracklets": status.tracklets_emitted,
-        "frames_dropped": status.frames_dropped, "last_error": status.last_error,
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    println!("{line}");
-    Ok(if state == reid_ingester::camera::CameraState::Failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    for mut line in lines {
+        line["seconds"] = json!(started.elapsed().as_secs_f64());
+        println!("{line}");
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

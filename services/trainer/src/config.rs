@@ -31,6 +31,7 @@ use crate::data::DatasetConfig;
 use crate::error::TrainError;
 use crate::loss::Distance;
 use crate::miner::Miner;
+use crate::pseudo::PseudoLabels;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,10 @@ pub struct TrainConfig {
     pub optimizer: AdamConfig,
     #[serde(default)]
     pub augment: Augment,
+    /// Cluster a tracklets dataset's tracklets into pseudo-identities as training goes (off:
+    /// each tracklet is its own identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_labels: Option<PseudoLabels>,
     #[serde(default)]
     pub training: TrainingConfig,
 }
@@ -216,6 +221,21 @@ pub struct TrainingConfig {
     pub threads: usize,
     /// Items whose pairs make the verification ROC (all pairs of a random subset).
     pub verification_items: usize,
+    /// Which epoch `best/` (what is published) holds.
+    pub keep: Keep,
+}
+
+/// The epoch a run keeps as its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// The epoch with the highest held-out mAP.
+    #[default]
+    BestMap,
+    /// The last epoch. For pseudo-labelled tracklets: their held-out measure counts every
+    /// tracklet as its own identity, so it falls as the model learns that two tracklets of one
+    /// person are one person (what the pseudo-labels teach); the schedule decides instead.
+    Last,
 }
 
 impl Default for TrainingConfig {
@@ -227,6 +247,7 @@ impl Default for TrainingConfig {
             device: DevicePreference::Cpu,
             threads: 0,
             verification_items: 2000,
+            keep: Keep::BestMap,
         }
     }
 }
@@ -274,6 +295,15 @@ impl TrainConfig {
             && (self.sampler.pairs_per_batch == 0 || self.sampler.negative_candidates == 0)
         {
             return bad("sampler.pairs_per_batch and negative_candidates must be positive".into());
+        }
+        if let Some(pseudo) = &self.pseudo_labels {
+            pseudo.validate().or_else(bad)?;
+            if !matches!(self.dataset, DatasetConfig::Tracklets { .. }) {
+                return bad("pseudo_labels cluster tracklets: the dataset must be kind = \"tracklets\"".into());
+            }
+            if self.loss.ce_weight > 0.0 {
+                return bad("pseudo_labels change the identities between epochs: a classifier (loss.ce_weight) cannot follow them".into());
+            }
         }
         if !is_run_name(&self.name) {
             return bad(format!(

@@ -6,7 +6,7 @@
 //! - `market1501`: `bounding_box_train/`, `query/`, `bounding_box_test/` with Market-1501 file
 //!   names `0002_c1s1_000451_03.jpg` (person 2, camera 1; person -1 is junk, 0 a distractor);
 //! - `tracklets`: `ROOT/<camera>/<track>/*.jpg` as exported by the ingester, each tracklet one
-//!   pseudo-identity seen by one camera.
+//!   pseudo-identity seen by one camera (until the trainer clusters them), held out by time.
 //!
 //! Images are loaded through `reid_model::preprocess`, the function the embedder serves with.
 
@@ -114,6 +114,18 @@ pub struct Dataset {
     /// Training identities a person said are different although the model confused them
     /// (rejected matches): the P x K sampler puts both in one batch, as hard negatives.
     pub hard_negatives: Vec<(i64, i64)>,
+    /// For tracklet datasets, each training identity's camera and time span (indexed by pid):
+    /// what clustering tracklets into pseudo-identities needs for its cannot-link rule. Empty
+    /// for the other kinds.
+    pub spans: Vec<Span>,
+}
+
+/// Where and when a training tracklet was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub camera: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +168,9 @@ pub enum DatasetConfig {
     },
     /// Market-1501 (or DukeMTMC-reID, which uses the same names).
     Market1501 { path: PathBuf },
-    /// Ingester tracklet exports; held-out identities as for `folders`.
+    /// Ingester tracklet exports. The last `eval_fraction` of the recording's time is held out:
+    /// tracklets that start in it are the evaluation identities, and no training image is from
+    /// it (times from each tracklet's `tracklet.json`).
     Tracklets {
         path: PathBuf,
         #[serde(default = "default_eval_fraction")]
@@ -239,8 +253,7 @@ impl DatasetConfig {
                 }
             }
             DatasetConfig::Tracklets { path, eval_fraction } => {
-                let identities = tracklet_identities(path)?;
-                held_out(identities, *eval_fraction, path)?
+                tracklet_split(exported_tracklets(path)?, *eval_fraction, path)?
             }
             DatasetConfig::Market1501 { path } => market1501(path)?,
         };
@@ -370,6 +383,7 @@ fn idx_dataset(train: (&Path, &Path), eval: (&Path, &Path), classes: &ClassSplit
         gallery: eval,
         protocol: crate::eval::Protocol::LeaveOneOut,
         hard_negatives: Vec::new(),
+        spans: Vec::new(),
     })
 }
 
@@ -479,18 +493,115 @@ fn folder_identities(root: &Path) -> Result<Vec<(String, Identity)>, TrainError>
     Ok(identities)
 }
 
-fn tracklet_identities(root: &Path) -> Result<Vec<Identity>, TrainError> {
-    let mut identities = Vec::new();
-    for (camid, camera) in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).enumerate() {
-        for track in sorted_entries(&camera)?.into_iter().filter(|p| p.is_dir()) {
-            let images: Identity =
-                sorted_entries(&track)?.into_iter().filter(|p| is_image(p)).map(|p| (p, camid as i64)).collect();
-            if !images.is_empty() {
-                identities.push(images);
+/// One exported tracklet: its camera (position among the camera folders), time span and images
+/// with their capture times.
+#[derive(Debug, Clone)]
+struct Exported {
+    camera: i64,
+    start_ms: i64,
+    end_ms: i64,
+    images: Vec<(PathBuf, i64)>,
+}
+
+#[derive(Deserialize)]
+struct ExportedMeta {
+    start_ms: i64,
+    end_ms: i64,
+    crops: Vec<ExportedCrop>,
+}
+
+#[derive(Deserialize)]
+struct ExportedCrop {
+    file: String,
+    captured_at_ms: i64,
+}
+
+fn exported_tracklets(root: &Path) -> Result<Vec<Exported>, TrainError> {
+    let mut tracklets = Vec::new();
+    for (camera, dir) in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).enumerate() {
+        for track in sorted_entries(&dir)?.into_iter().filter(|p| p.is_dir()) {
+            let files: Vec<PathBuf> = sorted_entries(&track)?.into_iter().filter(|p| is_image(p)).collect();
+            if files.is_empty() {
+                continue;
             }
+            let meta_path = track.join("tracklet.json");
+            let meta: Option<ExportedMeta> = if meta_path.is_file() {
+                let bytes = read_bounded(&meta_path, MAX_FEEDBACK_BYTES)?;
+                Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| TrainError::Dataset(format!("{}: {e}", meta_path.display())))?,
+                )
+            } else {
+                None
+            };
+            // Without its metadata a tracklet is placed at the start time its folder is named by.
+            let named_start = track
+                .file_name()
+                .and_then(|n| n.to_string_lossy().split('_').next().and_then(|t| t.parse::<i64>().ok()))
+                .unwrap_or(0);
+            let (start_ms, end_ms) = meta.as_ref().map_or((named_start, named_start), |m| (m.start_ms, m.end_ms));
+            let time_of = |path: &Path| {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                meta.as_ref()
+                    .and_then(|m| m.crops.iter().find(|c| c.file == name))
+                    .map_or(start_ms, |c| c.captured_at_ms)
+            };
+            let images = files.into_iter().map(|p| (time_of(&p), p)).map(|(t, p)| (p, t)).collect();
+            tracklets.push(Exported { camera: camera as i64, start_ms, end_ms, images });
         }
     }
-    Ok(identities)
+    Ok(tracklets)
+}
+
+/// Splits tracklets by time: the last `fraction` of the span from the first start to the last
+/// end is held out. Tracklets starting in it evaluate; the others train on their images from
+/// before it.
+fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> Result<Dataset, TrainError> {
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(TrainError::Config(format!("eval_fraction {fraction} is not in [0, 1)")));
+    }
+    tracklets.sort_by_key(|t| (t.start_ms, t.camera));
+    let (Some(first), Some(last)) =
+        (tracklets.iter().map(|t| t.start_ms).min(), tracklets.iter().map(|t| t.end_ms).max())
+    else {
+        return Err(TrainError::Dataset(format!("{} holds no tracklets with images", root.display())));
+    };
+    let cut = last - ((last - first) as f64 * fraction).round() as i64;
+    let (mut train, mut spans, mut eval) = (Vec::new(), Vec::new(), Vec::new());
+    for t in tracklets {
+        let camera = t.camera;
+        if t.start_ms >= cut && fraction > 0.0 {
+            eval.push(t.images.into_iter().map(|(p, _)| (p, camera)).collect::<Identity>());
+            continue;
+        }
+        let before: Vec<(PathBuf, i64)> = t.images.into_iter().filter(|(_, at)| fraction == 0.0 || *at < cut).collect();
+        if before.is_empty() {
+            continue;
+        }
+        spans.push(Span { camera, start_ms: t.start_ms, end_ms: t.end_ms.min(cut) });
+        train.push(before.into_iter().map(|(p, _)| (p, camera)).collect::<Identity>());
+    }
+    if train.len() < 2 || eval.is_empty() {
+        return Err(TrainError::Dataset(format!(
+            "{}: {} tracklets before the held-out last {:.0}% of the time and {} in it; training needs 2 and \
+             evaluation 1",
+            root.display(),
+            train.len(),
+            fraction * 100.0,
+            eval.len()
+        )));
+    }
+    // A tracklet is seen by one camera: its images query one another (leave-one-out), whatever
+    // cameras the others come from.
+    let eval = Split { samples: samples_of(&eval, train.len()), images: None };
+    Ok(Dataset {
+        train: Split { samples: samples_of(&train, 0), images: None },
+        query: eval.clone(),
+        gallery: eval,
+        protocol: crate::eval::Protocol::LeaveOneOut,
+        hard_negatives: Vec::new(),
+        spans,
+    })
 }
 
 /// Holds out the last `fraction` of identities. Their first image per camera is a query, the rest
@@ -508,40 +619,52 @@ fn held_out(identities: Vec<Identity>, fraction: f64, root: &Path) -> Result<Dat
     }
     let held = ((identities.len() as f64 * fraction).round() as usize).clamp(1, identities.len() - 2);
     let split_at = identities.len() - held;
-    let to_samples = |ids: &[Identity], offset: usize| -> Vec<Sample> {
-        ids.iter()
-            .enumerate()
-            .flat_map(|(i, images)| {
-                images.iter().map(move |(p, cam)| Sample {
-                    source: Source::File(p.clone()),
-                    label: Label { pid: (offset + i) as i64, camid: *cam },
-                })
+    Ok(split_identities(&identities[..split_at], &identities[split_at..]))
+}
+
+/// The images of `ids` as samples, pids from `offset`.
+fn samples_of(ids: &[Identity], offset: usize) -> Vec<Sample> {
+    ids.iter()
+        .enumerate()
+        .flat_map(|(i, images)| {
+            images.iter().map(move |(p, cam)| Sample {
+                source: Source::File(p.clone()),
+                label: Label { pid: (offset + i) as i64, camid: *cam },
             })
-            .collect()
-    };
-    let train = Split { samples: to_samples(&identities[..split_at], 0), images: None };
-    let eval = to_samples(&identities[split_at..], split_at);
+        })
+        .collect()
+}
+
+/// Training identities (pids from 0) and evaluation ones (pids after them). The evaluation
+/// identities' first image per camera is a query and the rest the gallery when they span cameras;
+/// otherwise every image queries the others.
+fn split_identities(trained: &[Identity], evaluated: &[Identity]) -> Dataset {
+    let split_at = trained.len();
+    let train = Split { samples: samples_of(trained, 0), images: None };
+    let eval = samples_of(evaluated, split_at);
     let cameras: std::collections::BTreeSet<i64> = eval.iter().map(|s| s.label.camid).collect();
     if cameras.len() > 1 {
         let mut first_seen = std::collections::BTreeSet::new();
         let (query, gallery): (Vec<Sample>, Vec<Sample>) =
             eval.into_iter().partition(|s| first_seen.insert((s.label.pid, s.label.camid)));
-        Ok(Dataset {
+        Dataset {
             train,
             query: Split { samples: query, images: None },
             gallery: Split { samples: gallery, images: None },
             protocol: crate::eval::Protocol::ReId,
             hard_negatives: Vec::new(),
-        })
+            spans: Vec::new(),
+        }
     } else {
         let eval = Split { samples: eval, images: None };
-        Ok(Dataset {
+        Dataset {
             train,
             query: eval.clone(),
             gallery: eval,
             protocol: crate::eval::Protocol::LeaveOneOut,
             hard_negatives: Vec::new(),
-        })
+            spans: Vec::new(),
+        }
     }
 }
 
@@ -581,6 +704,7 @@ fn market1501(root: &Path) -> Result<Dataset, TrainError> {
         gallery: market_split(&root.join("bounding_box_test"), false)?,
         protocol: crate::eval::Protocol::ReId,
         hard_negatives: Vec::new(),
+        spans: Vec::new(),
     })
 }
 
@@ -653,15 +777,34 @@ mod tests {
         assert_eq!(d.protocol, crate::eval::Protocol::LeaveOneOut);
         std::fs::remove_dir_all(&root).unwrap();
 
+        // Tracklets over 0-10 s, the last 30% (from 7 s) held out. Folder names carry the start;
+        // one tracklet's metadata times its crops, and its crop from 8 s is not trained on.
         let root = temp("tracklets");
-        for (cam, track) in [("cam-a", "t1"), ("cam-a", "t2"), ("cam-b", "t1"), ("cam-b", "t7")] {
+        for (cam, track) in [
+            ("cam-a", "0000000000000_t1"),
+            ("cam-a", "0000000004000_t2"),
+            ("cam-b", "0000000001000_t1"),
+            ("cam-b", "0000000009000_t7"),
+        ] {
             for i in 0..2 {
                 touch_jpeg(&root.join(cam).join(track).join(format!("{i}.jpg")));
             }
         }
-        let d = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.25 }.load().unwrap();
+        let meta = serde_json::json!({
+            "start_ms": 4000, "end_ms": 8000,
+            "crops": [{"file": "0.jpg", "captured_at_ms": 5000}, {"file": "1.jpg", "captured_at_ms": 8000}],
+        });
+        std::fs::write(root.join("cam-a/0000000004000_t2/tracklet.json"), meta.to_string()).unwrap();
+        // The last end is 9 s (the folder-named tracklet ends where it starts): cut at 6.3 s.
+        let d = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.3 }.load().unwrap();
         assert_eq!(d.train.identities(), 3, "each tracklet is its own pseudo-identity");
-        assert_eq!(d.train.samples.last().unwrap().label.camid, 1);
+        assert_eq!(d.train.len(), 5, "the crop from after the cut is left out");
+        assert_eq!(d.query.pids(), vec![3, 3], "the tracklet starting at 9 s evaluates");
+        let span = |camera, start_ms, end_ms| Span { camera, start_ms, end_ms };
+        assert_eq!(d.spans, vec![span(0, 0, 0), span(1, 1000, 1000), span(0, 4000, 6300)], "in time order");
+        assert_eq!(d.train.samples[2].label, Label { pid: 1, camid: 1 });
+        let err = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.95 }.load().unwrap_err();
+        assert!(err.to_string().contains("before the held-out"), "{err}");
         std::fs::remove_dir_all(root).unwrap();
     }
 

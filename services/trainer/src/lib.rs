@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod miner;
 pub mod model;
 pub mod plot;
+pub mod pseudo;
 pub mod publish;
 pub mod runs;
 pub mod sampler;

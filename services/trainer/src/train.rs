@@ -24,13 +24,15 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::Adam;
-use crate::config::{LossKind, Reduction, SamplerKind, TrainConfig};
+use crate::augment::PixelScale;
+use crate::config::{Keep, LossKind, Reduction, SamplerKind, TrainConfig};
 use crate::data::{Dataset, Split};
 use crate::error::TrainError;
 use crate::eval::{self, Protocol, Retrieval, Verification};
 use crate::loss;
 use crate::miner::{self, Triplets};
 use crate::model::TrainModel;
+use crate::pseudo::{self, PseudoLabels};
 use crate::sampler::{PairSampler, PkSampler};
 
 /// What a run reports while it goes.
@@ -73,6 +75,9 @@ struct State {
     best_map: Option<f64>,
     best_epoch: Option<u32>,
     adam_step: i64,
+    /// With `pseudo_labels`: the last clustering, a group per training tracklet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -127,7 +132,10 @@ struct Run<'a> {
     device: Device,
     /// Pre-processed tensors of in-memory splits (train, query, gallery), made once.
     cache: [Option<Tensor>; 3],
-    /// Built once from the training identities, which a run never changes.
+    /// Each training image's identity as the sampler and the loss see it: the dataset's own, or
+    /// with `pseudo_labels` its tracklet's current group.
+    labels: Vec<i64>,
+    /// Built from `labels`, again whenever they change.
     sampler: BatchSampler,
 }
 
@@ -178,16 +186,40 @@ impl<'a> Run<'a> {
             Ok(Some(to_tensor(&data, all.len(), spec)))
         };
         let cache = [cache_split(&dataset.train)?, cache_split(&dataset.query)?, cache_split(&dataset.gallery)?];
-        let (s, pids) = (&config.sampler, dataset.train.pids());
-        let sampler = match s.kind {
-            SamplerKind::Pk => BatchSampler::Pk(
-                PkSampler::new(&pids, s.p, s.k, s.with_replacement)?.with_hard_negatives(&dataset.hard_negatives),
+        if config.pseudo_labels.is_some() && dataset.spans.len() != classes {
+            return Err(TrainError::Config("pseudo_labels need the tracklets' spans (a tracklets dataset)".into()));
+        }
+        let labels = grouped(&dataset.train.pids(), &state.groups);
+        let sampler = build_sampler(config, &labels, &dataset.hard_negatives)?;
+        Ok(Run { config, dir, model, adam, state, history, device, cache, labels, sampler })
+    }
+
+    /// Clusters the training tracklets with the current model into pseudo-identities.
+    fn regroup(
+        &mut self,
+        epoch: u32,
+        pseudo: &PseudoLabels,
+        dataset: &Dataset,
+        events: &mut dyn FnMut(Event),
+    ) -> Result<(), TrainError> {
+        let embeddings = self.embed_split(&dataset.train, TRAIN)?;
+        let dim = embeddings.size()[1] as usize;
+        let means = pseudo::tracklet_means(&host(&embeddings), dim, &dataset.train.pids(), dataset.spans.len());
+        self.state.groups = pseudo.group(&means, &dataset.spans);
+        self.labels = grouped(&dataset.train.pids(), &self.state.groups);
+        self.sampler = build_sampler(self.config, &self.labels, &dataset.hard_negatives)?;
+        let groups = self.state.groups.iter().max().map_or(0, |g| g + 1);
+        let mut sizes: Vec<usize> = vec![0; groups as usize];
+        self.state.groups.iter().for_each(|&g| sizes[g as usize] += 1);
+        events(Event::Message {
+            text: format!(
+                "epoch {epoch}: {} tracklets in {groups} pseudo-identities ({} of several tracklets, the largest {})",
+                dataset.spans.len(),
+                sizes.iter().filter(|&&n| n > 1).count(),
+                sizes.iter().max().unwrap_or(&0)
             ),
-            SamplerKind::Pairs => {
-                BatchSampler::Pairs(PairSampler::new(&pids, s.positive_fraction, s.negative_candidates)?)
-            }
-        };
-        Ok(Run { config, dir, model, adam, state, history, device, cache, sampler })
+        });
+        Ok(())
     }
 
     fn batch(&self, split: &Split, which: usize, indices: &[usize]) -> Result<Tensor, TrainError> {
@@ -204,6 +236,12 @@ impl<'a> Run<'a> {
         Ok(xs.to_device(self.device))
     }
 
+    /// Training images `indices`, augmented.
+    fn augmented(&self, split: &Split, indices: &[usize], rng: &mut StdRng) -> Result<Tensor, TrainError> {
+        let norm = self.config.model.normalization();
+        Ok(self.config.augment.apply(&self.batch(split, TRAIN, indices)?, PixelScale::of(&norm), rng))
+    }
+
     fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let raw = self.model.embed(xs, train);
         if self.config.model.normalize_embeddings { loss::normalise(&raw) } else { raw }
@@ -217,9 +255,12 @@ impl<'a> Run<'a> {
         cancel: &AtomicBool,
     ) -> Result<(), TrainError> {
         let started = Instant::now();
+        if let Some(pseudo) = self.config.pseudo_labels.as_ref().filter(|p| p.due(epoch)) {
+            self.regroup(epoch, pseudo, dataset, events)?;
+        }
         let mut rng =
             StdRng::seed_from_u64(self.config.training.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(epoch)));
-        let pids = dataset.train.pids();
+        let pids = self.labels.clone();
         let mut batches = self.epoch_batches(&pids, &mut rng)?;
         if self.config.training.steps_per_epoch > 0 {
             batches.truncate(self.config.training.steps_per_epoch);
@@ -250,7 +291,11 @@ impl<'a> Run<'a> {
         let record =
             evaluation.record(epoch, loss_sum / steps.max(1) as f64, active as f64 / mined.max(1) as f64, seconds);
         self.history.push(record.clone());
-        if self.state.best_map.is_none_or(|best| record.map > best) {
+        let keep = match self.config.training.keep {
+            Keep::BestMap => self.state.best_map.is_none_or(|best| record.map > best),
+            Keep::Last => true,
+        };
+        if keep {
             self.state.best_map = Some(record.map);
             self.state.best_epoch = Some(epoch);
             self.export_best(&record)?;
@@ -303,7 +348,7 @@ impl<'a> Run<'a> {
         let (labels, losses) = match &self.sampler {
             BatchSampler::Pk(_) => {
                 let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
-                let xs = self.config.augment.apply(&self.batch(train, TRAIN, &batch)?, rng);
+                let xs = self.augmented(train, &batch, rng)?;
                 let features = self.features(&xs, training);
                 let losses = self.mined_losses(&features, &labels, rng);
                 (labels, losses.map(|l| (l, features)))
@@ -315,7 +360,7 @@ impl<'a> Run<'a> {
                 indices.sort_unstable();
                 indices.dedup();
                 let pos = |i: usize| indices.binary_search(&i).unwrap_or(0) as i64;
-                let xs = self.config.augment.apply(&self.batch(train, TRAIN, &indices)?, rng);
+                let xs = self.augmented(train, &indices, rng)?;
                 let features = self.features(&xs, training);
                 let dist = loss::pairwise(&features, self.config.loss.distance);
                 let dist_host = host(&dist.detach());
@@ -364,7 +409,7 @@ impl<'a> Run<'a> {
     /// the baseline that training must beat.
     fn baseline(&mut self, dataset: &Dataset, events: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
         let mut rng = StdRng::seed_from_u64(self.config.training.seed);
-        let pids = dataset.train.pids();
+        let pids = self.labels.clone();
         let (mut loss_sum, mut active, mut mined, mut n) = (0f64, 0usize, 0usize, 0usize);
         for batch in self.epoch_batches(&pids, &mut rng)?.into_iter().take(10) {
             let out = tch::no_grad(|| self.batch_loss(&dataset.train, &pids, batch, &mut rng, false))?;
@@ -538,6 +583,27 @@ impl Evaluation {
             cmc: r.cmc.clone(),
         }
     }
+}
+
+/// Identities per image: `pids`, or with groups, each pid's group.
+fn grouped(pids: &[i64], groups: &[i64]) -> Vec<i64> {
+    if groups.is_empty() { pids.to_vec() } else { pids.iter().map(|&p| groups[p as usize]).collect() }
+}
+
+fn build_sampler(
+    config: &TrainConfig,
+    labels: &[i64],
+    hard_negatives: &[(i64, i64)],
+) -> Result<BatchSampler, TrainError> {
+    let s = &config.sampler;
+    Ok(match s.kind {
+        SamplerKind::Pk => {
+            BatchSampler::Pk(PkSampler::new(labels, s.p, s.k, s.with_replacement)?.with_hard_negatives(hard_negatives))
+        }
+        SamplerKind::Pairs => {
+            BatchSampler::Pairs(PairSampler::new(labels, s.positive_fraction, s.negative_candidates)?)
+        }
+    })
 }
 
 fn to_tensor(data: &[f32], n: usize, spec: reid_model::InputSpec) -> Tensor {

@@ -174,3 +174,129 @@ fn bad_datasets_are_clear_errors() {
     assert!(err.to_string().contains("too many to enumerate"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An exported-tracklets folder of `people` colour-coded people (top and bottom colours, noise),
+/// each seen in `per_person` tracklets of 4 crops spread over time on camera `cam-a`, plus two
+/// tracklets of different people at the very same time: the cannot-link case.
+fn colour_tracklets(root: &std::path::Path, people: usize, per_person: usize) {
+    use opencv::core::{Mat, Scalar, Vector};
+    use opencv::prelude::*;
+    let colours =
+        [[200.0, 30.0, 30.0], [30.0, 200.0, 30.0], [30.0, 30.0, 200.0], [200.0, 200.0, 30.0], [30.0, 200.0, 200.0]];
+    let mut n = 0u64;
+    let mut write = |person: usize, start_ms: i64, track: &str| {
+        let dir = root.join("cam-a").join(format!("{start_ms:013}_{track}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut crops = Vec::new();
+        for i in 0..4 {
+            let (top, bottom) = (colours[person % 5], colours[(person * 2 + 1) % 5]);
+            let mut img = Mat::new_rows_cols_with_default(32, 16, opencv::core::CV_8UC3, Scalar::all(0.0)).unwrap();
+            for y in 0..32 {
+                for x in 0..16 {
+                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let noise = ((n >> 33) % 40) as f64 - 20.0;
+                    let c = if y < 16 { top } else { bottom };
+                    let px = img.at_2d_mut::<opencv::core::Vec3b>(y, x).unwrap();
+                    for ch in 0..3 {
+                        px[ch] = (c[ch] + noise).clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+            let mut png = Vector::<u8>::new();
+            opencv::imgcodecs::imencode(".png", &img, &mut png, &Vector::new()).unwrap();
+            let file = format!("{i}.png");
+            std::fs::write(dir.join(&file), png.as_slice()).unwrap();
+            crops.push(serde_json::json!({"file": file, "captured_at_ms": start_ms + 100 * i as i64}));
+        }
+        let meta = serde_json::json!({"start_ms": start_ms, "end_ms": start_ms + 300, "crops": crops});
+        std::fs::write(dir.join("tracklet.json"), meta.to_string()).unwrap();
+    };
+    for t in 0..per_person {
+        for p in 0..people {
+            write(p, (t * people + p) as i64 * 1000, &format!("p{p}-{t}"));
+        }
+    }
+    // Two people side by side in one frame, late in the training part of the time.
+    let late = (per_person * people) as i64 * 1000;
+    write(0, late, "side-0");
+    write(1, late, "side-1");
+    // The held-out part: later tracklets.
+    for p in 0..people {
+        write(p, late + 60_000 + p as i64 * 1000, &format!("held-{p}"));
+    }
+}
+
+#[test]
+fn tracklets_are_clustered_into_pseudo_identities_that_never_join_people_seen_together() {
+    let data = run_dir("pseudo-data");
+    colour_tracklets(&data, 4, 3);
+    let text = format!(
+        r#"
+name = "pseudo"
+[dataset]
+kind = "tracklets"
+path = "{}"
+eval_fraction = 0.2
+[model]
+architecture = "small_cnn"
+embedding_dim = 16
+width = 16
+height = 32
+color = "rgb"
+[sampler]
+p = 4
+k = 2
+with_replacement = true
+[pseudo_labels]
+every = 1
+threshold = 0.9
+[training]
+epochs = 2
+seed = 3
+threads = 2
+verification_items = 50
+"#,
+        data.display()
+    );
+    let config = TrainConfig::parse(&text).unwrap();
+    let dir = run_dir("pseudo");
+    let mut messages = Vec::new();
+    train(
+        &config,
+        &dir,
+        &mut |e| {
+            if let Event::Message { text } = e {
+                messages.push(text)
+            }
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let grouped: Vec<&String> = messages.iter().filter(|m| m.contains("pseudo-identities")).collect();
+    assert_eq!(grouped.len(), 2, "re-clustered before each epoch: {messages:?}");
+    assert!(grouped[0].starts_with("epoch 1: 14 tracklets in "), "{}", grouped[0]);
+    // The checkpoint keeps the last clustering: a group per training tracklet, in time order.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("checkpoint/state.json")).unwrap()).unwrap();
+    let groups: Vec<i64> = state["groups"].as_array().unwrap().iter().map(|g| g.as_i64().unwrap()).collect();
+    assert_eq!(groups.len(), 14);
+    let distinct: std::collections::BTreeSet<i64> = groups.iter().copied().collect();
+    assert!(distinct.len() < 14, "colour-coded tracklets of one person group: {groups:?}");
+    // Tracklets 12 and 13 are the two people seen side by side.
+    assert_ne!(groups[12], groups[13], "{groups:?}");
+    // Pure groups: a person's tracklets (p, p + 4, p + 8) are never grouped with another's.
+    for i in 0..12 {
+        for j in 0..12 {
+            if groups[i] == groups[j] {
+                assert_eq!(i % 4, j % 4, "tracklets {i} and {j} of different people grouped: {groups:?}");
+            }
+        }
+    }
+
+    let mut bad = config.clone();
+    bad.dataset = reid_trainer::data::DatasetConfig::Folders { path: data.clone(), eval_fraction: 0.2, feedback: None };
+    let err = train(&bad, &dir, &mut |_| {}, &AtomicBool::new(false)).unwrap_err();
+    assert!(err.to_string().contains("must be kind = \"tracklets\""), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(data).unwrap();
+}
