@@ -25,17 +25,18 @@ pub fn seen_together(a: &Tracklet, b: &Tracklet) -> bool {
     a.camera == b.camera && overlap_ms((a.start_ms, a.end_ms), (b.start_ms, b.end_ms)) > 0
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum()
+/// Every pair's cosine similarity, for L2-normalised embeddings (their dot products).
+pub fn cosine_similarities(embeddings: &[Vec<f32>]) -> Vec<Vec<f64>> {
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    embeddings.iter().map(|a| embeddings.iter().map(|b| dot(a, b)).collect()).collect()
 }
 
 /// Groups `tracklets`: the label of each (0, 1, ... in order of first appearance). Groups merge
 /// while the best pair's average cosine similarity is at least `threshold` and no tracklet of
 /// one `cannot_link`s any of the other.
 pub fn regroup(tracklets: &[Tracklet], threshold: f64, cannot_link: impl Fn(usize, usize) -> bool) -> Vec<usize> {
-    let similarity: Vec<Vec<f64>> =
-        tracklets.iter().map(|a| tracklets.iter().map(|b| cosine(&a.embedding, &b.embedding)).collect()).collect();
-    regroup_by(&similarity, threshold, cannot_link)
+    let embeddings: Vec<Vec<f32>> = tracklets.iter().map(|t| t.embedding.clone()).collect();
+    regroup_by(&cosine_similarities(&embeddings), threshold, cannot_link)
 }
 
 /// [`regroup`] on any symmetric similarity matrix (e.g. one minus re-ranked distances).
