@@ -189,7 +189,8 @@ fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequen
                 out.push(frame, id as i64, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
             }
         } else {
-            for (i, d) in detections.iter().enumerate() {
+            // Weak detections are only for the tracker: not what the detector found.
+            for (i, d) in detections.iter().filter(|d| !d.weak).enumerate() {
                 let b = d.bbox;
                 out.push(frame, i as i64 + 1, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
             }

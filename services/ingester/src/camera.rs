@@ -509,7 +509,8 @@ fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, targ
                     .to_rect(crops.padding, w, h)
                     .and_then(|rect| Mat::roi(&frame.image, rect).and_then(|m| m.try_clone()).ok()),
             };
-            let crop = (detection.bbox.h >= crops.min_height as f32).then(cut).flatten().map(|image| {
+            let keep = detection.bbox.h >= crops.min_height as f32 && !detection.weak;
+            let crop = keep.then(cut).flatten().map(|image| {
                 let quality = crop_quality(&image, &detection, w, h, target);
                 TrackedCrop {
                     image,

@@ -108,6 +108,9 @@ impl CameraSpec {
 pub struct TrackerConfig {
     /// A detection joins a track when its box overlaps the track's predicted box by at least this.
     pub min_iou: f32,
+    /// A weak detection ([`crate::detect::Detection::weak`]) joins a confirmed track left
+    /// without one when it overlaps the track's predicted box by at least this.
+    pub weak_min_iou: f32,
     /// Detections a track needs before it counts (filters one-frame false positives).
     pub min_hits: u32,
     /// Processed frames a track survives without a detection (occlusion) before it ends.
@@ -205,7 +208,7 @@ impl Default for IngesterConfig {
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        Self { min_iou: 0.3, min_hits: 3, max_misses: 5, max_tracklet_frames: 600 }
+        Self { min_iou: 0.2, weak_min_iou: 0.5, min_hits: 3, max_misses: 10, max_tracklet_frames: 600 }
     }
 }
 

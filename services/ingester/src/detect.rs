@@ -30,11 +30,19 @@ pub struct Detection {
     /// Face landmarks (eyes, nose, mouth corners) when the detector gives them: the crop is then
     /// aligned on them.
     pub landmarks: Option<[(f32, f32); 5]>,
+    /// Scored under the detector's threshold but above its weak one: not a detection on its own
+    /// (no track starts from it, no crop is cut), only a way for a track already confirmed to
+    /// follow its person through partial occlusion (ByteTrack's second association).
+    pub weak: bool,
 }
 
 impl Detection {
     pub fn new(bbox: BBox, score: f32) -> Self {
-        Self { bbox, score, landmarks: None }
+        Self { bbox, score, landmarks: None, weak: false }
+    }
+
+    pub fn weak(bbox: BBox, score: f32) -> Self {
+        Self { weak: true, ..Self::new(bbox, score) }
     }
 }
 

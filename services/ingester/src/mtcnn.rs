@@ -292,6 +292,7 @@ impl Detector for MtcnnDetector {
                 bbox: BBox::new(c.b[0], c.b[1], c.b[2] - c.b[0], c.b[3] - c.b[1]),
                 score: c.score,
                 landmarks: Some(c.points),
+                weak: false,
             })
             .collect())
     }

@@ -46,6 +46,10 @@ pub struct SsdConfig {
     pub input_height: i32,
     /// Score a box needs.
     pub score_threshold: f32,
+    /// Boxes scoring from this up to `score_threshold` are returned as weak detections, which
+    /// only let confirmed tracks go on through partial occlusion ([`Detection::weak`]); at or
+    /// above `score_threshold`, none are.
+    pub weak_threshold: f32,
     /// IoU above which the weaker of two boxes is suppressed.
     pub nms_threshold: f32,
     /// Classes the model was trained on, background excluded.
@@ -74,6 +78,7 @@ impl Default for SsdConfig {
             input_width: 400,
             input_height: 300,
             score_threshold: 0.3,
+            weak_threshold: 0.15,
             nms_threshold: 0.6,
             num_classes: 1,
             class_id: 1,
@@ -222,7 +227,7 @@ impl SsdDetector {
                 let (w, h) = (frame.cols() as f32, frame.rows() as f32);
                 let of_frame: Vec<f32> =
                     rows.chunks_exact(7).filter(|r| r[0] as usize == i).flatten().copied().collect();
-                parse_detection_output(&of_frame, c.class_id, c.score_threshold, w, h)
+                parse_detection_output(&of_frame, c.class_id, (c.weak_threshold, c.score_threshold), w, h)
             })
             .collect())
     }
@@ -245,17 +250,26 @@ impl Detector for SsdDetector {
     }
 }
 
-/// Boxes of `class_id` scoring at least `min_score` from a `DetectionOutput` blob (rows of
-/// image, class, score, x1, y1, x2, y2 in [0, 1]), in pixels of a `w` x `h` frame.
-pub fn parse_detection_output(rows: &[f32], class_id: usize, min_score: f32, w: f32, h: f32) -> Vec<Detection> {
+/// Boxes of `class_id` from a `DetectionOutput` blob (rows of image, class, score, x1, y1, x2,
+/// y2 in [0, 1]), in pixels of a `w` x `h` frame: those scoring at least `min_score` as
+/// detections, those from `weak` up to it as weak detections.
+pub fn parse_detection_output(
+    rows: &[f32],
+    class_id: usize,
+    (weak, min_score): (f32, f32),
+    w: f32,
+    h: f32,
+) -> Vec<Detection> {
     rows.chunks_exact(7)
-        .filter(|r| r[1] as usize == class_id && r[2] >= min_score)
+        .filter(|r| r[1] as usize == class_id && r[2] >= weak.min(min_score))
         .filter_map(|r| {
             let x1 = r[3].clamp(0.0, 1.0) * w;
             let y1 = r[4].clamp(0.0, 1.0) * h;
             let x2 = r[5].clamp(0.0, 1.0) * w;
             let y2 = r[6].clamp(0.0, 1.0) * h;
-            (x2 - x1 >= 2.0 && y2 - y1 >= 2.0).then(|| Detection::new(BBox::new(x1, y1, x2 - x1, y2 - y1), r[2]))
+            let bbox = BBox::new(x1, y1, x2 - x1, y2 - y1);
+            (x2 - x1 >= 2.0 && y2 - y1 >= 2.0)
+                .then(|| if r[2] >= min_score { Detection::new(bbox, r[2]) } else { Detection::weak(bbox, r[2]) })
         })
         .collect()
 }
@@ -556,15 +570,20 @@ mod tests {
     fn detection_rows_become_person_boxes_in_frame_pixels() {
         let rows = [
             0.0, 1.0, 0.9, 0.1, 0.2, 0.3, 0.6, // a person
-            0.0, 1.0, 0.2, 0.5, 0.5, 0.6, 0.6, // below the threshold
+            0.0, 1.0, 0.2, 0.5, 0.5, 0.6, 0.6, // below the threshold, above the weak one
+            0.0, 1.0, 0.1, 0.5, 0.1, 0.6, 0.2, // below both
             0.0, 2.0, 0.9, 0.1, 0.1, 0.2, 0.2, // another class
             0.0, 1.0, 0.8, 0.9, 0.9, 1.3, 1.2, // clipped to the frame
         ];
-        let d = parse_detection_output(&rows, 1, 0.3, 400.0, 300.0);
+        let d = parse_detection_output(&rows, 1, (0.3, 0.3), 400.0, 300.0);
         assert_eq!(d.len(), 2);
         assert!((d[0].bbox.x - 40.0).abs() < 1e-3 && (d[0].bbox.y - 60.0).abs() < 1e-3);
         assert!((d[0].bbox.w - 80.0).abs() < 1e-3 && (d[0].bbox.h - 120.0).abs() < 1e-3);
         assert!((d[1].bbox.w - 40.0).abs() < 1e-3 && (d[1].bbox.h - 30.0).abs() < 1e-3);
+        assert!(d.iter().all(|d| !d.weak));
+        let with_weak = parse_detection_output(&rows, 1, (0.15, 0.3), 400.0, 300.0);
+        let weak: Vec<f32> = with_weak.iter().filter(|d| d.weak).map(|d| d.score).collect();
+        assert_eq!((with_weak.len(), weak), (3, vec![0.2]));
     }
 
     #[test]

@@ -113,8 +113,10 @@ struct Track {
     segment: u32,
     external: Option<String>,
     bbox: BBox,
-    /// Per-frame motion of the centre and of the size.
-    velocity: (f32, f32, f32, f32),
+    /// Per-frame motion of the centre. The size is not extrapolated: a detector's box grows and
+    /// shrinks by a fifth from one frame to the next as a person is partly hidden, and a size
+    /// velocity carried through a few missed frames makes boxes no detection overlaps.
+    velocity: (f32, f32),
     hits: u32,
     misses: u32,
     frames: u32,
@@ -127,9 +129,8 @@ struct Track {
 impl Track {
     fn predicted(&self, frame: u64) -> BBox {
         let dt = frame.saturating_sub(self.last_frame) as f32;
-        let (vx, vy, vw, vh) = self.velocity;
-        let w = (self.bbox.w + vw * dt).max(1.0);
-        let h = (self.bbox.h + vh * dt).max(1.0);
+        let (vx, vy) = self.velocity;
+        let (w, h) = (self.bbox.w, self.bbox.h);
         let (cx, cy) = self.bbox.center();
         BBox::new(cx + vx * dt - w / 2.0, cy + vy * dt - h / 2.0, w, h)
     }
@@ -138,16 +139,11 @@ impl Track {
         let dt = frame.saturating_sub(self.last_frame).max(1) as f32;
         let (cx0, cy0) = self.bbox.center();
         let (cx1, cy1) = bbox.center();
-        let measured = ((cx1 - cx0) / dt, (cy1 - cy0) / dt, (bbox.w - self.bbox.w) / dt, (bbox.h - self.bbox.h) / dt);
+        let measured = ((cx1 - cx0) / dt, (cy1 - cy0) / dt);
         // Alpha-beta smoothing of the motion: detections jitter by a few pixels each frame.
         let a = 0.5;
         let v = self.velocity;
-        self.velocity = (
-            a * measured.0 + (1.0 - a) * v.0,
-            a * measured.1 + (1.0 - a) * v.1,
-            a * measured.2 + (1.0 - a) * v.2,
-            a * measured.3 + (1.0 - a) * v.3,
-        );
+        self.velocity = (a * measured.0 + (1.0 - a) * v.0, a * measured.1 + (1.0 - a) * v.1);
         self.bbox = bbox;
         self.last_frame = frame;
         self.hits += 1;
@@ -211,29 +207,24 @@ impl Tracker {
                 assignment[d] = Some(t);
             }
         }
-        // Then IoU against each track's predicted box, best overlaps first.
-        let mut pairs = Vec::new();
-        for (d, o) in observed.iter().enumerate() {
-            if assignment[d].is_some() || o.external_id.is_some() {
-                continue;
-            }
-            for (t, track) in self.tracks.iter().enumerate() {
-                if matched_track[t] || track.external.is_some() {
-                    continue;
-                }
-                let iou = track.predicted(frame).iou(&o.detection.bbox);
-                if iou >= self.config.min_iou {
-                    pairs.push((iou, t, d));
-                }
-            }
+        // Then IoU against each track's predicted box, best overlaps first; confirmed tracks
+        // choose first (SORT's matching cascade), so that a fresh duplicate track on the same
+        // person, whose box is newer, does not take the detection from the track that has
+        // followed that person for seconds.
+        let confirmed = |t: &Track| t.hits >= self.config.min_hits;
+        let strong = |o: &Observed| !o.detection.weak;
+        for tier in [true, false] {
+            let pairs = self.overlaps(frame, &observed, &assignment, &matched_track, self.config.min_iou, |t, o| {
+                confirmed(t) == tier && strong(o)
+            });
+            greedy(pairs, &mut matched_track, &mut assignment);
         }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, t, d) in pairs {
-            if !matched_track[t] && assignment[d].is_none() {
-                matched_track[t] = true;
-                assignment[d] = Some(t);
-            }
-        }
+        // Weak detections go only to the confirmed tracks still unmatched, at a stricter overlap
+        // (ByteTrack's second association); the rest of them are dropped.
+        let pairs = self.overlaps(frame, &observed, &assignment, &matched_track, self.config.weak_min_iou, |t, o| {
+            confirmed(t) && !strong(o)
+        });
+        greedy(pairs, &mut matched_track, &mut assignment);
 
         for track in self.tracks.iter_mut() {
             track.frames += 1;
@@ -242,13 +233,14 @@ impl Tracker {
         for (o, slot) in observed.into_iter().zip(assignment) {
             let t = match slot {
                 Some(t) => t,
+                None if o.detection.weak => continue,
                 None => {
                     self.tracks.push(Track {
                         id: self.next_id,
                         segment: 1,
                         external: o.external_id.clone(),
                         bbox: o.detection.bbox,
-                        velocity: (0.0, 0.0, 0.0, 0.0),
+                        velocity: (0.0, 0.0),
                         hits: 0,
                         misses: 0,
                         frames: 1,
@@ -289,6 +281,35 @@ impl Tracker {
             i += 1;
         }
         finished
+    }
+
+    /// The (IoU, track, detection) pairs still unassigned that `eligible` accepts and that
+    /// overlap by at least `min_iou`, the track's box predicted to `frame`.
+    fn overlaps(
+        &self,
+        frame: u64,
+        observed: &[Observed],
+        assignment: &[Option<usize>],
+        matched_track: &[bool],
+        min_iou: f32,
+        eligible: impl Fn(&Track, &Observed) -> bool,
+    ) -> Vec<(f32, usize, usize)> {
+        let mut pairs = Vec::new();
+        for (d, o) in observed.iter().enumerate() {
+            if assignment[d].is_some() || o.external_id.is_some() {
+                continue;
+            }
+            for (t, track) in self.tracks.iter().enumerate() {
+                if matched_track[t] || track.external.is_some() || !eligible(track, o) {
+                    continue;
+                }
+                let iou = track.predicted(frame).iou(&o.detection.bbox);
+                if iou >= min_iou {
+                    pairs.push((iou, t, d));
+                }
+            }
+        }
+        pairs
     }
 
     /// Ends every track (end of stream, camera removed, shutdown).
@@ -339,6 +360,17 @@ impl Tracker {
     }
 }
 
+/// Assigns detections to tracks, the largest overlaps first.
+fn greedy(mut pairs: Vec<(f32, usize, usize)>, matched_track: &mut [bool], assignment: &mut [Option<usize>]) {
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, t, d) in pairs {
+        if !matched_track[t] && assignment[d].is_none() {
+            matched_track[t] = true;
+            assignment[d] = Some(t);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -370,7 +402,7 @@ mod tests {
 
     fn tracker() -> Tracker {
         Tracker::new(
-            TrackerConfig { min_iou: 0.3, min_hits: 3, max_misses: 2, max_tracklet_frames: 0 },
+            TrackerConfig { min_iou: 0.3, weak_min_iou: 0.5, min_hits: 3, max_misses: 2, max_tracklet_frames: 0 },
             CropConfig { per_tracklet: 3, min_gap_frames: 2, ..CropConfig::default() },
             "s",
         )
@@ -451,9 +483,59 @@ mod tests {
     }
 
     #[test]
+    fn weak_detections_carry_confirmed_tracks_and_start_none() {
+        let weak = |x: f32, f: u64| {
+            let mut o = seen(x, 50.0, f, 0.5);
+            o.detection.weak = true;
+            o
+        };
+        let mut t = tracker();
+        for f in 0..4u64 {
+            t.update(f, at(f), vec![seen(100.0 + 5.0 * f as f32, 50.0, f, 0.5)]);
+        }
+        // Half hidden for four frames (past max_misses 2): only weak boxes, on the track and elsewhere.
+        for f in 4..8u64 {
+            assert!(t.update(f, at(f), vec![weak(100.0 + 5.0 * f as f32, f), weak(500.0, f)]).is_empty());
+        }
+        assert_eq!(t.active(), 1, "no track started from a weak detection");
+        for f in 8..10u64 {
+            t.update(f, at(f), vec![seen(100.0 + 5.0 * f as f32, 50.0, f, 0.5)]);
+        }
+        let done = t.flush();
+        assert_eq!(done.len(), 1, "one track through the occlusion: {done:?}");
+        assert_eq!(done[0].hits, 10);
+        // Weak boxes alone never confirm a track.
+        let mut fresh = tracker();
+        for f in 0..5u64 {
+            fresh.update(f, at(f), vec![weak(100.0, f)]);
+        }
+        assert!(fresh.flush().is_empty());
+    }
+
+    #[test]
+    fn a_confirmed_track_keeps_its_person_against_a_duplicate_box() {
+        let mut t = tracker();
+        for f in 0..5u64 {
+            t.update(f, at(f), vec![seen(100.0 + 10.0 * f as f32, 50.0, f, 0.5)]);
+        }
+        // The detector puts a second, offset box on the person (a duplicate NMS kept) for two
+        // frames; then only the offset one is seen, which overlaps the duplicate more.
+        for f in 5..7u64 {
+            let x = 100.0 + 10.0 * f as f32;
+            t.update(f, at(f), vec![seen(x, 50.0, f, 0.5), seen(x + 14.0, 50.0, f, 0.5)]);
+        }
+        for f in 7..12u64 {
+            t.update(f, at(f), vec![seen(114.0 + 10.0 * f as f32, 50.0, f, 0.5)]);
+        }
+        let done = t.flush();
+        let long: Vec<u32> = done.iter().map(|d| d.hits).filter(|h| *h >= 3).collect();
+        assert_eq!(long, vec![12], "the confirmed track takes the box; the duplicate dies: {done:?}");
+    }
+
+    #[test]
     fn long_tracks_are_cut_into_tracklets() {
         let mut t = Tracker::new(
-            TrackerConfig { min_iou: 0.3, min_hits: 2, max_misses: 2, max_tracklet_frames: 10 },
+            TrackerConfig { min_iou: 0.3, weak_min_iou: 0.5, min_hits: 2, max_misses: 2, max_tracklet_frames: 10 },
             CropConfig { per_tracklet: 2, min_gap_frames: 1, ..CropConfig::default() },
             "s",
         );
