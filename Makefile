@@ -5,7 +5,7 @@ CARGO ?= cargo
 SHELL := /bin/bash
 export RUSTUP_AUTO_INSTALL ?= 0
 
-.PHONY: setup build release demo test lint bench experiment person-model person-model-adapted clean-models
+.PHONY: setup build release demo test lint bench experiment person-model clean-models
 
 setup:
 	@scripts/setup.sh
@@ -41,20 +41,13 @@ bench: release
 	target/release/reid bench identity --latent-dim 64
 	target/release/reid bench ingest
 
-# reid's default person model (models/person-vtest, committed): tracklets the ingester cuts from
-# vtest.avi, MobileNetV2 fine-tuned on the first 70% of them (by time), evaluated on the rest.
-VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
+# reid's default person model (models/person-vtest, committed): vtest.avi played as the demo's
+# two cameras, pseudo-identities clustered from their tracklets, camera-change augmentation,
+# 256x128 (configs/person-vtest.toml; about 15 minutes on 2 cores).
 person-model: release
-	rm -rf data/vtest-tracklets runs/person-vtest
-	target/release/reid tracklets export --camera vtest --crops-per-tracklet 16 --out data/vtest-tracklets $(VTEST)
-	target/release/reid train --config configs/person-vtest.toml --run-id person-vtest --publish person-vtest --half
-
-# The adapted person model (docs/evaluation.md): vtest.avi as the demo's two cameras, pseudo-identities
-# clustered from the tracklets, camera-change augmentation, 256x128 (about 12 minutes on 2 cores).
-person-model-adapted: release
-	rm -rf data/vtest2-tracklets runs/person-vtest-adapted
+	rm -rf data/vtest2-tracklets runs/person-vtest
 	target/release/reid tracklets export --config configs/vtest-cameras.toml --out data/vtest2-tracklets
-	target/release/reid train --config configs/person-vtest-adapted.toml --run-id person-vtest-adapted --publish person-vtest-adapted --half
+	target/release/reid train --config configs/person-vtest.toml --run-id person-vtest --publish person-vtest --half
 
 # The seed's metric-learning experiment against pytorch-metric-learning: writes
 # docs/metric-learning.md and docs/img/ (about 25 minutes on 2 cores).
@@ -63,4 +56,4 @@ experiment: release
 	target/release/reid experiment metric-learning --epochs 5
 
 clean-models:
-	find models -mindepth 1 -maxdepth 1 -type d ! -name person-vtest ! -name person-vtest-adapted -exec rm -rf {} +
+	find models -mindepth 1 -maxdepth 1 -type d ! -name person-vtest -exec rm -rf {} +
