@@ -100,6 +100,19 @@ pub fn rank_identities_by(matches: &[Match], linkage: Linkage) -> Vec<Match> {
     out
 }
 
+/// Puts matches from other cameras on the same scale as matches from `camera`: each is shifted
+/// by `threshold - cross_camera_threshold`, so that a cross-camera match at its own threshold
+/// ranks and decides like a same-camera match at the main one. Cross-camera similarities run
+/// lower than one camera's near-duplicates (other light, colour, angle and size), and one
+/// threshold for both either joins look-alikes on one camera or misses people between cameras.
+/// Enrolled images (no camera) are left as they are.
+pub fn shift_cross_camera(matches: &mut [Match], camera: &str, threshold: f32, cross_camera_threshold: f32) {
+    let shift = threshold - cross_camera_threshold;
+    for m in matches.iter_mut().filter(|m| m.camera.as_deref().is_some_and(|c| c != camera)) {
+        m.score += shift;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Known {
@@ -194,6 +207,32 @@ mod tests {
         assert_eq!(aggregate(&[vec![0.0, 0.0]], &[1.0]), None);
         assert_eq!(aggregate(&[vec![1.0, 0.0], vec![1.0]], &[1.0, 1.0]), None, "mixed dimensions");
         assert_eq!(aggregate(&[], &[]), None);
+    }
+
+    #[test]
+    fn cross_camera_matches_are_judged_against_their_own_threshold() {
+        let on = |camera: Option<&str>, identity: &str, score: f32| Match {
+            camera: camera.map(Into::into),
+            ..m(identity, score)
+        };
+        // "here" was seen on this camera at 0.78; "there" on another at 0.72; "photo" is enrolled.
+        let mut hits = vec![on(Some("west"), "here", 0.78), on(Some("east"), "there", 0.72), on(None, "photo", 0.7)];
+        assert!(matches!(decide(&rank_identities(&hits), 0.8, 0.05), Verdict::Unknown { .. }), "one threshold");
+        shift_cross_camera(&mut hits, "west", 0.8, 0.7);
+        let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+        assert!((scores[0] - 0.78).abs() < 1e-6 && (scores[1] - 0.82).abs() < 1e-6 && (scores[2] - 0.7).abs() < 1e-6);
+        // 0.72 is 0.02 above the cross-camera threshold, "here" 0.02 below the main one.
+        match decide(&rank_identities(&hits), 0.8, 0.03) {
+            Verdict::Known { identity, margin, .. } => {
+                assert_eq!(identity, "there");
+                assert!((margin - 0.04).abs() < 1e-6, "{margin}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // Equal thresholds change nothing.
+        let mut same = vec![on(Some("east"), "there", 0.72)];
+        shift_cross_camera(&mut same, "west", 0.8, 0.8);
+        assert_eq!(same[0].score, 0.72);
     }
 
     #[test]

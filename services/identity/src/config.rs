@@ -50,6 +50,10 @@ pub struct AssociationConfig {
     /// Cosine similarity above which a match is accepted; the model card's calibrated
     /// `match_threshold` when unset.
     pub threshold: Option<f32>,
+    /// Cosine similarity above which a tracklet joins an identity seen on another camera (and
+    /// only there); `threshold` when unset. Calibrate it on pairs across cameras: one person
+    /// seen by two cameras scores lower than two tracks of one camera.
+    pub cross_camera_threshold: Option<f32>,
     /// The best identity must beat the runner-up identity by this much, or the answer is unknown.
     pub min_margin: f32,
     /// Nearest vectors fetched per query before grouping them by identity.
@@ -117,6 +121,7 @@ impl Default for AssociationConfig {
     fn default() -> Self {
         Self {
             threshold: None,
+            cross_camera_threshold: None,
             min_margin: 0.05,
             search_limit: 64,
             default_top_k: 5,
@@ -142,6 +147,11 @@ impl IdentityConfig {
             && !(-1.0..=1.0).contains(&t)
         {
             return Err(format!("association.threshold {t} is not a cosine similarity in [-1, 1]"));
+        }
+        if let Some(t) = a.cross_camera_threshold
+            && !(-1.0..=1.0).contains(&t)
+        {
+            return Err(format!("association.cross_camera_threshold {t} is not a cosine similarity in [-1, 1]"));
         }
         if !(0.0..=2.0).contains(&a.min_margin) {
             return Err(format!("association.min_margin {} must lie in [0, 2]", a.min_margin));

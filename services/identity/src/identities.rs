@@ -776,14 +776,18 @@ impl Identities {
             SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(embedding.clone(), limit) };
         let hits = self.store.search(&gallery.collection, &query).await?;
         let rules = &self.config.association.transit;
-        let matches: Vec<Match> = hits
+        let mut matches: Vec<Match> = hits
             .iter()
             .filter_map(as_match)
             .filter(|m| association::transit_allows(rules, m, &camera, start, end))
             .collect();
+        let threshold = self.threshold(&gallery, None);
+        if let Some(cross) = self.config.association.cross_camera_threshold {
+            association::shift_cross_camera(&mut matches, &camera, threshold, cross);
+        }
         let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
         let ranked = self.without_co_occurring(&gallery.collection, ranked, &camera, (start, end)).await?;
-        let verdict = association::decide(&ranked, self.threshold(&gallery, None), self.config.association.min_margin);
+        let verdict = association::decide(&ranked, threshold, self.config.association.min_margin);
         let (identity, created, score, margin) = match verdict {
             Verdict::Known { identity, score, margin } => (identity, false, score, margin),
             Verdict::Unknown { best_score, margin } => {
