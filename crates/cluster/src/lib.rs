@@ -9,7 +9,7 @@
 pub mod regroup;
 pub mod rerank;
 
-pub use regroup::{Tracklet, cosine_similarities, regroup, regroup_by, seen_together};
+pub use regroup::{Tracklet, cosine_similarities, regroup, regroup_by, regroup_from, seen_together};
 pub use rerank::{Rerank, rerank};
 
 /// How long two time spans `[start, end]` overlap (0 when they do not).

@@ -41,57 +41,102 @@ pub fn regroup(tracklets: &[Tracklet], threshold: f64, cannot_link: impl Fn(usiz
 
 /// [`regroup`] on any symmetric similarity matrix (e.g. one minus re-ranked distances).
 pub fn regroup_by(similarity: &[Vec<f64>], threshold: f64, cannot_link: impl Fn(usize, usize) -> bool) -> Vec<usize> {
+    let singletons: Vec<usize> = (0..similarity.len()).collect();
+    regroup_from(similarity, &singletons, threshold, cannot_link)
+}
+
+/// [`regroup_by`] starting from the groups `initial` labels (e.g. the identities that matching
+/// tracklets as they arrived made), which only merge: a group is never split, even where one of
+/// its pairs `cannot_link` (that blocks its merges with others only).
+pub fn regroup_from(
+    similarity: &[Vec<f64>],
+    initial: &[usize],
+    threshold: f64,
+    cannot_link: impl Fn(usize, usize) -> bool,
+) -> Vec<usize> {
     let n = similarity.len();
-    // Per live group: the sum of pairwise similarities to every other group, its size, and
-    // whether any pair across is forbidden.
-    let mut sum = vec![vec![0.0f64; n]; n];
-    let mut blocked = vec![vec![false; n]; n];
-    for i in 0..n {
-        for j in i + 1..n {
-            let s = similarity[i][j];
-            let no = cannot_link(i, j);
-            (sum[i][j], sum[j][i]) = (s, s);
-            (blocked[i][j], blocked[j][i]) = (no, no);
+    assert_eq!(initial.len(), n, "one initial label per tracklet");
+    let mut groups = Groups::new(similarity, cannot_link);
+    let mut first_of = std::collections::HashMap::new();
+    for (i, label) in initial.iter().enumerate() {
+        match first_of.get(label) {
+            Some(&a) => groups.join(a, i),
+            None => {
+                first_of.insert(*label, i);
+            }
         }
     }
-    let mut size = vec![1usize; n];
-    let mut alive = vec![true; n];
-    let mut parent: Vec<usize> = (0..n).collect();
     loop {
         let mut best: Option<(f64, usize, usize)> = None;
-        for a in (0..n).filter(|&a| alive[a]) {
-            for b in (a + 1..n).filter(|&b| alive[b] && !blocked[a][b]) {
-                let average = sum[a][b] / (size[a] * size[b]) as f64;
+        for a in (0..n).filter(|&a| groups.alive[a]) {
+            for b in (a + 1..n).filter(|&b| groups.alive[b] && !groups.blocked[a][b]) {
+                let average = groups.sum[a][b] / (groups.size[a] * groups.size[b]) as f64;
                 if average >= threshold && best.is_none_or(|(s, _, _)| average > s) {
                     best = Some((average, a, b));
                 }
             }
         }
         let Some((_, a, b)) = best else { break };
-        // b joins a.
-        for k in 0..n {
-            sum[a][k] += sum[b][k];
-            sum[k][a] = sum[a][k];
-            blocked[a][k] |= blocked[b][k];
-            blocked[k][a] = blocked[a][k];
-        }
-        size[a] += size[b];
-        alive[b] = false;
-        parent[b] = a;
+        groups.join(a, b);
     }
-    let root = |mut i: usize| {
-        while parent[i] != i {
-            i = parent[i];
+    groups.labels()
+}
+
+/// Live groups, each kept at its first member: the sum of pairwise similarities to every other
+/// group, its size, and whether any pair across is forbidden.
+struct Groups {
+    sum: Vec<Vec<f64>>,
+    blocked: Vec<Vec<bool>>,
+    size: Vec<usize>,
+    alive: Vec<bool>,
+    parent: Vec<usize>,
+}
+
+impl Groups {
+    fn new(similarity: &[Vec<f64>], cannot_link: impl Fn(usize, usize) -> bool) -> Self {
+        let n = similarity.len();
+        let mut sum = vec![vec![0.0f64; n]; n];
+        let mut blocked = vec![vec![false; n]; n];
+        for i in 0..n {
+            for j in i + 1..n {
+                let s = similarity[i][j];
+                let no = cannot_link(i, j);
+                (sum[i][j], sum[j][i]) = (s, s);
+                (blocked[i][j], blocked[j][i]) = (no, no);
+            }
         }
-        i
-    };
-    let mut of_root = std::collections::HashMap::new();
-    (0..n)
-        .map(|i| {
-            let next = of_root.len();
-            *of_root.entry(root(i)).or_insert(next)
-        })
-        .collect()
+        Self { sum, blocked, size: vec![1; n], alive: vec![true; n], parent: (0..n).collect() }
+    }
+
+    /// `b` joins `a`.
+    fn join(&mut self, a: usize, b: usize) {
+        for k in 0..self.sum.len() {
+            self.sum[a][k] += self.sum[b][k];
+            self.sum[k][a] = self.sum[a][k];
+            self.blocked[a][k] |= self.blocked[b][k];
+            self.blocked[k][a] = self.blocked[a][k];
+        }
+        self.size[a] += self.size[b];
+        self.alive[b] = false;
+        self.parent[b] = a;
+    }
+
+    /// Each member's group, numbered 0, 1, ... in order of first appearance.
+    fn labels(&self) -> Vec<usize> {
+        let root = |mut i: usize| {
+            while self.parent[i] != i {
+                i = self.parent[i];
+            }
+            i
+        };
+        let mut of_root = std::collections::HashMap::new();
+        (0..self.parent.len())
+            .map(|i| {
+                let next = of_root.len();
+                *of_root.entry(root(i)).or_insert(next)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +179,25 @@ mod tests {
         // Below the threshold nothing merges; labels follow first appearance.
         assert_eq!(regroup(&tracklets, 1.1, |_, _| false), vec![0, 1, 2]);
         assert!(regroup(&[], 0.5, |_, _| false).is_empty());
+    }
+
+    #[test]
+    fn starting_groups_only_merge_by_their_average() {
+        // Given: {0, 1} (one person), {2} and {3} (each alone). 2 is close to 0 alone, 3 to both.
+        let similarity = vec![
+            vec![1.0, 0.8, 0.9, 0.85],
+            vec![0.8, 1.0, 0.5, 0.85],
+            vec![0.9, 0.5, 1.0, 0.2],
+            vec![0.85, 0.85, 0.2, 1.0],
+        ];
+        // Averages with {0, 1}: 2 -> (0.9 + 0.5) / 2 = 0.7; 3 -> 0.85.
+        assert_eq!(regroup_from(&similarity, &[7, 7, 8, 9], 0.8, |_, _| false), vec![0, 0, 1, 0]);
+        // From singletons, 0 and 2 (0.9) pair first and 1 never joins them at 0.8.
+        assert_eq!(regroup_by(&similarity, 0.8, |_, _| false), vec![0, 1, 0, 1]);
+        // A given group is kept even where a pair inside it cannot link; it blocks merges only.
+        let labels = regroup_from(&similarity, &[7, 7, 8, 9], 0.8, |i, j| (i, j) == (0, 1) || (i, j) == (1, 3));
+        assert_eq!(labels, vec![0, 0, 1, 2]);
+        // Nothing above the threshold: the given groups as they were, renumbered.
+        assert_eq!(regroup_from(&similarity, &[5, 3, 5, 3], 0.99, |_, _| false), vec![0, 1, 0, 1]);
     }
 }
