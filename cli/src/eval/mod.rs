@@ -3,12 +3,14 @@
 //!
 //! - `detect`, `track`: the ingester's detector and tracker over a video;
 //! - `reid`: the ground truth's own crops embedded by a running embedder, as retrieval;
-//! - `mtmc`: the whole pipeline on cameras cut from one video, its identities scored.
+//! - `mtmc`: the whole pipeline on cameras cut from one video, its identities scored;
+//! - `replay`: a run's delivered tracklets observed again under other association settings.
 //!
 //! Videos are read frame by frame; frames are numbered from 1, as MOTChallenge numbers them.
 
 mod mtmc;
 mod reid;
+mod replay;
 mod track;
 
 use std::path::Path;

@@ -24,6 +24,7 @@ use reid_proto::v1 as pb;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::replay::{Delivery, Variant, replay};
 use crate::demo::{EastCamera, Played, Seen, fresh_config, play};
 
 #[derive(Debug, Args)]
@@ -50,6 +51,10 @@ pub struct MtmcArgs {
     /// Cosine threshold for a match (the demo's when unset).
     #[arg(long, default_value_t = crate::demo::DEFAULT_THRESHOLD)]
     threshold: f32,
+    /// Cosine threshold for a match with an identity seen on the other camera (the identity
+    /// service's `association.cross_camera_threshold`); --threshold when unset.
+    #[arg(long)]
+    cross_camera_threshold: Option<f32>,
     #[arg(long, default_value_t = crate::demo::DEFAULT_MIN_MARGIN)]
     min_margin: f32,
     /// The identity service's linkage: a tracklet is scored against an identity by the mean of
@@ -67,6 +72,20 @@ pub struct MtmcArgs {
     /// k2 6, lambda 0.3) instead of plain cosine similarities.
     #[arg(long, requires = "regroup")]
     regroup_rerank: bool,
+    /// Re-group starting from the identities the identity service made, which then only merge
+    /// (what a merge pass over its identities would give), instead of from single tracklets.
+    #[arg(long, requires = "regroup")]
+    regroup_merge: bool,
+    /// Also observe the delivered tracklets again, in the order they ended, into a fresh
+    /// identity service with these association settings (`threshold=0.8,cross=0.7,top=3,margin=0.05`;
+    /// what is unset keeps this run's), and score its identities: the same tracklets and
+    /// embeddings, only the association changed. Repeat for several.
+    #[arg(long, value_parser = Variant::parse)]
+    replay: Vec<Variant>,
+    /// Score only what was seen from this frame on (e.g. the model's held-out last part of the
+    /// video); tracklets are matched to identities over the whole run either way.
+    #[arg(long, default_value_t = 1)]
+    first_frame: u64,
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
@@ -89,22 +108,22 @@ struct Exported {
 struct ExportedCrop {
     file: String,
     frame: u64,
+    captured_at_ms: i64,
     quality: f32,
     #[serde(rename = "box")]
     bbox: [f32; 4],
 }
 
 pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
-    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?;
+    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?.between(args.first_frame, u64::MAX);
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
     config.identity.association.threshold = Some(args.threshold);
+    config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;
     if let Some(top) = args.linkage_top {
-        config.identity.association.linkage = match top {
-            0 | 1 => reid_identity::association::Linkage::Nearest,
-            top => reid_identity::association::Linkage::Average { top },
-        };
+        config.identity.association.linkage = super::replay::linkage(top);
     }
+    let association = config.identity.association.clone();
     let exports = args.data.join("exports");
     config.ingester.export_dir = Some(exports.clone());
     let cameras = args.east.cameras(&args.video);
@@ -130,21 +149,49 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         tracklets.push(Tracklet { camera: exported.camera.clone(), track: exported.track.clone(), identity, boxes });
-        delivered.push(exported);
+        delivered.push((exported, view.time_offset_ms));
     }
-    if let Some(mask) = &args.roi {
-        let inside = super::roi(mask)?;
-        for t in &mut tracklets {
-            t.boxes.retain(|(_, b)| {
-                let (x, y) = b.foot();
-                inside(x, y)
-            });
-        }
+    let inside = args.roi.as_deref().map(super::roi).transpose()?;
+    for t in &mut tracklets {
+        t.boxes.retain(|(frame, b)| {
+            let (x, y) = b.foot();
+            *frame >= args.first_frame && inside.as_ref().is_none_or(|inside| inside(x, y))
+        });
     }
-    let m = evaluate_mtmc(&gt, &tracklets, args.iou);
+    // Held out: only what has a box in the scored part is a tracklet to score.
+    let scored = |t: &Tracklet| args.first_frame <= 1 || !t.boxes.is_empty();
+    let score = |identities: &dyn Fn(usize) -> String| {
+        let relabelled: Vec<Tracklet> = tracklets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| scored(t))
+            .map(|(i, t)| Tracklet { identity: identities(i), ..t.clone() })
+            .collect();
+        evaluate_mtmc(&gt, &relabelled, args.iou)
+    };
+    let m = score(&|i| tracklets[i].identity.clone());
+    let embedded = if args.regroup.is_empty() && args.replay.is_empty() {
+        Vec::new()
+    } else {
+        embed_crops(&args, &delivered).await?
+    };
     let mut regrouped = Vec::new();
     if !args.regroup.is_empty() {
-        let items = embed_tracklets(&args, &delivered).await?;
+        let items: Vec<reid_cluster::Tracklet> = delivered
+            .iter()
+            .zip(&embedded)
+            .map(|((t, _), crops)| {
+                let qualities: Vec<f32> = t.crops.iter().map(|c| c.quality).collect();
+                let embedding = reid_identity::association::aggregate(crops, &qualities)
+                    .with_context(|| format!("tracklet {} of {} has no crop", t.track, t.camera))?;
+                Ok(reid_cluster::Tracklet {
+                    camera: t.camera.clone(),
+                    start_ms: t.start_ms as i64,
+                    end_ms: t.end_ms as i64,
+                    embedding,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         let seen_together = |i: usize, j: usize| reid_cluster::seen_together(&items[i], &items[j]);
         let embeddings: Vec<Vec<f32>> = items.iter().map(|t| t.embedding.clone()).collect();
         let distances = cosine_distances(&embeddings, &embeddings);
@@ -154,42 +201,88 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             distances
         };
         let similarity: Vec<Vec<f64>> = distances.iter().map(|row| row.iter().map(|d| 1.0 - d).collect()).collect();
-        for &threshold in &args.regroup {
-            let labels = reid_cluster::regroup_by(&similarity, threshold, seen_together);
-            let relabelled: Vec<Tracklet> = tracklets
+        let initial: Vec<usize> = if args.regroup_merge {
+            let mut numbers = BTreeMap::new();
+            tracklets
                 .iter()
-                .zip(&labels)
-                .map(|(t, label)| Tracklet { identity: format!("group-{label}"), ..t.clone() })
-                .collect();
+                .map(|t| {
+                    let next = numbers.len();
+                    *numbers.entry(t.identity.as_str()).or_insert(next)
+                })
+                .collect()
+        } else {
+            (0..items.len()).collect()
+        };
+        for &threshold in &args.regroup {
+            let labels = reid_cluster::regroup_from(&similarity, &initial, threshold, seen_together);
             let groups = labels.iter().max().map_or(0, |l| l + 1);
-            regrouped.push((evaluate_mtmc(&gt, &relabelled, args.iou), groups, threshold));
+            regrouped.push((score(&|i| format!("group-{}", labels[i])), groups, threshold));
+        }
+    }
+    let mut replayed = Vec::new();
+    if !args.replay.is_empty() {
+        let model = played.model.r#ref.as_ref().map(reid_identity::model::ModelKey::from).unwrap_or_default();
+        let deliveries: Vec<Delivery> = delivered
+            .iter()
+            .zip(&embedded)
+            .map(|((t, offset_ms), crops)| Delivery {
+                camera: t.camera.clone(),
+                track: t.track.clone(),
+                ended_ms: t.end_ms as i64 - offset_ms,
+                crops: t
+                    .crops
+                    .iter()
+                    .zip(crops)
+                    .map(|(c, e)| reid_identity::identities::TrackletCrop {
+                        image: None,
+                        embedding: Some(e.clone()),
+                        quality: c.quality,
+                        bbox: Some(c.bbox),
+                        at_ms: Some(c.captured_at_ms),
+                    })
+                    .collect(),
+            })
+            .collect();
+        for variant in &args.replay {
+            let given = replay(variant.apply(&association), &model, &deliveries).await?;
+            let made = given.iter().collect::<std::collections::BTreeSet<_>>().len();
+            replayed.push((score(&|i| given[i].clone()), made, variant));
         }
     }
     if args.json {
         let r = played.model.r#ref.clone().unwrap_or_default();
         let run = json!({
             "model": { "id": r.id, "version": r.version }, "threshold": args.threshold,
+            "cross_camera_threshold": args.cross_camera_threshold, "first_frame": args.first_frame,
             "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
-            "regroup_rerank": args.regroup_rerank,
+            "regroup_rerank": args.regroup_rerank, "regroup_merge": args.regroup_merge,
         });
         let regrouped: Vec<_> = regrouped
             .into_iter()
             .map(|(m, groups, threshold)| json!({ "threshold": threshold, "groups": groups, "mtmc": m }))
             .collect();
-        println!("{}", json!({ "run": run, "mtmc": m, "regrouped": regrouped }));
+        let replayed: Vec<_> = replayed
+            .into_iter()
+            .map(|(m, made, v)| json!({ "settings": v.to_string(), "identities_made": made, "mtmc": m }))
+            .collect();
+        println!("{}", json!({ "run": run, "mtmc": m, "regrouped": regrouped, "replayed": replayed }));
     } else {
         print_figures(&m, played.seen.len(), unobserved);
         for (m, groups, threshold) in regrouped {
             println!("\nre-grouped at once, average linkage at {threshold}: {groups} groups");
             print_figures(&m, groups, unobserved);
         }
+        for (m, made, variant) in replayed {
+            println!("\nreplayed with {variant}: {made} identities");
+            print_figures(&m, made, unobserved);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
-/// process) and aggregates them as the identity service does.
-async fn embed_tracklets(args: &MtmcArgs, delivered: &[Exported]) -> anyhow::Result<Vec<reid_cluster::Tracklet>> {
+/// process), one embedding per crop.
+async fn embed_crops(args: &MtmcArgs, delivered: &[(Exported, i64)]) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
     let embedder = crate::serve::InProcessEmbedder::start(reid_embedder::EmbedderConfig {
         model_dir: args.model_dir.clone(),
         model: args.model.clone(),
@@ -198,26 +291,17 @@ async fn embed_tracklets(args: &MtmcArgs, delivered: &[Exported]) -> anyhow::Res
     })
     .await?;
     let mut client = super::reid::Embedder::connect(&embedder.addr).await?;
-    let mut items = Vec::with_capacity(delivered.len());
-    for t in delivered {
+    let mut embedded = Vec::with_capacity(delivered.len());
+    for (t, _) in delivered {
         let images = t
             .crops
             .iter()
             .map(|c| std::fs::read(t.dir.join(&c.file)).with_context(|| format!("reading {}", t.dir.display())))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let embeddings = client.embed_encoded(images).await?;
-        let qualities: Vec<f32> = t.crops.iter().map(|c| c.quality).collect();
-        let embedding = reid_identity::association::aggregate(&embeddings, &qualities)
-            .with_context(|| format!("tracklet {} of {} has no crop", t.track, t.camera))?;
-        items.push(reid_cluster::Tracklet {
-            camera: t.camera.clone(),
-            start_ms: t.start_ms as i64,
-            end_ms: t.end_ms as i64,
-            embedding,
-        });
+        embedded.push(client.embed_encoded(images).await?);
     }
     embedder.stop().await?;
-    Ok(items)
+    Ok(embedded)
 }
 
 fn print_figures(m: &Mtmc, identities: usize, unobserved: usize) {

@@ -1,0 +1,208 @@
+//! `reid eval mtmc --replay`: the tracklets one pipeline run delivered, observed again by a fresh
+//! identity service with other association settings. The detector, tracker and embeddings stay
+//! exactly as they were, so two settings are compared on the same input, in a deterministic
+//! order, in about a second each instead of a whole run.
+
+use std::collections::BTreeMap;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use reid_identity::IdentityError;
+use reid_identity::association::Linkage;
+use reid_identity::config::AssociationConfig;
+use reid_identity::embedder::{EmbedderClient, ModelDescription};
+use reid_identity::identities::{Tracklet, TrackletCrop};
+use reid_identity::metrics::IdentityMetrics;
+use reid_identity::model::ModelKey;
+use reid_identity::{Identities, IdentityConfig};
+
+/// Association settings to replay with; what is unset keeps the run's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variant {
+    pub threshold: Option<f32>,
+    pub cross_camera_threshold: Option<f32>,
+    pub linkage_top: Option<usize>,
+    pub min_margin: Option<f32>,
+}
+
+impl Variant {
+    /// `threshold=0.8,cross=0.7,top=3,margin=0.05`, any of them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut v = Variant::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=value"))?;
+            let number = |value: &str| value.parse::<f32>().map_err(|e| format!("{key}: {e}"));
+            match key {
+                "threshold" => v.threshold = Some(number(value)?),
+                "cross" => v.cross_camera_threshold = Some(number(value)?),
+                "margin" => v.min_margin = Some(number(value)?),
+                "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
+                other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin)")),
+            }
+        }
+        Ok(v)
+    }
+
+    pub fn apply(&self, base: &AssociationConfig) -> AssociationConfig {
+        let mut a = base.clone();
+        if let Some(t) = self.threshold {
+            a.threshold = Some(t);
+        }
+        if let Some(t) = self.cross_camera_threshold {
+            a.cross_camera_threshold = Some(t);
+        }
+        if let Some(m) = self.min_margin {
+            a.min_margin = m;
+        }
+        if let Some(top) = self.linkage_top {
+            a.linkage = linkage(top);
+        }
+        a
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(t) = self.threshold {
+            parts.push(format!("threshold={t}"));
+        }
+        if let Some(t) = self.cross_camera_threshold {
+            parts.push(format!("cross={t}"));
+        }
+        if let Some(t) = self.linkage_top {
+            parts.push(format!("top={t}"));
+        }
+        if let Some(m) = self.min_margin {
+            parts.push(format!("margin={m}"));
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// `top` closest sightings averaged; 0 and 1 are the single nearest.
+pub fn linkage(top: usize) -> Linkage {
+    match top {
+        0 | 1 => Linkage::Nearest,
+        top => Linkage::Average { top },
+    }
+}
+
+/// One delivered tracklet as the identity service received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub camera: String,
+    pub track: String,
+    /// When it ended on the scene's clock (the camera's own clock less its offset): the order
+    /// of delivery.
+    pub ended_ms: i64,
+    pub crops: Vec<TrackletCrop>,
+}
+
+/// The model that made the replayed embeddings, as the identity service asks its embedder for it
+/// (so that it builds that model's gallery); it embeds nothing, since every crop carries its
+/// embedding.
+struct Recorded(ModelDescription);
+
+#[tonic::async_trait]
+impl EmbedderClient for Recorded {
+    async fn embed(&self, _images: Vec<reid_proto::v1::Image>) -> Result<(Vec<Vec<f32>>, ModelKey), IdentityError> {
+        Err(IdentityError::NoEmbedder)
+    }
+
+    async fn model(&self) -> Result<ModelDescription, IdentityError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Observes `deliveries` in the order they ended into a fresh identity service (embedded store
+/// in a temporary folder) with `association`, and returns the identity each was given.
+pub async fn replay(
+    association: AssociationConfig,
+    model: &ModelKey,
+    deliveries: &[Delivery],
+) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let config = IdentityConfig {
+        data_dir: dir.path().to_path_buf(),
+        association,
+        keep_thumbnails: false,
+        ..IdentityConfig::default()
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let store = reid_identity::open_store(&config).await?;
+    let recorded = Recorded(ModelDescription { key: model.clone(), match_threshold: 0.0 });
+    let identities =
+        Identities::open(config, store, Some(Arc::new(recorded) as Arc<dyn EmbedderClient>), IdentityMetrics::new())
+            .await?;
+    let mut order: Vec<usize> = (0..deliveries.len()).collect();
+    order.sort_by_key(|&i| (deliveries[i].ended_ms, i));
+    let mut given: BTreeMap<usize, String> = BTreeMap::new();
+    for i in order {
+        let d = &deliveries[i];
+        let tracklet = Tracklet {
+            camera: d.camera.clone(),
+            track: d.track.clone(),
+            crops: d.crops.clone(),
+            model: Some(model.clone()),
+        };
+        let observed = identities
+            .observe(tracklet)
+            .await
+            .with_context(|| format!("observing track {} of {}", d.track, d.camera))?;
+        given.insert(i, observed.identity);
+    }
+    Ok(given.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_and_apply() {
+        let v = Variant::parse("threshold=0.8, cross=0.7,top=3").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.to_string(), "threshold=0.8,cross=0.7,top=3");
+        let base = AssociationConfig { min_margin: 0.02, ..AssociationConfig::default() };
+        let a = v.apply(&base);
+        assert_eq!((a.threshold, a.cross_camera_threshold, a.min_margin), (Some(0.8), Some(0.7), 0.02));
+        assert_eq!(a.linkage, Linkage::Average { top: 3 });
+        assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
+        assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));
+        assert!(Variant::parse("threshold").is_err());
+        assert!(Variant::parse("top=-1").is_err());
+    }
+
+    fn crop(v: [f32; 3], at_ms: i64) -> TrackletCrop {
+        TrackletCrop { image: None, embedding: Some(v.to_vec()), quality: 1.0, bbox: None, at_ms: Some(at_ms) }
+    }
+
+    #[tokio::test]
+    async fn replays_in_the_order_tracklets_ended_and_applies_the_settings() {
+        let model = ModelKey { id: "m".into(), version: "1".into(), dimension: 3 };
+        let d = |camera: &str, track: &str, ended_ms: i64, v: [f32; 3]| Delivery {
+            camera: camera.into(),
+            track: track.into(),
+            ended_ms,
+            crops: vec![crop(v, ended_ms - 500), crop(v, ended_ms)],
+        };
+        // Listed out of order: "a1" ends first and starts the identity the others are scored against.
+        let deliveries = vec![
+            d("east", "b1", 9_000, [0.6, 0.8, 0.0]),
+            d("west", "a1", 1_000, [1.0, 0.0, 0.0]),
+            d("west", "a2", 5_000, [0.95, 0.312, 0.0]),
+        ];
+        let at = |threshold: f32, cross: Option<f32>| AssociationConfig {
+            threshold: Some(threshold),
+            cross_camera_threshold: cross,
+            ..AssociationConfig::default()
+        };
+        let one = replay(at(0.9, None), &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));
+        // a2 is cos 0.95 from a1; b1 0.6 from a1 and 0.82 from a2: below 0.9, a new identity.
+        assert_eq!(one[1], one[2], "{one:?}");
+        assert_ne!(one[0], one[1], "{one:?}");
+        let lower = replay(at(0.9, Some(0.8)), &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(lower[0] == lower[1] && lower[1] == lower[2], "{lower:?}");
+    }
+}
