@@ -263,6 +263,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.min_margin = args.min_margin;
+    config.identity.association.observe_min_margin = args.min_margin;
     let cameras = args.east.cameras(&args.video);
     println!("playing {} as {}", args.video.display(), args.east.describe());
     let Played { t0, statuses, seen, model } = play(config, &cameras).await?;

@@ -137,9 +137,12 @@ pub struct IdentityArgs {
     /// Cosine threshold for a match; the model card's calibrated one when unset.
     #[arg(long, env = "REID_IDENTITY_THRESHOLD")]
     threshold: Option<f32>,
-    /// Minimum margin of the best identity over the runner-up.
+    /// Identify: minimum margin of the best identity over the runner-up.
     #[arg(long, env = "REID_IDENTITY_MIN_MARGIN")]
     min_margin: Option<f32>,
+    /// Observe: minimum margin of the best identity over the runner-up (0 by default).
+    #[arg(long, env = "REID_IDENTITY_OBSERVE_MIN_MARGIN")]
+    observe_min_margin: Option<f32>,
     /// Anonymous sightings are deleted after this many seconds (0 keeps them).
     #[arg(long, env = "REID_IDENTITY_ANONYMOUS_TTL_SECS")]
     anonymous_ttl_secs: Option<u64>,
@@ -176,6 +179,9 @@ impl IdentityArgs {
         }
         if let Some(v) = self.min_margin {
             config.association.min_margin = v;
+        }
+        if let Some(v) = self.observe_min_margin {
+            config.association.observe_min_margin = v;
         }
         if let Some(v) = self.anonymous_ttl_secs {
             config.retention.anonymous_ttl = std::time::Duration::from_secs(v);

@@ -120,6 +120,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;
+    config.identity.association.observe_min_margin = args.min_margin;
     if let Some(top) = args.linkage_top {
         config.identity.association.linkage = super::replay::linkage(top);
     }

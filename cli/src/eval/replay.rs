@@ -53,7 +53,7 @@ impl Variant {
             a.cross_camera_threshold = Some(t);
         }
         if let Some(m) = self.min_margin {
-            a.min_margin = m;
+            a.observe_min_margin = m;
         }
         if let Some(top) = self.linkage_top {
             a.linkage = linkage(top);
@@ -164,9 +164,10 @@ mod tests {
     fn variants_parse_and_apply() {
         let v = Variant::parse("threshold=0.8, cross=0.7,top=3").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.to_string(), "threshold=0.8,cross=0.7,top=3");
-        let base = AssociationConfig { min_margin: 0.02, ..AssociationConfig::default() };
+        let base = AssociationConfig { observe_min_margin: 0.02, ..AssociationConfig::default() };
         let a = v.apply(&base);
-        assert_eq!((a.threshold, a.cross_camera_threshold, a.min_margin), (Some(0.8), Some(0.7), 0.02));
+        assert_eq!((a.threshold, a.cross_camera_threshold, a.observe_min_margin), (Some(0.8), Some(0.7), 0.02));
+        assert_eq!(Variant::parse("margin=0.1").map(|v| v.apply(&base).observe_min_margin), Ok(0.1));
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
         assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));

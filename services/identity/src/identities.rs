@@ -787,7 +787,7 @@ impl Identities {
         }
         let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
         let ranked = self.without_co_occurring(&gallery.collection, ranked, &camera, (start, end)).await?;
-        let verdict = association::decide(&ranked, threshold, self.config.association.min_margin);
+        let verdict = association::decide(&ranked, threshold, self.config.association.observe_min_margin);
         let (identity, created, score, margin) = match verdict {
             Verdict::Known { identity, score, margin } => (identity, false, score, margin),
             Verdict::Unknown { best_score, margin } => {

@@ -199,8 +199,8 @@ async fn two_tracks_of_one_camera_at_once_are_two_people() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     // Two identically looking identities would otherwise make every later match ambiguous (the
-    // margin rule); this test is about the time rule.
-    c.association.min_margin = 0.0;
+    // margin rule, off for Observe by default); this test is about the time rule.
+    c.association.observe_min_margin = 0.0;
     let service = Service::start(c, ScriptedEmbedder::new("A")).await;
     let mut client = service.client();
     let t0 = now_ms() - 600_000;
