@@ -3,7 +3,6 @@
 //! - [`identities`]: the domain core (identify, enroll, observe, sightings, forget, feedback,
 //!   retention, gallery re-embedding on model change);
 //! - [`association`]: the matching rules as pure functions;
-//! - [`regroup`]: global re-grouping of tracklets (average linkage under cannot-link constraints);
 //! - [`catalog`], [`crops`], [`model`]: what is stored besides the vectors, and where;
 //! - [`personal`]: names and external ids sealed per identity, so that erasure is complete;
 //! - [`embedder`]: the seam to the embedder service;
