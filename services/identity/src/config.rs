@@ -151,15 +151,12 @@ impl IdentityConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.security.validate()?;
         let a = &self.association;
-        if let Some(t) = a.threshold
-            && !(-1.0..=1.0).contains(&t)
-        {
-            return Err(format!("association.threshold {t} is not a cosine similarity in [-1, 1]"));
-        }
-        if let Some(t) = a.cross_camera_threshold
-            && !(-1.0..=1.0).contains(&t)
-        {
-            return Err(format!("association.cross_camera_threshold {t} is not a cosine similarity in [-1, 1]"));
+        for (name, threshold) in [("threshold", a.threshold), ("cross_camera_threshold", a.cross_camera_threshold)] {
+            if let Some(t) = threshold
+                && !(-1.0..=1.0).contains(&t)
+            {
+                return Err(format!("association.{name} {t} is not a cosine similarity in [-1, 1]"));
+            }
         }
         for (name, margin) in [("min_margin", a.min_margin), ("observe_min_margin", a.observe_min_margin)] {
             if !(0.0..=2.0).contains(&margin) {
