@@ -11,15 +11,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use qdrant_edge::{
     CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, JsonPath, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
-    PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequestBuilder, ScoringQuery,
-    ScrollRequestBuilder, SearchParams, SetPayloadOp, UpdateOperation, WithPayloadInterface,
+    FieldIndexOperations, HnswIndexConfig, JsonPath, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
+    PointInsertOperations, PointOperations, PointStruct, QuantizationConfig, QueryEnum, QueryRequestBuilder,
+    ScoringQuery, ScrollRequestBuilder, SearchParams, SetPayloadOp, UpdateOperation, WithPayloadInterface,
 };
 use serde_json::json;
 
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
-    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery,
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, IndexParams, Payload, Point, PointId,
+    Quantization, Record, SearchQuery,
 };
 use crate::{VectorStore, validate_name, validate_vector};
 
@@ -107,6 +108,35 @@ fn engine(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend { backend: "edge", message: e.to_string() }
 }
 
+/// The engine's HNSW settings with ours applied over its defaults.
+fn hnsw_config(params: &IndexParams) -> HnswIndexConfig {
+    let default = HnswIndexConfig::default();
+    HnswIndexConfig {
+        m: params.m.unwrap_or(default.m),
+        ef_construct: params.ef_construct.unwrap_or(default.ef_construct),
+        ..default
+    }
+}
+
+/// Written in Qdrant's documented JSON form, as the server takes it.
+fn quantization_config(q: Quantization) -> StoreResult<QuantizationConfig> {
+    let value = match q {
+        Quantization::Int8 => json!({ "scalar": { "type": "int8", "quantile": 0.99 } }),
+    };
+    serde_json::from_value(value).map_err(|e| engine(format!("quantization: {e}")))
+}
+
+/// What a loaded shard was created with, in our terms.
+fn index_params_of(shard: &EdgeShard) -> IndexParams {
+    let config = shard.config();
+    let hnsw = config.hnsw_config();
+    let quantization = match &config.quantization_config {
+        Some(QuantizationConfig::Scalar(_)) => Some(Quantization::Int8),
+        _ => None,
+    };
+    IndexParams { m: Some(hnsw.m), ef_construct: Some(hnsw.ef_construct), quantization }
+}
+
 fn dimension_of(shard: &EdgeShard) -> usize {
     shard.config().vectors.values().next().map(|v| v.size).unwrap_or(0)
 }
@@ -168,9 +198,13 @@ impl VectorStore for EdgeStore {
         let spec = spec.clone();
         let shard = blocking(move || {
             std::fs::create_dir_all(&path).map_err(StoreError::io(format!("creating {}", path.display())))?;
-            let config = EdgeConfigBuilder::new()
+            let mut config = EdgeConfigBuilder::new()
                 .vector("", EdgeVectorParamsBuilder::new(spec.dimension, Distance::Cosine).build())
-                .build();
+                .hnsw_config(hnsw_config(&spec.index_params));
+            if let Some(q) = spec.index_params.quantization {
+                config = config.quantization_config(quantization_config(q)?);
+            }
+            let config = config.build();
             let shard = EdgeShard::new(&path, config).map_err(engine)?;
             for (field, kind) in &spec.indexes {
                 let schema = match kind {
@@ -335,11 +369,13 @@ impl VectorStore for EdgeStore {
 
     async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
         let c = self.collection(collection)?;
+        let index_params = index_params_of(&c.shard);
         let info = blocking(move || c.shard.info().map_err(engine)).await?;
         Ok(CollectionStats {
             points: info.points_count as u64,
             indexed_vectors: info.indexed_vectors_count as u64,
             segments: info.segments_count as u64,
+            index_params,
         })
     }
 

@@ -5,6 +5,9 @@
 pub enum StoreError {
     #[error("collection {0:?} does not exist")]
     CollectionNotFound(String),
+    /// The store refused this client's credentials (a wrong or missing API key).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("vector has {got} dimensions, the collection holds {expected}")]
     DimensionMismatch { expected: usize, got: usize },
     #[error("invalid vector: {0}")]

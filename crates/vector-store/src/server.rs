@@ -15,7 +15,8 @@ use tonic::Code;
 
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
-    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, Payload, Point, PointId, Record, SearchQuery,
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, IndexParams, Payload, Point, PointId,
+    Quantization, Record, SearchQuery,
 };
 use crate::{VectorStore, validate_name, validate_vector};
 
@@ -67,11 +68,24 @@ fn failed(e: QdrantError) -> StoreError {
         _ => return StoreError::Backend { backend: "qdrant", message: e.to_string() },
     };
     match status.code() {
-        Code::NotFound => StoreError::CollectionNotFound(status.message().to_owned()),
+        Code::NotFound => not_found(status.message()),
+        Code::Unauthenticated | Code::PermissionDenied => {
+            StoreError::Unauthorized(format!("Qdrant refused this client's API key: {}", status.message()))
+        }
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             StoreError::Unavailable(status.message().to_owned())
         }
         _ => StoreError::Backend { backend: "qdrant", message: format!("{:?}: {}", status.code(), status.message()) },
+    }
+}
+
+/// The collection a server's NOT_FOUND names (``Not found: Collection `X` doesn't exist!``), so
+/// that the error says the name once; the server's message itself when it names none.
+fn not_found(message: &str) -> StoreError {
+    let named = message.split_once("ollection `").and_then(|(_, rest)| rest.split_once('`')).map(|(name, _)| name);
+    match named {
+        Some(name) => StoreError::CollectionNotFound(name.to_owned()),
+        None => StoreError::Backend { backend: "qdrant", message: message.to_owned() },
     }
 }
 
@@ -85,16 +99,28 @@ fn already_exists(e: &QdrantError) -> bool {
 }
 
 impl QdrantServerStore {
-    /// Connects and checks that the server answers.
+    /// Connects, and checks that the server answers and accepts the API key. Qdrant exempts its
+    /// health check from authentication, so the key is checked by listing the collections.
     pub async fn connect(options: &ServerOptions) -> StoreResult<Self> {
-        let client = Qdrant::from_url(&options.url)
+        let url = &options.url;
+        let client = Qdrant::from_url(url)
             .api_key(options.api_key.clone())
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             .skip_compatibility_check()
             .build()
             .map_err(failed)?;
-        client.health_check().await.map_err(|e| StoreError::Unavailable(format!("{}: {e}", options.url)))?;
+        client.health_check().await.map_err(|e| StoreError::Unavailable(format!("Qdrant at {url}: {e}")))?;
+        match client.list_collections().await.map_err(failed) {
+            Ok(_) => {}
+            Err(StoreError::Unauthorized(_)) => {
+                return Err(StoreError::Unauthorized(match options.api_key {
+                    Some(_) => format!("Qdrant rejected the API key at {url}"),
+                    None => format!("Qdrant at {url} needs an API key; none was given"),
+                }));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Self {
             client,
             dimensions: Default::default(),
@@ -103,16 +129,22 @@ impl QdrantServerStore {
         })
     }
 
+    async fn info(&self, collection: &str) -> StoreResult<qdrant::CollectionInfo> {
+        let response = self.client.collection_info(collection).await.map_err(|e| match &e {
+            QdrantError::ResponseError { status } if status.code() == Code::NotFound => {
+                StoreError::CollectionNotFound(collection.into())
+            }
+            _ => failed(e),
+        })?;
+        response.result.ok_or_else(|| unreadable(format!("the server described collection {collection} with nothing")))
+    }
+
     async fn dimension(&self, collection: &str) -> StoreResult<usize> {
         if let Some(d) = self.dimensions.read().await.get(collection) {
             return Ok(*d);
         }
-        let info = self.client.collection_info(collection).await.map_err(|e| match failed(e) {
-            StoreError::CollectionNotFound(_) => StoreError::CollectionNotFound(collection.into()),
-            other => other,
-        })?;
-        let dimension = info
-            .result
+        let info = self.info(collection).await?;
+        let dimension = Some(info)
             .and_then(|r| r.config)
             .and_then(|c| c.params)
             .and_then(|p| p.vectors_config)
@@ -165,6 +197,9 @@ fn from_payload(payload: HashMap<String, qdrant::Value>) -> Payload {
 /// Every write waits until the server has applied it, so reads that follow see it.
 const WAIT: bool = true;
 
+/// The longest [`VectorStore::optimize`] waits for the server's optimiser.
+const OPTIMIZE_WAIT: Duration = Duration::from_secs(30 * 60);
+
 #[async_trait]
 impl VectorStore for QdrantServerStore {
     fn backend(&self) -> &'static str {
@@ -180,8 +215,21 @@ impl VectorStore for QdrantServerStore {
             }
             return Ok(false);
         }
+        let params = &spec.index_params;
         let mut create = CreateCollectionBuilder::new(&spec.name)
-            .vectors_config(VectorParamsBuilder::new(spec.dimension as u64, Distance::Cosine));
+            .vectors_config(VectorParamsBuilder::new(spec.dimension as u64, Distance::Cosine))
+            .hnsw_config(qdrant::HnswConfigDiff {
+                m: params.m.map(|m| m as u64),
+                ef_construct: params.ef_construct.map(|ef| ef as u64),
+                ..Default::default()
+            });
+        if let Some(Quantization::Int8) = params.quantization {
+            create = create.quantization_config(qdrant::ScalarQuantization {
+                r#type: qdrant::QuantizationType::Int8 as i32,
+                quantile: Some(0.99),
+                ..Default::default()
+            });
+        }
         if let Some(n) = self.replication_factor {
             create = create.replication_factor(n);
         }
@@ -326,15 +374,86 @@ impl VectorStore for QdrantServerStore {
     }
 
     async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
-        let info = self.client.collection_info(collection).await.map_err(failed)?.result.unwrap_or_default();
+        let info = self.info(collection).await?;
+        let config = info.config.unwrap_or_default();
+        let hnsw = config.hnsw_config.unwrap_or_default();
+        let quantization = match config.quantization_config.and_then(|q| q.quantization) {
+            Some(qdrant::quantization_config::Quantization::Scalar(_)) => Some(Quantization::Int8),
+            _ => None,
+        };
         Ok(CollectionStats {
             points: info.points_count.unwrap_or_default(),
             indexed_vectors: info.indexed_vectors_count.unwrap_or_default(),
             segments: info.segments_count,
+            index_params: IndexParams {
+                m: hnsw.m.map(|m| m as usize),
+                ef_construct: hnsw.ef_construct.map(|ef| ef as usize),
+                quantization,
+            },
         })
     }
 
-    async fn optimize(&self, _collection: &str) -> StoreResult<()> {
-        Ok(())
+    /// The server indexes in the background: this waits until its optimiser has nothing left to
+    /// do for the collection (status green), nudging it once when optimisations are pending
+    /// (grey), for at most [`OPTIMIZE_WAIT`].
+    async fn optimize(&self, collection: &str) -> StoreResult<()> {
+        let started = std::time::Instant::now();
+        let mut nudged = false;
+        loop {
+            let info = self.info(collection).await?;
+            match qdrant::CollectionStatus::try_from(info.status) {
+                Ok(qdrant::CollectionStatus::Green) => return Ok(()),
+                Ok(qdrant::CollectionStatus::Red) => {
+                    let error = info.optimizer_status.map(|s| s.error).unwrap_or_default();
+                    return Err(unreadable(format!("collection {collection} is red: the optimiser failed: {error}")));
+                }
+                Ok(qdrant::CollectionStatus::Grey) if !nudged => {
+                    // Qdrant's documented way to start pending optimisations: an empty update.
+                    let update = qdrant::UpdateCollection {
+                        collection_name: collection.to_owned(),
+                        optimizers_config: Some(qdrant::OptimizersConfigDiff::default()),
+                        ..Default::default()
+                    };
+                    self.client.update_collection(update).await.map_err(failed)?;
+                    nudged = true;
+                }
+                _ => {}
+            }
+            if started.elapsed() > OPTIMIZE_WAIT {
+                return Err(StoreError::Unavailable(format!(
+                    "the server's optimiser did not finish indexing {collection} within {} s",
+                    OPTIMIZE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(code: Code, message: &str) -> StoreError {
+        failed(QdrantError::ResponseError { status: tonic::Status::new(code, message) })
+    }
+
+    #[test]
+    fn a_missing_collection_is_named_once() {
+        let e = answered(Code::NotFound, "Not found: Collection `reid_catalog` doesn't exist!");
+        assert!(matches!(&e, StoreError::CollectionNotFound(name) if name == "reid_catalog"), "{e:?}");
+        assert_eq!(e.to_string(), r#"collection "reid_catalog" does not exist"#);
+        // A NOT_FOUND that names no collection keeps the server's words.
+        let e = answered(Code::NotFound, "Not found: No point with id 7 found");
+        assert!(matches!(&e, StoreError::Backend { message, .. } if message.contains("No point with id 7")), "{e:?}");
+    }
+
+    #[test]
+    fn refused_credentials_are_their_own_error() {
+        for code in [Code::Unauthenticated, Code::PermissionDenied] {
+            let e = answered(code, "Invalid api-key");
+            assert!(matches!(&e, StoreError::Unauthorized(m) if m.contains("Invalid api-key")), "{code:?}: {e:?}");
+        }
+        assert!(matches!(answered(Code::Unavailable, "down"), StoreError::Unavailable(_)));
     }
 }

@@ -35,9 +35,13 @@ pub struct Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CollectionStats {
     pub points: u64,
-    /// Vectors in an HNSW index; the rest are searched exhaustively.
+    /// Vectors in an HNSW index; the rest are searched exhaustively. A segment smaller than the
+    /// backend's indexing threshold (about 10,000 vectors of 512 dimensions) stays unindexed: it is
+    /// searched exhaustively, which is as fast at that size.
     pub indexed_vectors: u64,
     pub segments: u64,
+    /// The index parameters the collection was created with.
+    pub index_params: IndexParams,
 }
 
 /// The type of an indexed payload field.
@@ -48,21 +52,63 @@ pub enum FieldType {
     Bool,
 }
 
-/// A collection: cosine distance over one dense vector, plus the payload fields to index.
+/// How a collection's vectors are indexed; `None` leaves a choice to the backend's default
+/// (HNSW `m` 16, `ef_construct` 100, no quantization, on both backends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexParams {
+    /// HNSW edges per node: more is better recall and more memory.
+    pub m: Option<usize>,
+    /// HNSW beam width while building: more is better recall and a slower build.
+    pub ef_construct: Option<usize>,
+    /// Scalar (int8) quantization of the vectors: a quarter of the memory, with the originals
+    /// kept to re-score the best candidates.
+    pub quantization: Option<Quantization>,
+}
+
+/// A vector quantization a collection can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantization {
+    /// One byte per component (Qdrant's scalar quantization, quantile 0.99).
+    Int8,
+}
+
+impl IndexParams {
+    /// Refuses values the engines would refuse later, at a worse moment.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(m) = self.m.filter(|m| !(4..=128).contains(m)) {
+            return Err(format!("HNSW m {m} is outside 4..=128"));
+        }
+        if let Some(ef) = self.ef_construct.filter(|ef| !(4..=4096).contains(ef)) {
+            return Err(format!("HNSW ef_construct {ef} is outside 4..=4096"));
+        }
+        Ok(())
+    }
+}
+
+/// A collection: cosine distance over one dense vector, plus the payload fields to index. The
+/// index parameters apply when the collection is created; an existing collection keeps its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectionSpec {
     pub name: String,
     pub dimension: usize,
     pub indexes: Vec<(String, FieldType)>,
+    pub index_params: IndexParams,
 }
 
 impl CollectionSpec {
     pub fn new(name: impl Into<String>, dimension: usize) -> Self {
-        Self { name: name.into(), dimension, indexes: Vec::new() }
+        Self { name: name.into(), dimension, indexes: Vec::new(), index_params: IndexParams::default() }
     }
 
     pub fn index(mut self, field: impl Into<String>, kind: FieldType) -> Self {
         self.indexes.push((field.into(), kind));
+        self
+    }
+
+    pub fn index_params(mut self, params: IndexParams) -> Self {
+        self.index_params = params;
         self
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use reid_vector_store::{
-    CollectionSpec, EdgeStore, FieldType, Filter, Point, PointId, QdrantServerStore, SearchQuery, ServerOptions,
-    StoreError, VectorStore,
+    CollectionSpec, EdgeStore, FieldType, Filter, IndexParams, Point, PointId, QdrantServerStore, Quantization,
+    SearchQuery, ServerOptions, StoreError, VectorStore,
 };
 use serde_json::json;
 
@@ -264,6 +264,64 @@ async fn indexed_search_agrees_with_exact(h: Box<dyn Harness>) {
     assert!(agree >= 48, "recall@1 of the index {agree}/50");
 }
 
+async fn index_params_are_applied_and_kept(h: Box<dyn Harness>) {
+    let store = h.open().await;
+    let c = unique("params");
+    let params = IndexParams { m: Some(32), ef_construct: Some(256), quantization: Some(Quantization::Int8) };
+    store.ensure_collection(&CollectionSpec::new(&c, 16).index_params(params)).await.unwrap();
+    let plain = unique("plain");
+    store.ensure_collection(&CollectionSpec::new(&plain, 16)).await.unwrap();
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+    };
+    let points: Vec<Point> = (0..1500)
+        .map(|n| Point { id: id(n), vector: (0..16).map(|_| next()).collect(), payload: Default::default() })
+        .collect();
+    store.upsert(&c, points).await.unwrap();
+    store.optimize(&c).await.unwrap();
+    let stats = store.stats(&c).await.unwrap();
+    assert_eq!(stats.index_params, params);
+    assert_eq!(stats.points, 1500);
+    let defaults = store.stats(&plain).await.unwrap().index_params;
+    assert_eq!(defaults.quantization, None);
+    assert_ne!(defaults.m, Some(32));
+    // Quantized search re-scores with the original vectors: the top hit is the exact one.
+    let mut agree = 0;
+    for _ in 0..50 {
+        let q: Vec<f32> = (0..16).map(|_| next()).collect();
+        let exact = store.search(&c, &SearchQuery::new(q.clone(), 1).exact(true)).await.unwrap();
+        let approx = store.search(&c, &SearchQuery::new(q, 1)).await.unwrap();
+        agree += usize::from(exact[0].id == approx[0].id);
+    }
+    assert!(agree >= 45, "recall@1 with int8 quantization {agree}/50");
+    drop(store);
+    // The parameters belong to the collection: a reopen (or another client) sees them.
+    assert_eq!(h.open().await.stats(&c).await.unwrap().index_params, params);
+}
+
+/// Against a server started with an API key: a wrong key is refused when connecting, with the
+/// URL, not at the first write.
+#[tokio::test]
+async fn a_wrong_api_key_is_refused_at_connect() {
+    let (Ok(url), Ok(_)) = (std::env::var("REID_QDRANT_URL"), std::env::var("REID_QDRANT_API_KEY")) else {
+        eprintln!("skipped: needs REID_QDRANT_URL and REID_QDRANT_API_KEY (a server with a key)");
+        return;
+    };
+    for key in [Some("not-the-key".to_owned()), None] {
+        let mut options = ServerOptions::new(url.clone());
+        options.api_key = key.clone();
+        let error = QdrantServerStore::connect(&options).await.unwrap_err();
+        let StoreError::Unauthorized(message) = &error else { panic!("{key:?}: {error:?}") };
+        assert!(message.contains(&url), "{message}");
+        let expected = if key.is_some() { "rejected the API key" } else { "needs an API key" };
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -280,6 +338,8 @@ macro_rules! conformance {
 }
 
 conformance!(edge: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact);
+    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    index_params_are_applied_and_kept);
 conformance!(server: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact);
+    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    index_params_are_applied_and_kept);
