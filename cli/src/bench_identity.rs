@@ -33,11 +33,23 @@ pub struct IdentityBenchArgs {
     /// Identify calls timed per size, and queries checked against brute force.
     #[arg(long, default_value_t = 500)]
     queries: usize,
-    /// A Qdrant server to measure instead of the embedded engine.
-    #[arg(long, env = "REID_QDRANT_URL")]
+    /// A Qdrant server to measure instead of the embedded engine. Only this flag selects one
+    /// (never REID_QDRANT_URL, which names a deployment's server): the benchmark writes only to
+    /// collections of its own namespace there, `reid_bench_<pid>`, and deletes them when done.
+    #[arg(long)]
     qdrant_url: Option<String>,
-    #[arg(long, env = "REID_QDRANT_API_KEY", hide_env_values = true)]
-    qdrant_api_key: Option<String>,
+    /// The server's API key, from a file.
+    #[arg(long)]
+    qdrant_api_key_file: Option<std::path::PathBuf>,
+    /// HNSW edges per node of the galleries (the engine's default, 16, when unset).
+    #[arg(long)]
+    hnsw_m: Option<usize>,
+    /// HNSW beam width while building (the engine's default, 100, when unset).
+    #[arg(long)]
+    ef_construct: Option<usize>,
+    /// Quantize the galleries' vectors to int8 (originals kept for re-scoring).
+    #[arg(long)]
+    int8: bool,
     /// HNSW beam widths at search time to measure, each as the identity service's
     /// `association.hnsw_ef`, over the same index; the engine's default when none.
     #[arg(long, value_delimiter = ',')]
@@ -72,22 +84,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The benchmark's own namespace: it never reads or writes a deployment's collections.
+fn namespace() -> String {
+    format!("reid_bench_{}", std::process::id())
+}
+
 pub async fn run(args: IdentityBenchArgs) -> anyhow::Result<ExitCode> {
-    let backend = if args.qdrant_url.is_some() { "qdrant server" } else { "embedded engine (qdrant-edge)" };
+    let api_key = args.qdrant_api_key_file.as_deref().map(crate::client::read_key).transpose()?;
+    let backend = match &args.qdrant_url {
+        Some(url) => format!("qdrant server {url}, namespace {}", namespace()),
+        None => "embedded engine (qdrant-edge)".to_owned(),
+    };
     let shape = match args.latent_dim {
         Some(latent) => format!("centres on a random {latent}-d subspace"),
         None => "isotropic centres".to_owned(),
     };
+    let index = index_params(&args);
     println!(
-        "identify benchmark: {backend}, dim {}, {shape}, {} views per identity, {} queries per size",
-        args.dim, args.views, args.queries
+        "identify benchmark: {backend}, dim {}, {shape}, {} views per identity, {} queries per size; HNSW m {}, \
+         ef_construct {}{}",
+        args.dim,
+        args.views,
+        args.queries,
+        index.m.map_or("default".to_owned(), |m| m.to_string()),
+        index.ef_construct.map_or("default".to_owned(), |ef| ef.to_string()),
+        if args.int8 { ", int8 quantization" } else { "" },
     );
     println!(
         "{:>9}  {:>8}  {:>8}  {:>8}  {:>6}  {:>7}  {:>7}  {:>8}  {:>8}  {:>8}",
         "vectors", "load s", "index s", "indexed", "ef", "p50 ms", "p99 ms", "recall@1", "same id", "exact ms"
     );
     for &size in &args.sizes {
-        measure(&args, size).await?;
+        let result = measure(&args, api_key.clone(), size).await;
+        if args.qdrant_url.is_some() {
+            // Whatever happened, the server is left as it was found.
+            clean_up(&args, api_key.clone()).await?;
+        }
+        result?;
     }
     println!("indexed: share of vectors in an HNSW index; ef: HNSW beam width at search time (- is the engine's");
     println!("default, 100); p50/p99: Identify over gRPC, one embedding probe, top 5, one call in flight; recall@1:");
@@ -96,11 +129,36 @@ pub async fn run(args: IdentityBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn config(args: &IdentityBenchArgs, data_dir: &std::path::Path, hnsw_ef: Option<usize>) -> IdentityConfig {
+fn index_params(args: &IdentityBenchArgs) -> reid_vector_store::IndexParams {
+    reid_vector_store::IndexParams {
+        m: args.hnsw_m,
+        ef_construct: args.ef_construct,
+        quantization: args.int8.then_some(reid_vector_store::Quantization::Int8),
+    }
+}
+
+/// Deletes every collection of the benchmark's namespace on the server.
+async fn clean_up(args: &IdentityBenchArgs, api_key: Option<String>) -> anyhow::Result<()> {
+    let store = open_store(&config(args, api_key, std::path::Path::new("."), None)).await?;
+    let prefix = format!("{}_", namespace());
+    for name in store.list_collections().await?.into_iter().filter(|n| n.starts_with(&prefix)) {
+        store.delete_collection(&name).await.with_context(|| format!("deleting the benchmark's {name}"))?;
+    }
+    Ok(())
+}
+
+fn config(
+    args: &IdentityBenchArgs,
+    api_key: Option<String>,
+    data_dir: &std::path::Path,
+    hnsw_ef: Option<usize>,
+) -> IdentityConfig {
     let mut config = IdentityConfig {
         data_dir: data_dir.to_path_buf(),
         qdrant_url: args.qdrant_url.clone(),
-        qdrant_api_key: args.qdrant_api_key.clone(),
+        qdrant_api_key: api_key,
+        namespace: namespace(),
+        index: index_params(args),
         ..IdentityConfig::default()
     };
     config.association.hnsw_ef = hnsw_ef;
@@ -109,11 +167,11 @@ fn config(args: &IdentityBenchArgs, data_dir: &std::path::Path, hnsw_ef: Option<
     config
 }
 
-async fn measure(args: &IdentityBenchArgs, size: usize) -> anyhow::Result<()> {
+async fn measure(args: &IdentityBenchArgs, api_key: Option<String>, size: usize) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let data_dir = args.data.clone().unwrap_or_else(|| scratch.path().to_path_buf()).join(format!("bench-{size}"));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let loader_config = config(args, &data_dir, None);
+    let loader_config = config(args, api_key.clone(), &data_dir, None);
     let store = open_store(&loader_config).await?;
     let loader = Identities::open(loader_config, store.clone(), None, IdentityMetrics::new()).await?;
     // A model version per run, so a server keeps the sizes apart.
@@ -151,12 +209,12 @@ async fn measure(args: &IdentityBenchArgs, size: usize) -> anyhow::Result<()> {
     let started = Instant::now();
     loader.optimize().await?;
     let index_s = started.elapsed().as_secs_f64();
-    let stats = store.stats(&model.collection()).await?;
+    let collection = model.collection(&namespace());
+    let stats = store.stats(&collection).await?;
     drop(loader);
 
     let probes: Vec<Vec<f32>> =
         (0..args.queries).map(|_| view(&centres[rng.gen_range(0..n_identities)], &mut rng)).collect();
-    let collection = model.collection();
     let identity = |h: Option<&reid_vector_store::Hit>| h.and_then(|h| h.payload.get("identity").cloned());
     let mut exact = Vec::with_capacity(probes.len());
     let started = Instant::now();
@@ -169,7 +227,7 @@ async fn measure(args: &IdentityBenchArgs, size: usize) -> anyhow::Result<()> {
         if args.hnsw_ef.is_empty() { vec![None] } else { args.hnsw_ef.iter().map(|&ef| Some(ef)).collect() };
     for ef in efs {
         // The service as deployed with `association.hnsw_ef = ef`, over the gallery built above.
-        let config = config(args, &data_dir, ef);
+        let config = config(args, api_key.clone(), &data_dir, ef);
         let identities = Arc::new(Identities::open(config, store.clone(), None, IdentityMetrics::new()).await?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -228,8 +286,5 @@ async fn measure(args: &IdentityBenchArgs, size: usize) -> anyhow::Result<()> {
         );
     }
     println!("{:>9}  {} segments", "", stats.segments);
-    if args.qdrant_url.is_some() {
-        store.delete_collection(&collection).await?;
-    }
     Ok(())
 }

@@ -107,16 +107,10 @@ impl IngesterArgs {
     }
 }
 
+/// Where the identity service keeps its vectors: a Qdrant server instead of the embedded engine.
+/// `reid serve identity` and `reid up` take the same flags and environment.
 #[derive(Debug, Args)]
-pub struct IdentityArgs {
-    /// TOML file with any `IdentityConfig` field; flags and environment override it.
-    #[arg(long, env = "REID_IDENTITY_CONFIG")]
-    config: Option<PathBuf>,
-    #[arg(long, env = "REID_IDENTITY_LISTEN", default_value = reid_proto::ports::IDENTITY)]
-    listen: String,
-    /// Local state: the embedded engine's files and the stored crops.
-    #[arg(long, env = "REID_IDENTITY_DATA")]
-    data: Option<PathBuf>,
+pub struct QdrantArgs {
     /// A Qdrant server's gRPC URL (http://host:6334; https:// for TLS) instead of the embedded engine.
     #[arg(long, env = "REID_QDRANT_URL")]
     qdrant_url: Option<String>,
@@ -128,6 +122,45 @@ pub struct IdentityArgs {
     /// Copies of each shard in a Qdrant cluster, for the collections this service creates.
     #[arg(long, env = "REID_QDRANT_REPLICATION_FACTOR")]
     qdrant_replication_factor: Option<u32>,
+    /// Prefix of the collections and aliases the identity service owns (default `reid`): keeps
+    /// deployments sharing one Qdrant server apart.
+    #[arg(long, env = "REID_IDENTITY_NAMESPACE")]
+    namespace: Option<String>,
+}
+
+impl QdrantArgs {
+    /// Sets what was given over `config` (a config file's values, or the defaults).
+    pub fn apply(&self, config: &mut reid_identity::IdentityConfig) -> anyhow::Result<()> {
+        if let Some(v) = &self.qdrant_url {
+            config.qdrant_url = Some(v.clone());
+        }
+        if let Some(v) = &self.qdrant_api_key {
+            config.qdrant_api_key = Some(v.clone());
+        } else if let Some(path) = &self.qdrant_api_key_file {
+            config.qdrant_api_key = Some(crate::client::read_key(path)?);
+        }
+        if let Some(v) = self.qdrant_replication_factor {
+            config.qdrant_replication_factor = Some(v);
+        }
+        if let Some(v) = &self.namespace {
+            config.namespace = v.clone();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// TOML file with any `IdentityConfig` field; flags and environment override it.
+    #[arg(long, env = "REID_IDENTITY_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "REID_IDENTITY_LISTEN", default_value = reid_proto::ports::IDENTITY)]
+    listen: String,
+    /// Local state: the embedded engine's files and the stored crops.
+    #[arg(long, env = "REID_IDENTITY_DATA")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    qdrant: QdrantArgs,
     /// The embedder that embeds images (host:port or URL); without one only embeddings are accepted.
     #[arg(long, env = "REID_IDENTITY_EMBEDDER")]
     embedder: Option<String>,
@@ -157,17 +190,7 @@ impl IdentityArgs {
         if let Some(v) = &self.data {
             config.data_dir = v.clone();
         }
-        if let Some(v) = &self.qdrant_url {
-            config.qdrant_url = Some(v.clone());
-        }
-        if let Some(v) = &self.qdrant_api_key {
-            config.qdrant_api_key = Some(v.clone());
-        } else if let Some(path) = &self.qdrant_api_key_file {
-            config.qdrant_api_key = Some(crate::client::read_key(path)?);
-        }
-        if let Some(v) = self.qdrant_replication_factor {
-            config.qdrant_replication_factor = Some(v);
-        }
+        self.qdrant.apply(&mut config)?;
         if let Some(v) = &self.embedder {
             config.embedder_url = Some(reid_server::grpc_url(v));
         }

@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// Cosine threshold for a match; the model card's calibrated one when unset.
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// The identity service's vectors on a Qdrant server (the embedded engine under --data when
+    /// unset).
+    #[command(flatten)]
+    pub qdrant: crate::serve::QdrantArgs,
     /// Config files of the services (any of their fields), under the flags above.
     #[arg(long)]
     pub embedder_config: Option<PathBuf>,
@@ -244,6 +248,7 @@ fn pipeline_config(args: &UpArgs) -> anyhow::Result<PipelineConfig> {
         config.ingester.detectors.models_under(&args.model_dir);
     }
     config.identity.association.threshold = args.threshold.or(config.identity.association.threshold);
+    args.qdrant.apply(&mut config.identity)?;
     config.ingester.cameras.extend(args.cameras.iter().cloned());
     Ok(config)
 }
@@ -271,11 +276,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let addr = |offset: u16| format!("{}:{}", args.host, args.port + offset);
     let listeners = [bind(&addr(0)).await?, bind(&addr(1)).await?, bind(&addr(2)).await?, bind(&addr(3)).await?];
+    let vectors = match &config.identity.qdrant_url {
+        Some(url) => format!("vectors on the Qdrant server {url}"),
+        None => "vectors in the embedded engine".to_owned(),
+    };
     let pipeline = Pipeline::start(config, listeners).await?;
     pipeline.wait_serving(std::time::Duration::from_secs(120)).await?;
     let a = &pipeline.addrs;
     eprintln!(
-        "reid is up: embedder {}, identity {}, ingester {}, trainer {}; data in {}. ctrl-c stops it.",
+        "reid is up: embedder {}, identity {}, ingester {}, trainer {}; data in {}, {vectors}. ctrl-c stops it.",
         a.embedder,
         a.identity,
         a.ingester,
@@ -322,5 +331,23 @@ mod tests {
             Path::new("/srv/models/ssdlite-person/frozen_inference_graph.pb")
         );
         assert_eq!(config.ingester.detectors.mtcnn.model_dir, Path::new("/srv/models/mtcnn"));
+    }
+
+    #[test]
+    fn qdrant_flags_override_the_identity_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, key) = (dir.path().join("identity.toml"), dir.path().join("qdrant.key"));
+        std::fs::write(&file, "qdrant_url = \"http://file:6334\"\nnamespace = \"from_file\"\n").unwrap();
+        std::fs::write(&key, "s3cret\n").unwrap();
+        let args = ["up", "--identity-config", file.to_str().unwrap()];
+        let config = pipeline_config(&Cli::try_parse_from(args).unwrap().up).unwrap();
+        assert_eq!(config.identity.qdrant_url.as_deref(), Some("http://file:6334"));
+        assert_eq!(config.identity.namespace, "from_file");
+        let flags = ["--qdrant-url", "http://qdrant:6334", "--qdrant-api-key-file", key.to_str().unwrap()];
+        let cli = Cli::try_parse_from(args.iter().copied().chain(flags)).unwrap();
+        let config = pipeline_config(&cli.up).unwrap();
+        assert_eq!(config.identity.qdrant_url.as_deref(), Some("http://qdrant:6334"));
+        assert_eq!(config.identity.qdrant_api_key.as_deref(), Some("s3cret"));
+        assert_eq!(config.identity.namespace, "from_file");
     }
 }

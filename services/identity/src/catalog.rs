@@ -14,9 +14,15 @@ use crate::model::ModelKey;
 use crate::payload::{int_of, object, str_of};
 use crate::personal::PersonalKeys;
 
-pub const CATALOG: &str = "reid_catalog";
-/// Points at the gallery of the model served now.
-pub const ACTIVE_ALIAS: &str = "reid_active";
+/// The catalog collection of a namespace.
+pub fn catalog_collection(namespace: &str) -> String {
+    format!("{namespace}_catalog")
+}
+
+/// The alias that points at the gallery of the model served now, in a namespace.
+pub fn active_alias(namespace: &str) -> String {
+    format!("{namespace}_active")
+}
 
 /// Namespace of reid's UUID v5 point ids.
 const NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_3c4a_9b1d_4e8a_a0c7_2d6b_7e91_c3f2);
@@ -56,6 +62,8 @@ pub struct FeedbackPair {
 #[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn VectorStore>,
+    /// This namespace's catalog collection.
+    collection: String,
     /// Names and external ids are stored sealed under these (never in the clear).
     keys: Arc<PersonalKeys>,
 }
@@ -82,8 +90,9 @@ impl Catalog {
         &self.keys
     }
 
-    pub async fn open(store: Arc<dyn VectorStore>, keys: Arc<PersonalKeys>) -> IdentityResult<Self> {
-        let spec = CollectionSpec::new(CATALOG, 1)
+    pub async fn open(store: Arc<dyn VectorStore>, keys: Arc<PersonalKeys>, namespace: &str) -> IdentityResult<Self> {
+        let collection = catalog_collection(namespace);
+        let spec = CollectionSpec::new(&collection, 1)
             .index("kind", FieldType::Keyword)
             .index("identity", FieldType::Keyword)
             .index("enrolled", FieldType::Bool)
@@ -91,12 +100,12 @@ impl Catalog {
             .index("a", FieldType::Keyword)
             .index("b", FieldType::Keyword);
         store.ensure_collection(&spec).await?;
-        Ok(Self { store, keys })
+        Ok(Self { store, collection, keys })
     }
 
     async fn put(&self, id: PointId, payload: Value) -> IdentityResult<()> {
         let point = Point { id, vector: vec![1.0], payload: object(payload) };
-        Ok(self.store.upsert(CATALOG, vec![point]).await?)
+        Ok(self.store.upsert(&self.collection, vec![point]).await?)
     }
 
     pub async fn put_identity(&self, e: &IdentityEntry) -> IdentityResult<()> {
@@ -119,12 +128,12 @@ impl Catalog {
                 })
             })
             .collect::<IdentityResult<Vec<_>>>()?;
-        Ok(self.store.upsert(CATALOG, points).await?)
+        Ok(self.store.upsert(&self.collection, points).await?)
     }
 
     pub async fn identity(&self, identity: &str) -> IdentityResult<Option<IdentityEntry>> {
         let filter = Filter::all().keyword("kind", "identity").keyword("identity", identity);
-        let (records, _) = self.store.scroll(CATALOG, &filter, 1, None).await?;
+        let (records, _) = self.store.scroll(&self.collection, &filter, 1, None).await?;
         Ok(records.first().map(|r| self.entry(&r.payload)))
     }
 
@@ -133,7 +142,7 @@ impl Catalog {
             return Ok(Vec::new());
         }
         let filter = Filter::all().keyword("kind", "identity").keyword_in("identity", ids);
-        let records = self.store.scroll_all(CATALOG, &filter).await?;
+        let records = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
@@ -144,14 +153,14 @@ impl Catalog {
         token: Option<PointId>,
     ) -> IdentityResult<(Vec<IdentityEntry>, Option<PointId>)> {
         let filter = Filter::all().keyword("kind", "identity");
-        let (records, next) = self.store.scroll(CATALOG, &filter, size, token).await?;
+        let (records, next) = self.store.scroll(&self.collection, &filter, size, token).await?;
         Ok((records.iter().map(|r| self.entry(&r.payload)).collect(), next))
     }
 
     /// Every enrolled identity.
     pub async fn enrolled(&self) -> IdentityResult<Vec<IdentityEntry>> {
         let filter = Filter::all().keyword("kind", "identity").flag("enrolled", true);
-        let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
+        let records: Vec<Record> = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
@@ -159,12 +168,15 @@ impl Catalog {
     pub async fn stale_anonymous(&self, before_ms: i64) -> IdentityResult<Vec<IdentityEntry>> {
         let filter =
             Filter::all().keyword("kind", "identity").flag("enrolled", false).range("last_seen", None, Some(before_ms));
-        let records: Vec<Record> = self.store.scroll_all(CATALOG, &filter).await?;
+        let records: Vec<Record> = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
     pub async fn remove_identity(&self, identity: &str) -> IdentityResult<()> {
-        Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "identity").keyword("identity", identity)).await?)
+        Ok(self
+            .store
+            .delete(&self.collection, &Filter::all().keyword("kind", "identity").keyword("identity", identity))
+            .await?)
     }
 
     /// Records that `identity` is being erased, and the tracklets whose exports are to go with it,
@@ -177,7 +189,7 @@ impl Catalog {
 
     /// Erasures begun and not finished: the identity and its tracklets (camera, track).
     pub async fn erasures(&self) -> IdentityResult<Vec<(String, Vec<(String, String)>)>> {
-        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "erasure")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "erasure")).await?;
         Ok(records
             .iter()
             .filter_map(|r| {
@@ -192,7 +204,39 @@ impl Catalog {
     }
 
     pub async fn remove_erasure(&self, identity: &str) -> IdentityResult<()> {
-        Ok(self.store.delete(CATALOG, &Filter::all().keyword("kind", "erasure").keyword("identity", identity)).await?)
+        Ok(self
+            .store
+            .delete(&self.collection, &Filter::all().keyword("kind", "erasure").keyword("identity", identity))
+            .await?)
+    }
+
+    /// Records that `from` was merged into `into`, before its sightings move: an `Observe` that
+    /// chose `from` and writes after the move follows this record to `into`.
+    pub async fn put_merged(&self, from: &str, into: &str, at_ms: i64) -> IdentityResult<()> {
+        let payload = json!({ "kind": "merged", "identity": from, "into": into, "at": at_ms });
+        self.put(derived_id(&["merged", from]), payload).await
+    }
+
+    /// Where `identity` lives now: itself, or the end of the chain of merges it went through.
+    pub async fn resolve(&self, identity: &str) -> IdentityResult<String> {
+        let mut current = identity.to_owned();
+        // A chain is short (each link is a merge); the bound only guards against a cycle.
+        for _ in 0..16 {
+            let filter = Filter::all().keyword("kind", "merged").keyword("identity", &current);
+            let (records, _) = self.store.scroll(&self.collection, &filter, 1, None).await?;
+            match records.first().and_then(|r| str_of(&r.payload, "into")) {
+                Some(into) if into != current => current = into,
+                _ => break,
+            }
+        }
+        Ok(current)
+    }
+
+    /// Removes merge records older than `before_ms`: no `Observe` that started before a merge is
+    /// still running by then.
+    pub async fn remove_merged_before(&self, before_ms: i64) -> IdentityResult<()> {
+        let filter = Filter::all().keyword("kind", "merged").range("at", None, Some(before_ms));
+        Ok(self.store.delete(&self.collection, &filter).await?)
     }
 
     pub async fn put_model(&self, m: &ModelEntry) -> IdentityResult<()> {
@@ -203,8 +247,15 @@ impl Catalog {
         self.put(derived_id(&["model", &m.collection]), payload).await
     }
 
+    /// Forgets a model's gallery (its collection is gone); the next use of that model builds it
+    /// again.
+    pub async fn remove_model(&self, collection: &str) -> IdentityResult<()> {
+        let filter = Filter::all().keyword("kind", "model").keyword("collection", collection);
+        Ok(self.store.delete(&self.collection, &filter).await?)
+    }
+
     pub async fn models(&self) -> IdentityResult<Vec<ModelEntry>> {
-        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "model")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "model")).await?;
         Ok(records
             .iter()
             .map(|r| ModelEntry {
@@ -229,7 +280,7 @@ impl Catalog {
     }
 
     pub async fn feedback(&self) -> IdentityResult<Vec<FeedbackPair>> {
-        let records = self.store.scroll_all(CATALOG, &Filter::all().keyword("kind", "feedback")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "feedback")).await?;
         Ok(records
             .iter()
             .map(|r| FeedbackPair {
@@ -248,8 +299,8 @@ impl Catalog {
         let mut removed = 0;
         for side in ["a", "b"] {
             let filter = Filter::all().keyword("kind", "feedback").keyword(side, identity);
-            removed += self.store.count(CATALOG, &filter).await?;
-            self.store.delete(CATALOG, &filter).await?;
+            removed += self.store.count(&self.collection, &filter).await?;
+            self.store.delete(&self.collection, &filter).await?;
         }
         Ok(removed)
     }
@@ -258,7 +309,7 @@ impl Catalog {
     pub async fn rename_in_feedback(&self, from: &str, to: &str) -> IdentityResult<()> {
         for side in ["a", "b"] {
             let filter = Filter::all().keyword("kind", "feedback").keyword(side, from);
-            self.store.set_payload(CATALOG, &filter, object(json!({ side: to }))).await?;
+            self.store.set_payload(&self.collection, &filter, object(json!({ side: to }))).await?;
         }
         Ok(())
     }

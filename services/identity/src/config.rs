@@ -17,6 +17,14 @@ pub struct IdentityConfig {
     pub qdrant_api_key: Option<String>,
     /// Copies of each shard when this service creates a collection on a Qdrant cluster.
     pub qdrant_replication_factor: Option<u32>,
+    /// Prefix of every collection and alias this service owns (`<namespace>_catalog`,
+    /// `<namespace>_active`, `<namespace>_<model>_<hash>`): deployments (or a benchmark) sharing one
+    /// Qdrant server keep apart by it. Changing it starts from an empty store.
+    pub namespace: String,
+    /// How new galleries are indexed (HNSW `m`, `ef_construct`, int8 quantization), on either
+    /// backend; a gallery keeps the parameters it was created with. Search-time `ef` is
+    /// `association.hnsw_ef`.
+    pub index: reid_vector_store::IndexParams,
     /// The embedder that turns images into embeddings; without one, only embeddings are accepted.
     pub embedder_url: Option<String>,
     /// The ingester whose tracklet exports `Forget` erases too (the tracklets that were the
@@ -109,6 +117,8 @@ impl Default for IdentityConfig {
             qdrant_url: None,
             qdrant_api_key: None,
             qdrant_replication_factor: None,
+            namespace: DEFAULT_NAMESPACE.into(),
+            index: reid_vector_store::IndexParams::default(),
             embedder_url: None,
             embedder_timeout: Duration::from_secs(30),
             ingester_url: None,
@@ -147,9 +157,18 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The namespace of a deployment that does not choose one; its collections are named as they were
+/// before namespaces existed.
+pub const DEFAULT_NAMESPACE: &str = "reid";
+
 impl IdentityConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.security.validate()?;
+        let ns = &self.namespace;
+        if ns.is_empty() || ns.len() > 48 || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("namespace {ns:?}: use 1 to 48 letters, digits, '_' and '-'"));
+        }
+        self.index.validate().map_err(|e| format!("index: {e}"))?;
         let a = &self.association;
         for (name, threshold) in [("threshold", a.threshold), ("cross_camera_threshold", a.cross_camera_threshold)] {
             if let Some(t) = threshold
@@ -198,5 +217,18 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        for namespace in ["", "a b", "../x"] {
+            let bad = IdentityConfig { namespace: namespace.into(), ..Default::default() };
+            assert!(bad.validate().is_err(), "{namespace:?}");
+        }
+        let c: IdentityConfig =
+            toml::from_str("namespace = \"site_b\"\n[index]\nm = 32\nquantization = \"int8\"").unwrap();
+        assert_eq!(c.index.m, Some(32));
+        assert!(c.validate().is_ok());
+        assert!(
+            IdentityConfig { index: reid_vector_store::IndexParams { m: Some(1), ..Default::default() }, ..c }
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -50,7 +50,9 @@ impl From<IdentityError> for Status {
                 code => code,
             },
             IdentityError::Migrating { .. } => Code::Unavailable,
-            IdentityError::Store(StoreError::Unavailable(_)) => Code::Unavailable,
+            // A key the store refuses is this deployment's fault, not the caller's, and is fixed
+            // without the caller changing anything (a rotated key put back in place).
+            IdentityError::Store(StoreError::Unavailable(_) | StoreError::Unauthorized(_)) => Code::Unavailable,
             IdentityError::Store(StoreError::DimensionMismatch { .. } | StoreError::InvalidVector(_)) => {
                 Code::InvalidArgument
             }

@@ -14,7 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::association::{self, Match, Verdict};
-use crate::catalog::{ACTIVE_ALIAS, Catalog, FeedbackPair, IdentityEntry, ModelEntry, derived_id};
+use crate::catalog::{Catalog, FeedbackPair, IdentityEntry, ModelEntry, active_alias, derived_id};
 use crate::config::IdentityConfig;
 use crate::crops::{CropStore, ENROLL_PREFIX, SIGHTING_PREFIX, is_plain_id};
 use crate::embedder::EmbedderClient;
@@ -22,6 +22,10 @@ use crate::error::{IdentityError, IdentityResult};
 use crate::metrics::IdentityMetrics;
 use crate::model::ModelKey;
 use crate::payload::{float_of, int_of, object, str_of};
+
+mod replicas;
+
+use replicas::{Seen, Written};
 
 /// Threshold for a model whose card nobody told us (embeddings-only deployments without one).
 const FALLBACK_THRESHOLD: f32 = 0.5;
@@ -275,8 +279,9 @@ fn check_embedding(index: usize, v: &[f32], model: &ModelKey) -> IdentityResult<
     Ok(())
 }
 
-fn gallery_spec(g: &Gallery) -> CollectionSpec {
+fn gallery_spec(g: &Gallery, index: reid_vector_store::IndexParams) -> CollectionSpec {
     CollectionSpec::new(&g.collection, g.model.dimension)
+        .index_params(index)
         .index("kind", FieldType::Keyword)
         .index("identity", FieldType::Keyword)
         .index("camera", FieldType::Keyword)
@@ -295,17 +300,23 @@ impl Identities {
         metrics: IdentityMetrics,
     ) -> IdentityResult<Self> {
         let keys = Arc::new(crate::personal::PersonalKeys::open(config.data_dir.join("keys"))?);
-        let catalog = Catalog::open(store.clone(), keys).await?;
+        let catalog = Catalog::open(store.clone(), keys, &config.namespace).await?;
         let crops = CropStore::open(config.data_dir.join("crops"))?;
-        let galleries = catalog
-            .models()
-            .await?
-            .into_iter()
-            .map(|m| {
-                let key = (m.key.id.clone(), m.key.version.clone());
-                (key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold })
-            })
-            .collect();
+        let existing: BTreeSet<String> = store.list_collections().await?.into_iter().collect();
+        let mut galleries = HashMap::new();
+        for m in catalog.models().await? {
+            if !existing.contains(&m.collection) {
+                // Deleted behind this service's back (by hand, or a tool that shared the store).
+                // Its vectors are gone; enrolled identities are rebuilt from their stored crops
+                // the next time that model is served, as for a new model version.
+                tracing::warn!(model = %m.key, collection = %m.collection, "the gallery's collection is gone; forgetting it (enrolled crops are re-embedded when this model is next served)");
+                catalog.remove_model(&m.collection).await?;
+                continue;
+            }
+            let key = (m.key.id.clone(), m.key.version.clone());
+            galleries
+                .insert(key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold });
+        }
         let ingester = match &config.ingester_url {
             Some(url) => Some(IngesterServiceClient::new(
                 config
@@ -446,9 +457,10 @@ impl Identities {
         }
         .filter(|t| *t > 0.0)
         .unwrap_or(FALLBACK_THRESHOLD);
-        let gallery = Gallery { model: model.clone(), collection: model.collection(), match_threshold };
+        let gallery =
+            Gallery { model: model.clone(), collection: model.collection(&self.config.namespace), match_threshold };
         tracing::info!(model = %model, collection = %gallery.collection, "building the gallery of a new model version");
-        self.store.ensure_collection(&gallery_spec(&gallery)).await?;
+        self.store.ensure_collection(&gallery_spec(&gallery, self.config.index)).await?;
         let started = std::time::Instant::now();
         let result = self.reembed_enrolled(&gallery).await;
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -457,7 +469,7 @@ impl Identities {
         self.catalog
             .put_model(&ModelEntry { key: model.clone(), collection: gallery.collection.clone(), match_threshold })
             .await?;
-        self.store.set_alias(ACTIVE_ALIAS, &gallery.collection).await?;
+        self.store.set_alias(&active_alias(&self.config.namespace), &gallery.collection).await?;
         self.metrics.migrations.inc();
         tracing::info!(model = %model, reembedded, seconds = started.elapsed().as_secs_f32(), "gallery ready; active alias switched");
         self.remember(&gallery);
@@ -771,22 +783,11 @@ impl Identities {
                 margin: float_of(&record.payload, "margin"),
             });
         }
-        let limit = self.config.association.search_limit;
-        let query =
-            SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(embedding.clone(), limit) };
-        let hits = self.store.search(&gallery.collection, &query).await?;
-        let rules = &self.config.association.transit;
-        let mut matches: Vec<Match> = hits
-            .iter()
-            .filter_map(as_match)
-            .filter(|m| association::transit_allows(rules, m, &camera, start, end))
-            .collect();
+        let searched_ms = now_ms();
+        let seen = Seen { camera: &camera, span: (start, end) };
+        let hits = self.candidates(&gallery, &embedding).await?;
         let threshold = self.threshold(&gallery, None);
-        if let Some(cross) = self.config.association.cross_camera_threshold {
-            association::shift_cross_camera(&mut matches, &camera, threshold, cross);
-        }
-        let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
-        let ranked = self.without_co_occurring(&gallery.collection, ranked, &camera, (start, end)).await?;
+        let ranked = self.rank(&gallery, &hits, &seen, threshold).await?;
         let verdict = association::decide(&ranked, threshold, self.config.association.observe_min_margin);
         let (identity, created, score, margin) = match verdict {
             Verdict::Known { identity, score, margin } => (identity, false, score, margin),
@@ -805,6 +806,8 @@ impl Identities {
                 last_seen_ms: end,
             },
         };
+        // The entry goes first: a replica that finds this sighting can read its identity's entry.
+        self.catalog.put_identity(&entry).await?;
         let thumbnail = match (&crops[best].image, self.config.keep_thumbnails) {
             (Some(image), true) => self.crops.put(&identity, &format!("{SIGHTING_PREFIX}{point_id}"), image)?,
             _ => None,
@@ -812,7 +815,7 @@ impl Identities {
         let mut payload = object(json!({
             "kind": "sighting", "identity": identity, "enrolled": entry.enrolled, "camera": camera, "track": track,
             "time": start, "end": end, "crops": crops.len(), "quality": crops[best].quality, "score": score,
-            "margin": margin, "model_version": gallery.model.version,
+            "margin": margin, "model_version": gallery.model.version, "observed": now_ms(),
         }));
         if let Some(b) = crops[best].bbox {
             payload.insert("box".into(), json!(b));
@@ -820,10 +823,45 @@ impl Identities {
         if let Some(t) = &thumbnail {
             payload.insert("crop".into(), json!(t));
         }
-        self.store.upsert(&gallery.collection, vec![Point { id: point_id, vector: embedding, payload }]).await?;
-        self.catalog.put_identity(&entry).await?;
+        self.store
+            .upsert(&gallery.collection, vec![Point { id: point_id, vector: embedding.clone(), payload }])
+            .await?;
+        let written = Written { point: point_id, track: track.clone(), identity, created, searched_ms, thumbnail };
+        let identity = self.settle(&gallery, &embedding, &seen, &hits, threshold, written).await?;
         self.metrics.observations.with_label_values(&[if created { "new" } else { "existing" }]).inc();
         Ok(Observation { identity, created, score, margin })
+    }
+
+    /// The nearest stored vectors to a tracklet's embedding.
+    async fn candidates(&self, gallery: &Gallery, embedding: &[f32]) -> IdentityResult<Vec<Hit>> {
+        let limit = self.config.association.search_limit;
+        let query =
+            SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(embedding.to_vec(), limit) };
+        Ok(self.store.search(&gallery.collection, &query).await?)
+    }
+
+    /// Candidate identities for a tracklet seen as `seen`, best first, under the association
+    /// rules: transit times, the cross-camera threshold, the linkage, and no identity seen on
+    /// the same camera at the same time.
+    async fn rank(
+        &self,
+        gallery: &Gallery,
+        hits: &[Hit],
+        seen: &Seen<'_>,
+        threshold: f32,
+    ) -> IdentityResult<Vec<Match>> {
+        let rules = &self.config.association.transit;
+        let (start, end) = seen.span;
+        let mut matches: Vec<Match> = hits
+            .iter()
+            .filter_map(as_match)
+            .filter(|m| association::transit_allows(rules, m, seen.camera, start, end))
+            .collect();
+        if let Some(cross) = self.config.association.cross_camera_threshold {
+            association::shift_cross_camera(&mut matches, seen.camera, threshold, cross);
+        }
+        let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
+        self.without_co_occurring(&gallery.collection, ranked, seen.camera, seen.span).await
     }
 
     /// Drops the candidate identities seen on `camera` during this tracklet (for at least
@@ -1051,35 +1089,7 @@ impl Identities {
                 }
                 let b =
                     self.catalog.identity(&f.b).await?.ok_or_else(|| IdentityError::IdentityNotFound(f.b.clone()))?;
-                let enrolled = a.enrolled || b.enrolled;
-                let moved = object(json!({ "identity": a.identity, "enrolled": enrolled }));
-                for g in self.galleries() {
-                    self.store
-                        .set_payload(&g.collection, &Filter::all().keyword("identity", &b.identity), moved.clone())
-                        .await?;
-                    if enrolled {
-                        self.store
-                            .set_payload(
-                                &g.collection,
-                                &Filter::all().keyword("identity", &a.identity),
-                                object(json!({ "enrolled": true })),
-                            )
-                            .await?;
-                    }
-                }
-                self.crops.move_crops(&b.identity, &a.identity, None)?;
-                self.catalog.rename_in_feedback(&b.identity, &a.identity).await?;
-                let merged = IdentityEntry {
-                    name: if a.name.is_empty() { b.name.clone() } else { a.name.clone() },
-                    external_id: if a.external_id.is_empty() { b.external_id.clone() } else { a.external_id.clone() },
-                    enrolled,
-                    created_ms: a.created_ms.min(b.created_ms),
-                    last_seen_ms: a.last_seen_ms.max(b.last_seen_ms),
-                    identity: a.identity.clone(),
-                };
-                self.catalog.put_identity(&merged).await?;
-                self.catalog.remove_identity(&b.identity).await?;
-                self.catalog.keys().shred(&b.identity)?;
+                self.absorb(&a, &b, at_ms).await?;
                 let pair = FeedbackPair {
                     same: true,
                     a: a.identity.clone(),
@@ -1141,6 +1151,44 @@ impl Identities {
         }
     }
 
+    /// Merges identity `gone` into `keep`: its sightings and crops move, feedback pairs that name
+    /// it are renamed, the two catalog entries become one, and its sealing key is shredded. A
+    /// merge record is written first, so that an `Observe` on another replica that chose `gone`
+    /// and writes after the move follows it. Each step is safe to repeat.
+    async fn absorb(&self, keep: &IdentityEntry, gone: &IdentityEntry, at_ms: i64) -> IdentityResult<()> {
+        self.catalog.put_merged(&gone.identity, &keep.identity, at_ms).await?;
+        let enrolled = keep.enrolled || gone.enrolled;
+        let moved = object(json!({ "identity": keep.identity, "enrolled": enrolled }));
+        for g in self.galleries() {
+            self.store
+                .set_payload(&g.collection, &Filter::all().keyword("identity", &gone.identity), moved.clone())
+                .await?;
+            if enrolled {
+                self.store
+                    .set_payload(
+                        &g.collection,
+                        &Filter::all().keyword("identity", &keep.identity),
+                        object(json!({ "enrolled": true })),
+                    )
+                    .await?;
+            }
+        }
+        self.crops.move_crops(&gone.identity, &keep.identity, None)?;
+        self.catalog.rename_in_feedback(&gone.identity, &keep.identity).await?;
+        let merged = IdentityEntry {
+            name: if keep.name.is_empty() { gone.name.clone() } else { keep.name.clone() },
+            external_id: if keep.external_id.is_empty() { gone.external_id.clone() } else { keep.external_id.clone() },
+            enrolled,
+            created_ms: keep.created_ms.min(gone.created_ms),
+            last_seen_ms: keep.last_seen_ms.max(gone.last_seen_ms),
+            identity: keep.identity.clone(),
+        };
+        self.catalog.put_identity(&merged).await?;
+        self.catalog.remove_identity(&gone.identity).await?;
+        self.catalog.keys().shred(&gone.identity)?;
+        Ok(())
+    }
+
     /// The recorded feedback pairs, for the trainer.
     pub async fn feedback_pairs(&self) -> IdentityResult<Vec<FeedbackPair>> {
         self.catalog.feedback().await
@@ -1149,6 +1197,7 @@ impl Identities {
     /// Deletes anonymous sightings that ended before `now - ttl`, with their thumbnails, then the
     /// anonymous identities left with nothing. Enrolled identities and their sightings stay.
     pub async fn sweep_expired(&self, now_ms: i64) -> IdentityResult<SweepReport> {
+        self.catalog.remove_merged_before(now_ms - replicas::MERGE_RECORD_TTL_MS).await?;
         let ttl = self.config.retention.anonymous_ttl;
         if ttl.is_zero() {
             return Ok(SweepReport::default());

@@ -13,6 +13,7 @@ pub struct IdentityMetrics {
     pub forgotten: IntCounter,
     pub expired_sightings: IntCounter,
     pub migrations: IntCounter,
+    pub replica_merges: IntCounter,
 }
 
 impl std::fmt::Debug for IdentityMetrics {
@@ -49,6 +50,11 @@ impl IdentityMetrics {
             .expect("valid counter");
         let migrations = IntCounter::new("gallery_migrations_total", "Galleries re-embedded for a new model version")
             .expect("valid counter");
+        let replica_merges = IntCounter::new(
+            "replica_merges_total",
+            "Identities that concurrent Observes on two replicas started for one person, merged",
+        )
+        .expect("valid counter");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -58,6 +64,7 @@ impl IdentityMetrics {
             Box::new(forgotten.clone()),
             Box::new(expired_sightings.clone()),
             Box::new(migrations.clone()),
+            Box::new(replica_merges.clone()),
         ] {
             registry.register(m).expect("metrics registered once");
         }
@@ -71,6 +78,7 @@ impl IdentityMetrics {
             forgotten,
             expired_sightings,
             migrations,
+            replica_merges,
         }
     }
 }

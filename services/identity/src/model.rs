@@ -23,8 +23,9 @@ impl ModelKey {
         pb::ModelRef { id: self.id.clone(), version: self.version.clone(), dimension: self.dimension as u32 }
     }
 
-    /// `reid_<model id>_<hash of id and version>`: readable in Qdrant's dashboard, unique per version.
-    pub fn collection(&self) -> String {
+    /// `<namespace>_<model id>_<hash of id and version>`: readable in Qdrant's dashboard, unique
+    /// per version and namespace.
+    pub fn collection(&self, namespace: &str) -> String {
         let slug: String = self
             .id
             .chars()
@@ -33,7 +34,7 @@ impl ModelKey {
             .collect();
         let digest = Sha256::digest(format!("{}\0{}", self.id, self.version).as_bytes());
         let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        format!("reid_{slug}_{hash}")
+        format!("{namespace}_{slug}_{hash}")
     }
 
     /// Same model id and version; a zero dimension on either side matches any.
@@ -56,9 +57,10 @@ mod tests {
     fn collections_differ_per_version_and_are_plain_names() {
         let a = ModelKey { id: "MobileNetV2/ImageNet".into(), version: "1".into(), dimension: 1280 };
         let b = ModelKey { version: "2".into(), ..a.clone() };
-        assert_ne!(a.collection(), b.collection());
-        assert!(a.collection().starts_with("reid_mobilenetv2_imagenet_"));
-        assert!(reid_vector_store::validate_name(&a.collection()).is_ok());
-        assert_eq!(a.collection(), ModelKey { dimension: 7, ..a.clone() }.collection());
+        assert_ne!(a.collection("reid"), b.collection("reid"));
+        assert!(a.collection("reid").starts_with("reid_mobilenetv2_imagenet_"));
+        assert!(reid_vector_store::validate_name(&a.collection("reid")).is_ok());
+        assert_eq!(a.collection("reid"), ModelKey { dimension: 7, ..a.clone() }.collection("reid"));
+        assert!(a.collection("bench_7").starts_with("bench_7_mobilenetv2_imagenet_"));
     }
 }

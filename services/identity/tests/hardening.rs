@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use reid_identity::catalog::{CATALOG, derived_id};
+use reid_identity::catalog::{catalog_collection, derived_id};
 use reid_identity::identities::now_ms;
 use reid_proto::v1 as pb;
 use reid_vector_store::{Filter, Point};
@@ -171,7 +171,7 @@ async fn an_erasure_cut_short_is_finished_at_the_next_start() {
         vector: vec![1.0],
         payload: serde_json::json!({ "kind": "erasure", "identity": id }).as_object().unwrap().clone(),
     };
-    service.identities.store().upsert(CATALOG, vec![point]).await.unwrap();
+    service.identities.store().upsert(&catalog_collection("reid"), vec![point]).await.unwrap();
     service.stop().await;
 
     let service = Service::start(config(dir.path()), ScriptedEmbedder::new("A")).await;
@@ -230,7 +230,7 @@ async fn requests_never_create_galleries_for_models_only_they_name() {
     let mut client = service.client();
     client.enroll(enroll_request("Ada", "", 1)).await.unwrap();
     let before = service.identities.store().list_collections().await.unwrap();
-    let alias = service.identities.store().resolve_alias(reid_identity::catalog::ACTIVE_ALIAS).await.unwrap();
+    let alias = service.identities.store().resolve_alias(&reid_identity::catalog::active_alias("reid")).await.unwrap();
     for i in 0..5 {
         let model = reid_identity::model::ModelKey { id: format!("made-up-{i}"), version: "1".into(), dimension: 4 };
         let probe = embedding_probe(vec![0.5, 0.5, 0.5, 0.5], &model);
@@ -238,5 +238,39 @@ async fn requests_never_create_galleries_for_models_only_they_name() {
         assert_eq!(e.code(), Code::NotFound, "{e:?}");
     }
     assert_eq!(service.identities.store().list_collections().await.unwrap(), before);
-    assert_eq!(service.identities.store().resolve_alias(reid_identity::catalog::ACTIVE_ALIAS).await.unwrap(), alias);
+    assert_eq!(
+        service.identities.store().resolve_alias(&reid_identity::catalog::active_alias("reid")).await.unwrap(),
+        alias
+    );
+}
+
+/// A gallery's collection deleted behind the service's back (what a benchmark sharing the store
+/// once did): the next start forgets that gallery and rebuilds it from the enrolled crops, and
+/// listing, enrolling, identifying and forgetting all work, with nothing left half-stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_whose_collection_is_gone_is_rebuilt_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedder = ScriptedEmbedder::new("A");
+    let service = Service::start(config(dir.path()), embedder.clone()).await;
+    let ada = service.client().enroll(enroll_request("Ada", "", 1)).await.unwrap().into_inner().identity_id;
+    let gallery = service.identities.galleries()[0].collection.clone();
+    service.identities.store().delete_collection(&gallery).await.unwrap();
+    service.stop().await;
+
+    let service = Service::start(config(dir.path()), embedder.clone()).await;
+    let mut client = service.client();
+    let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.identities.len(), 1);
+    let bob = client.enroll(enroll_request("Bob", "", 2)).await.unwrap().into_inner().identity_id;
+    // Ada's vectors came back from her stored crops when the served model's gallery was rebuilt.
+    for (person, expected) in [(1, &ada), (2, &bob)] {
+        let request = pb::IdentifyRequest { probes: vec![image_probe(person, 7)], ..Default::default() };
+        let found = client.identify(request).await.unwrap().into_inner();
+        assert_eq!(&found.results[0].candidates[0].identity_id, expected);
+    }
+    assert_eq!(service.identities.galleries().len(), 1);
+    client.forget(pb::ForgetRequest { identity_id: ada.clone() }).await.unwrap();
+    assert_eq!(stored(&service.identities, &Filter::all().keyword("identity", &ada)).await, 0);
+    let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.identities.iter().map(|i| i.identity_id.as_str()).collect::<Vec<_>>(), [bob.as_str()]);
 }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use reid_identity::catalog::ACTIVE_ALIAS;
+use reid_identity::catalog::active_alias;
 use reid_identity::identities::now_ms;
 use reid_proto::v1 as pb;
 use reid_vector_store::Filter;
@@ -412,8 +412,8 @@ async fn model_change_reembeds_the_gallery_and_identify_keeps_working() {
         ids
     };
     let model_a = embedder.key();
-    let gallery_a = model_a.collection();
-    assert_eq!(service.identities.store().resolve_alias(ACTIVE_ALIAS).await.unwrap(), Some(gallery_a.clone()));
+    let gallery_a = model_a.collection("reid");
+    assert_eq!(service.identities.store().resolve_alias(&active_alias("reid")).await.unwrap(), Some(gallery_a.clone()));
 
     // The embedder moves to model B, slowly, so the re-embedding takes a while.
     embedder.switch_to("B");
@@ -446,11 +446,14 @@ async fn model_change_reembeds_the_gallery_and_identify_keeps_working() {
     println!("{answered_during} identifies answered during the re-embedding");
 
     let model_b = embedder.key();
-    assert_eq!(service.identities.store().resolve_alias(ACTIVE_ALIAS).await.unwrap(), Some(model_b.collection()));
+    assert_eq!(
+        service.identities.store().resolve_alias(&active_alias("reid")).await.unwrap(),
+        Some(model_b.collection("reid"))
+    );
     let in_b = service
         .identities
         .store()
-        .count(&model_b.collection(), &Filter::all().keyword("kind", "enrolled"))
+        .count(&model_b.collection("reid"), &Filter::all().keyword("kind", "enrolled"))
         .await
         .unwrap();
     assert_eq!(in_b, 18, "every enrollment crop re-embedded");

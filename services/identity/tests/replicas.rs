@@ -1,0 +1,110 @@
+#![allow(clippy::unwrap_used)]
+//! Two identity replicas over one store, observing at the same time: the embedded engine shared by
+//! two services in this process, and a Qdrant server when `REID_QDRANT_URL` names one.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use common::*;
+use reid_identity::embedder::EmbedderClient;
+use reid_identity::identities::{Identities, Tracklet, TrackletCrop};
+use reid_identity::metrics::IdentityMetrics;
+use reid_vector_store::{EdgeStore, Filter, QdrantServerStore, ServerOptions, VectorStore};
+
+const PEOPLE: u64 = 12;
+const ROUNDS: u64 = 4;
+
+fn observed(camera: &str, track: &str, person: u64, round: u64, at_ms: i64) -> Tracklet {
+    let crops = (0..3)
+        .map(|i| TrackletCrop {
+            image: Some(image(person, round * 10 + i)),
+            embedding: None,
+            quality: 0.5,
+            bbox: Some([10.0, 20.0, 64.0, 128.0]),
+            at_ms: Some(at_ms + 1000 * i as i64),
+        })
+        .collect();
+    Tracklet { camera: camera.into(), track: track.into(), crops, model: None }
+}
+
+/// Every person is seen by both cameras in every round, each camera's tracklet observed by its
+/// own replica at the same moment: the race in which both replicas find nobody and each starts an
+/// identity. In the end each person is one identity, no identity holds two people, and no
+/// sighting is lost.
+async fn concurrent_observes_make_one_identity_per_person(store: Arc<dyn VectorStore>, namespace: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.namespace = namespace.into();
+    let embedder = ScriptedEmbedder::new("A");
+    let replica = || async {
+        let embedder = embedder.clone() as Arc<dyn EmbedderClient>;
+        Arc::new(Identities::open(config.clone(), store.clone(), Some(embedder), IdentityMetrics::new()).await.unwrap())
+    };
+    let (west, east) = (replica().await, replica().await);
+    let base = 1_700_000_000_000i64;
+    let mut tasks = Vec::new();
+    for round in 0..ROUNDS {
+        for person in 0..PEOPLE {
+            let at = base + 60_000 * round as i64;
+            let (w, e) = (west.clone(), east.clone());
+            let a = observed("west", &format!("w{round}-{person}"), person, round, at);
+            let b = observed("east", &format!("e{round}-{person}"), person, round, at);
+            tasks.push(tokio::spawn(async move {
+                let (x, y) = tokio::join!(w.observe(a), e.observe(b));
+                x.unwrap();
+                y.unwrap();
+            }));
+        }
+        for task in tasks.drain(..) {
+            task.await.unwrap();
+        }
+    }
+
+    let gallery = west.galleries()[0].collection.clone();
+    let sightings = store.scroll_all(&gallery, &Filter::all().keyword("kind", "sighting")).await.unwrap();
+    assert_eq!(sightings.len() as u64, 2 * PEOPLE * ROUNDS, "a sighting was lost");
+    let mut of_person: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for s in &sightings {
+        let track = s.payload["track"].as_str().unwrap();
+        let person: u64 = track.split('-').nth(1).unwrap().parse().unwrap();
+        of_person.entry(person).or_default().insert(s.payload["identity"].as_str().unwrap().to_owned());
+    }
+    for (person, identities) in &of_person {
+        assert_eq!(identities.len(), 1, "person {person} was split into {identities:?}");
+    }
+    let distinct: BTreeSet<&String> = of_person.values().flatten().collect();
+    assert_eq!(distinct.len() as u64, PEOPLE, "two people share an identity");
+    // The catalog agrees: one entry per person, none left over from a merged start.
+    let (listed, _) = east.list(1000, None).await.unwrap();
+    let listed: BTreeSet<&String> = listed.iter().map(|s| &s.entry.identity).collect();
+    assert_eq!(listed, distinct);
+    let merges = west.metrics().replica_merges.get() + east.metrics().replica_merges.get();
+    assert!(merges > 0, "no race happened, so this test showed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(dir.path()).unwrap());
+    concurrent_observes_make_one_identity_per_person(store, "reid").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server() {
+    let Ok(url) = std::env::var("REID_QDRANT_URL") else {
+        eprintln!("skipped: set REID_QDRANT_URL (and REID_QDRANT_API_KEY) to run this against a Qdrant server");
+        return;
+    };
+    let mut options = ServerOptions::new(url);
+    options.api_key = std::env::var("REID_QDRANT_API_KEY").ok();
+    let store: Arc<dyn VectorStore> = Arc::new(QdrantServerStore::connect(&options).await.unwrap());
+    let namespace = format!("replicas_{}", uuid::Uuid::new_v4().simple());
+    concurrent_observes_make_one_identity_per_person(store.clone(), &namespace).await;
+    for name in store.list_collections().await.unwrap() {
+        if name.starts_with(&namespace) {
+            store.delete_collection(&name).await.unwrap();
+        }
+    }
+}
