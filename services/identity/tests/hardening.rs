@@ -86,15 +86,21 @@ async fn consistent(service: &Service) -> Result<usize, String> {
     Ok(known.len())
 }
 
-/// Waits (at most 30 s) for the writes still running after their callers left, then checks.
+/// Waits for the writes still running after their callers left (they run to completion), then
+/// checks: the state must be consistent and stay the same, with no new embedder call, for two
+/// seconds (a consistent state is also reached before a late write starts). At most 60 s.
 async fn settled(service: &Service) -> usize {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = None;
     loop {
+        let calls = *service.embedder.calls.lock().unwrap();
         match consistent(service).await {
-            Ok(n) => return n,
+            Ok(n) if last == Some((calls, n)) => return n,
+            Ok(n) => last = Some((calls, n)),
             Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => last = None,
         }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -254,8 +260,11 @@ async fn a_gallery_whose_collection_is_gone_is_rebuilt_at_the_next_start() {
     let service = Service::start(config(dir.path()), embedder.clone()).await;
     let ada = service.client().enroll(enroll_request("Ada", "", 1)).await.unwrap().into_inner().identity_id;
     let gallery = service.identities.galleries()[0].collection.clone();
-    service.identities.store().delete_collection(&gallery).await.unwrap();
     service.stop().await;
+    // Deleted while the service is down (the engine's folders are its own while it runs).
+    let store = reid_vector_store::EdgeStore::open(dir.path().join("qdrant")).unwrap();
+    reid_vector_store::VectorStore::delete_collection(&store, &gallery).await.unwrap();
+    drop(store);
 
     let service = Service::start(config(dir.path()), embedder.clone()).await;
     let mut client = service.client();
