@@ -46,7 +46,7 @@ pub async fn open_store(config: &IdentityConfig) -> anyhow::Result<Arc<dyn Vecto
             let mut options = ServerOptions::new(url.clone());
             options.api_key = config.qdrant_api_key.clone();
             options.replication_factor = config.qdrant_replication_factor;
-            Arc::new(QdrantServerStore::connect(&options).await.with_context(|| format!("qdrant server {url}"))?)
+            Arc::new(QdrantServerStore::connect(&options).await.context("connecting to the Qdrant server")?)
         }
         None => {
             let path = config.data_dir.join("qdrant");

@@ -1,0 +1,226 @@
+//! Galleries: one collection per model version, created when a model is first served (the enrolled
+//! identities' crops re-embedded into it), imported galleries, and index upkeep.
+
+use super::*;
+
+/// Threshold for a model whose card nobody told us (embeddings-only deployments without one).
+const FALLBACK_THRESHOLD: f32 = 0.5;
+
+/// Images per embedder call while re-embedding a gallery.
+const MIGRATION_CHUNK: usize = 32;
+
+/// How long [`Identities::maintain`] waits between checks of the embedder's model.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
+
+fn gallery_spec(g: &Gallery, index: reid_vector_store::IndexParams) -> CollectionSpec {
+    CollectionSpec::new(&g.collection, g.model.dimension)
+        .index_params(index)
+        .index("kind", FieldType::Keyword)
+        .index("identity", FieldType::Keyword)
+        .index("camera", FieldType::Keyword)
+        .index("track", FieldType::Keyword)
+        .index("time", FieldType::Integer)
+        .index("end", FieldType::Integer)
+        .index("enrolled", FieldType::Bool)
+}
+
+impl Identities {
+    /// Embeds images in one embedder call and returns the gallery of the model that did it.
+    pub(super) async fn embed(&self, images: Vec<Image>) -> IdentityResult<(Vec<Vec<f32>>, Gallery)> {
+        let (vectors, model) = self.embedder()?.embed(images).await?;
+        let gallery = self.gallery_for(&model).await?;
+        for (i, v) in vectors.iter().enumerate() {
+            check_embedding(i, v, &gallery.model)?;
+        }
+        Ok((vectors, gallery))
+    }
+
+    /// The gallery for embeddings a client computed: one built already, or that of the model the
+    /// embedder serves now (or of any model when no embedder is configured: the client decides).
+    ///
+    /// A request never creates a gallery (a collection, and the active alias moved to it) for a
+    /// model only it names: only the model the configured embedder serves gets one built on demand.
+    /// Without an embedder, galleries come from [`Identities::import`] alone.
+    pub(super) async fn gallery_for_embeddings(&self, model: &ModelKey) -> IdentityResult<Gallery> {
+        check_model(model)?;
+        if let Some(g) = self.cached(model) {
+            return Ok(g);
+        }
+        let served = match &self.embedder {
+            Some(embedder) => embedder.model().await.ok().is_some_and(|d| d.key.same_model(model)),
+            None => false,
+        };
+        if served {
+            return self.gallery_for(model).await;
+        }
+        // Another replica may have built it.
+        if let Some(m) = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)) {
+            let g = Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold };
+            self.remember(&g);
+            return Ok(g);
+        }
+        Err(IdentityError::UnknownModel { id: model.id.clone(), version: model.version.clone() })
+    }
+
+    /// The gallery of `model`, created on first use: the enrolled identities' stored crops are
+    /// re-embedded into it, then the active alias moves to it in one step. Galleries of earlier
+    /// versions keep answering requests that carry their embeddings while this runs.
+    pub(super) async fn gallery_for(&self, model: &ModelKey) -> IdentityResult<Gallery> {
+        if let Some(g) = self.cached(model) {
+            return Ok(g);
+        }
+        if model.id.is_empty() || model.version.is_empty() || model.dimension == 0 {
+            return Err(IdentityError::invalid(format!("model {model} needs an id, a version and a dimension")));
+        }
+        let _registering = match tokio::time::timeout(self.config.migration_wait, self.registering.lock()).await {
+            Ok(guard) => guard,
+            Err(_) => {
+                let p = self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+                return Err(IdentityError::Migrating { version: p.version, done: p.done, total: p.total });
+            }
+        };
+        if let Some(g) = self.cached(model) {
+            return Ok(g);
+        }
+        // Another replica may have built it.
+        if let Some(m) = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)) {
+            let g = Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold };
+            self.remember(&g);
+            return Ok(g);
+        }
+        let match_threshold = match &self.embedder {
+            Some(e) => e.model().await.ok().filter(|d| d.key.same_model(model)).map(|d| d.match_threshold),
+            None => None,
+        }
+        .filter(|t| *t > 0.0)
+        .unwrap_or(FALLBACK_THRESHOLD);
+        let gallery =
+            Gallery { model: model.clone(), collection: model.collection(&self.config.namespace), match_threshold };
+        tracing::info!(model = %model, collection = %gallery.collection, "building the gallery of a new model version");
+        self.store.ensure_collection(&gallery_spec(&gallery, self.config.index)).await?;
+        let started = std::time::Instant::now();
+        let result = self.reembed_enrolled(&gallery).await;
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let reembedded = result?;
+        self.store.optimize(&gallery.collection).await?;
+        self.catalog
+            .put_model(&ModelEntry { key: model.clone(), collection: gallery.collection.clone(), match_threshold })
+            .await?;
+        self.store.set_alias(&active_alias(&self.config.namespace), &gallery.collection).await?;
+        self.metrics.migrations.inc();
+        tracing::info!(model = %model, reembedded, seconds = started.elapsed().as_secs_f32(), "gallery ready; active alias switched");
+        self.remember(&gallery);
+        Ok(gallery)
+    }
+
+    pub(super) fn remember(&self, g: &Gallery) {
+        self.galleries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((g.model.id.clone(), g.model.version.clone()), g.clone());
+    }
+
+    pub(super) async fn reembed_enrolled(&self, gallery: &Gallery) -> IdentityResult<usize> {
+        let enrolled = self.catalog.enrolled().await?;
+        let work: Vec<(String, String, Image)> = enrolled
+            .iter()
+            .flat_map(|e| {
+                self.crops
+                    .enrollment_images(&e.identity)
+                    .into_iter()
+                    .map(|(name, image)| (e.identity.clone(), name, image))
+            })
+            .collect();
+        let total = work.len();
+        let set_progress = |done| {
+            *self.progress.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Progress { version: gallery.model.version.clone(), done, total });
+        };
+        set_progress(0);
+        let mut done = 0;
+        for chunk in work.chunks(MIGRATION_CHUNK) {
+            let images = chunk.iter().map(|(_, _, image)| image.clone()).collect();
+            let (vectors, model) = self.embedder()?.embed(images).await?;
+            if !model.same_model(&gallery.model) {
+                return Err(IdentityError::Embedder(tonic::Status::aborted(format!(
+                    "the embedder switched to {model} while re-embedding for {}; will retry on the next request",
+                    gallery.model
+                ))));
+            }
+            let points = chunk
+                .iter()
+                .zip(vectors)
+                .map(|((identity, name, _), vector)| enrolled_point(identity, name, vector))
+                .collect();
+            self.store.upsert(&gallery.collection, points).await?;
+            done += chunk.len();
+            set_progress(done);
+        }
+        Ok(total)
+    }
+
+    /// Imports embeddings computed elsewhere (a gallery moved from another system, or a
+    /// benchmark's synthetic one) as enrolled identities of `model`, one identity per distinct id.
+    /// Imported vectors have no stored crop, so they cannot follow a model change.
+    pub async fn import(&self, model: &ModelKey, rows: Vec<(String, Vec<f32>)>) -> IdentityResult<usize> {
+        let gallery = self.gallery_for(model).await?;
+        for (i, (identity, v)) in rows.iter().enumerate() {
+            check_identity_id(identity)?;
+            check_embedding(i, v, &gallery.model)?;
+        }
+        let now = now_ms();
+        let distinct: BTreeSet<String> = rows.iter().map(|(identity, _)| identity.clone()).collect();
+        let mut seen: BTreeSet<String> = self
+            .catalog
+            .identities_named(distinct.into_iter().collect())
+            .await?
+            .into_iter()
+            .map(|e| e.identity)
+            .collect();
+        let mut entries = Vec::new();
+        let mut points = Vec::with_capacity(rows.len());
+        for (i, (identity, vector)) in rows.into_iter().enumerate() {
+            if seen.insert(identity.clone()) {
+                entries.push(IdentityEntry {
+                    identity: identity.clone(),
+                    name: String::new(),
+                    external_id: String::new(),
+                    enrolled: true,
+                    created_ms: now,
+                    last_seen_ms: now,
+                });
+            }
+            let payload = object(json!({ "kind": "enrolled", "identity": identity, "enrolled": true }));
+            points.push(Point {
+                id: derived_id(&["imported", &identity, &i.to_string(), &now.to_string()]),
+                vector,
+                payload,
+            });
+        }
+        let n = points.len();
+        self.store.upsert(&gallery.collection, points).await?;
+        self.catalog.put_identities(&entries).await?;
+        Ok(n)
+    }
+
+    /// Builds the search index of what was written since the last call (the embedded engine has
+    /// no background optimiser).
+    pub async fn optimize(&self) -> IdentityResult<()> {
+        for g in self.galleries() {
+            self.store.optimize(&g.collection).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-embeds now if the embedder serves a model no gallery was built for (called at start and
+    /// periodically, so that a model change is picked up before the first request needs it).
+    pub async fn follow_embedder(&self) -> IdentityResult<Option<ModelKey>> {
+        let Some(embedder) = &self.embedder else { return Ok(None) };
+        let current = embedder.model().await?.key;
+        if current.version.is_empty() || self.cached(&current).is_some() {
+            return Ok(None);
+        }
+        self.gallery_for(&current).await?;
+        Ok(Some(current))
+    }
+}

@@ -1,0 +1,184 @@
+//! `Observe`: a tracklet associated with the identity it belongs to, new or existing
+//! (docs/identity.md, "Association").
+
+use super::*;
+
+impl Identities {
+    pub async fn observe(&self, tracklet: Tracklet) -> IdentityResult<Observation> {
+        let Tracklet { camera, track, crops, model } = tracklet;
+        if camera.is_empty() || track.is_empty() {
+            return Err(IdentityError::invalid("observe needs a camera_id and a track_id"));
+        }
+        check_text("camera_id", &camera)?;
+        check_text("track_id", &track)?;
+        if crops.is_empty() {
+            return Err(IdentityError::invalid("a tracklet needs at least one crop"));
+        }
+        if crops.len() > self.config.max_items_per_request {
+            return Err(IdentityError::invalid(format!(
+                "{} crops, the limit is {}",
+                crops.len(),
+                self.config.max_items_per_request
+            )));
+        }
+        let with_images = crops.iter().filter(|c| c.image.is_some()).count();
+        let with_embeddings = crops.iter().filter(|c| c.embedding.is_some()).count();
+        let (vectors, gallery) = if with_embeddings == crops.len() {
+            let model =
+                model.ok_or_else(|| IdentityError::invalid("crops carry embeddings but the request names no model"))?;
+            let gallery = self.gallery_for_embeddings(&model).await?;
+            let vectors: Vec<Vec<f32>> = crops.iter().map(|c| c.embedding.clone().unwrap_or_default()).collect();
+            for (i, v) in vectors.iter().enumerate() {
+                check_embedding(i, v, &gallery.model)?;
+            }
+            (vectors, gallery)
+        } else if with_images == crops.len() {
+            self.embed(crops.iter().map(|c| c.image.clone().unwrap_or_default()).collect()).await?
+        } else {
+            return Err(IdentityError::invalid("every crop must carry an image, or every crop an embedding"));
+        };
+        let qualities: Vec<f32> = crops.iter().map(|c| c.quality).collect();
+        let embedding = association::aggregate(&vectors, &qualities)
+            .ok_or_else(|| IdentityError::invalid("the tracklet's embeddings have no common direction"))?;
+        let now = now_ms();
+        let start = crops.iter().filter_map(|c| c.at_ms).min().unwrap_or(now);
+        let end = crops.iter().filter_map(|c| c.at_ms).max().unwrap_or(now);
+        let best =
+            crops.iter().enumerate().max_by(|a, b| a.1.quality.total_cmp(&b.1.quality)).map(|(i, _)| i).unwrap_or(0);
+
+        let _associating = self.associating.lock().await;
+        let point_id = derived_id(&["sighting", &camera, &track]);
+        let same_tracklet =
+            Filter::all().keyword("kind", "sighting").keyword("camera", &camera).keyword("track", &track);
+        let (already, _) = self.store.scroll(&gallery.collection, &same_tracklet, 1, None).await?;
+        if let Some(record) = already.first() {
+            // A retried Observe: answer what was decided the first time.
+            return Ok(Observation {
+                identity: str_of(&record.payload, "identity").unwrap_or_default(),
+                created: false,
+                score: float_of(&record.payload, "score"),
+                margin: float_of(&record.payload, "margin"),
+            });
+        }
+        let searched_ms = now_ms();
+        let seen = Seen { camera: &camera, span: (start, end) };
+        let hits = self.candidates(&gallery, &embedding).await?;
+        let threshold = self.threshold(&gallery, None);
+        let ranked = self.rank(&gallery, &hits, &seen, threshold).await?;
+        let verdict = association::decide(&ranked, threshold, self.config.association.observe_min_margin);
+        let (identity, created, score, margin) = match verdict {
+            Verdict::Known { identity, score, margin } => (identity, false, score, margin),
+            Verdict::Unknown { best_score, margin } => {
+                (derived_id(&["observed", &camera, &track]).to_string(), true, best_score, margin)
+            }
+        };
+        let entry = match self.catalog.identity(&identity).await? {
+            Some(e) => IdentityEntry { last_seen_ms: e.last_seen_ms.max(end), ..e },
+            None => IdentityEntry {
+                identity: identity.clone(),
+                name: String::new(),
+                external_id: String::new(),
+                enrolled: false,
+                created_ms: now,
+                last_seen_ms: end,
+            },
+        };
+        // The entry goes first: a replica that finds this sighting can read its identity's entry.
+        self.catalog.put_identity(&entry).await?;
+        let thumbnail = match (&crops[best].image, self.config.keep_thumbnails) {
+            (Some(image), true) => self.crops.put(&identity, &format!("{SIGHTING_PREFIX}{point_id}"), image)?,
+            _ => None,
+        };
+        let mut payload = object(json!({
+            "kind": "sighting", "identity": identity, "enrolled": entry.enrolled, "camera": camera, "track": track,
+            "time": start, "end": end, "crops": crops.len(), "quality": crops[best].quality, "score": score,
+            "margin": margin, "model_version": gallery.model.version, "observed": now_ms(),
+        }));
+        if let Some(b) = crops[best].bbox {
+            payload.insert("box".into(), json!(b));
+        }
+        if let Some(t) = &thumbnail {
+            payload.insert("crop".into(), json!(t));
+        }
+        self.store
+            .upsert(&gallery.collection, vec![Point { id: point_id, vector: embedding.clone(), payload }])
+            .await?;
+        let written = Written { point: point_id, track: track.clone(), identity, created, searched_ms, thumbnail };
+        let identity = self.settle(&gallery, &embedding, &seen, &hits, threshold, written).await?;
+        self.metrics.observations.with_label_values(&[if created { "new" } else { "existing" }]).inc();
+        Ok(Observation { identity, created, score, margin })
+    }
+
+    /// The nearest stored vectors to a tracklet's embedding.
+    pub(super) async fn candidates(&self, gallery: &Gallery, embedding: &[f32]) -> IdentityResult<Vec<Hit>> {
+        let limit = self.config.association.search_limit;
+        let query =
+            SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(embedding.to_vec(), limit) };
+        Ok(self.store.search(&gallery.collection, &query).await?)
+    }
+
+    /// Candidate identities for a tracklet seen as `seen`, best first, under the association
+    /// rules: transit times, the cross-camera threshold, the linkage, and no identity seen on
+    /// the same camera at the same time.
+    pub(super) async fn rank(
+        &self,
+        gallery: &Gallery,
+        hits: &[Hit],
+        seen: &Seen<'_>,
+        threshold: f32,
+    ) -> IdentityResult<Vec<Match>> {
+        let rules = &self.config.association.transit;
+        let (start, end) = seen.span;
+        let mut matches: Vec<Match> = hits
+            .iter()
+            .filter_map(as_match)
+            .filter(|m| association::transit_allows(rules, m, seen.camera, start, end))
+            .collect();
+        if let Some(cross) = self.config.association.cross_camera_threshold {
+            association::shift_cross_camera(&mut matches, seen.camera, threshold, cross);
+        }
+        let ranked = association::rank_identities_by(&matches, self.config.association.linkage);
+        self.without_co_occurring(&gallery.collection, ranked, seen.camera, seen.span).await
+    }
+
+    /// Drops the candidate identities seen on `camera` during this tracklet (for at least
+    /// `same_camera_overlap`): whoever was another track of the same camera at the same time is
+    /// someone else. Only the best candidates are checked, until two remain (the decision needs
+    /// the best and the runner-up).
+    pub(super) async fn without_co_occurring(
+        &self,
+        collection: &str,
+        ranked: Vec<Match>,
+        camera: &str,
+        span: (i64, i64),
+    ) -> IdentityResult<Vec<Match>> {
+        let min = self.config.association.same_camera_overlap.as_millis() as i64;
+        if min == 0 || span.1 - span.0 < min {
+            return Ok(ranked);
+        }
+        let mut kept = Vec::with_capacity(ranked.len());
+        for candidate in ranked {
+            if kept.len() >= 2 {
+                kept.push(candidate);
+                continue;
+            }
+            let together = Filter::all()
+                .keyword("kind", "sighting")
+                .keyword("identity", &candidate.identity)
+                .keyword("camera", camera)
+                .range("time", None, Some(span.1 - min + 1))
+                .range("end", Some(span.0 + min), None);
+            let (records, _) = self.store.scroll(collection, &together, 16, None).await?;
+            let clash = records.iter().any(|r| {
+                let (t, e) = (int_of(&r.payload, "time").unwrap_or(0), int_of(&r.payload, "end").unwrap_or(0));
+                association::overlap_ms((t, e), span) >= min
+            });
+            if clash {
+                tracing::debug!(identity = %candidate.identity, %camera, "candidate excluded: seen on this camera at the same time");
+            } else {
+                kept.push(candidate);
+            }
+        }
+        Ok(kept)
+    }
+}
