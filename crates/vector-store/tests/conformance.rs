@@ -235,32 +235,50 @@ async fn alias_switches(h: Box<dyn Harness>) {
     assert_eq!(store.resolve_alias(&alias).await.unwrap(), Some(b));
 }
 
+/// Uniform random 16-d vectors from a seed (xorshift), the same on every run.
+fn random_vectors(seed: u64) -> impl FnMut() -> Vec<f32> {
+    let mut rng = seed;
+    move || {
+        (0..16)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+            })
+            .collect()
+    }
+}
+
+/// `n` random points in collection `c`, indexed.
+async fn indexed_random_points(store: &dyn VectorStore, c: &str, n: u128, next: &mut impl FnMut() -> Vec<f32>) {
+    let points: Vec<Point> = (0..n).map(|i| Point { id: id(i), vector: next(), payload: Default::default() }).collect();
+    store.upsert(c, points).await.unwrap();
+    store.optimize(c).await.unwrap();
+}
+
+/// Of 50 random queries, how many find the exact nearest point through the index.
+async fn top_hits_agreeing_with_exact(store: &dyn VectorStore, c: &str, next: &mut impl FnMut() -> Vec<f32>) -> usize {
+    let mut agree = 0;
+    for _ in 0..50 {
+        let q = next();
+        let exact = store.search(c, &SearchQuery::new(q.clone(), 1).exact(true)).await.unwrap();
+        let approx = store.search(c, &SearchQuery::new(q, 1)).await.unwrap();
+        agree += usize::from(exact[0].id == approx[0].id);
+    }
+    agree
+}
+
 async fn indexed_search_agrees_with_exact(h: Box<dyn Harness>) {
     let store = h.open().await;
     let c = unique("hnsw");
     store.ensure_collection(&CollectionSpec::new(&c, 16)).await.unwrap();
-    let mut rng = 0x2545F4914F6CDD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-    };
-    let points: Vec<Point> = (0..2000)
-        .map(|n| Point { id: id(n), vector: (0..16).map(|_| next()).collect(), payload: Default::default() })
-        .collect();
-    store.upsert(&c, points).await.unwrap();
-    store.optimize(&c).await.unwrap();
+    let mut next = random_vectors(0x2545F4914F6CDD1D);
+    indexed_random_points(&*store, &c, 2000, &mut next).await;
     let stats = store.stats(&c).await.unwrap();
     assert_eq!(stats.points, 2000);
     assert!(stats.segments >= 1);
-    let mut agree = 0;
-    for _ in 0..50 {
-        let q: Vec<f32> = (0..16).map(|_| next()).collect();
-        let exact = store.search(&c, &SearchQuery::new(q.clone(), 1).exact(true)).await.unwrap();
-        let approx = store.search(&c, &SearchQuery::new(q, 1)).await.unwrap();
-        agree += usize::from(exact[0].id == approx[0].id);
-    }
+    let agree = top_hits_agreeing_with_exact(&*store, &c, &mut next).await;
     assert!(agree >= 48, "recall@1 of the index {agree}/50");
 }
 
@@ -271,18 +289,8 @@ async fn index_params_are_applied_and_kept(h: Box<dyn Harness>) {
     store.ensure_collection(&CollectionSpec::new(&c, 16).index_params(params)).await.unwrap();
     let plain = unique("plain");
     store.ensure_collection(&CollectionSpec::new(&plain, 16)).await.unwrap();
-    let mut rng = 0x9E3779B97F4A7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-    };
-    let points: Vec<Point> = (0..1500)
-        .map(|n| Point { id: id(n), vector: (0..16).map(|_| next()).collect(), payload: Default::default() })
-        .collect();
-    store.upsert(&c, points).await.unwrap();
-    store.optimize(&c).await.unwrap();
+    let mut next = random_vectors(0x9E3779B97F4A7C15);
+    indexed_random_points(&*store, &c, 1500, &mut next).await;
     let stats = store.stats(&c).await.unwrap();
     assert_eq!(stats.index_params, params);
     assert_eq!(stats.points, 1500);
@@ -290,13 +298,7 @@ async fn index_params_are_applied_and_kept(h: Box<dyn Harness>) {
     assert_eq!(defaults.quantization, None);
     assert_ne!(defaults.m, Some(32));
     // Quantized search re-scores with the original vectors: the top hit is the exact one.
-    let mut agree = 0;
-    for _ in 0..50 {
-        let q: Vec<f32> = (0..16).map(|_| next()).collect();
-        let exact = store.search(&c, &SearchQuery::new(q.clone(), 1).exact(true)).await.unwrap();
-        let approx = store.search(&c, &SearchQuery::new(q, 1)).await.unwrap();
-        agree += usize::from(exact[0].id == approx[0].id);
-    }
+    let agree = top_hits_agreeing_with_exact(&*store, &c, &mut next).await;
     assert!(agree >= 45, "recall@1 with int8 quantization {agree}/50");
     drop(store);
     // The parameters belong to the collection: a reopen (or another client) sees them.
