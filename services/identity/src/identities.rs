@@ -342,6 +342,15 @@ impl Identities {
         Ok(identities)
     }
 
+    /// Refuses a request with more items (images, probes, crops) than `max_items_per_request`.
+    fn check_items(&self, what: &str, n: usize) -> IdentityResult<()> {
+        let limit = self.config.max_items_per_request;
+        if n > limit {
+            return Err(IdentityError::invalid(format!("{n} {what}, the limit is {limit}")));
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &IdentityConfig {
         &self.config
     }

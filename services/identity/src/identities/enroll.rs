@@ -7,13 +7,7 @@ impl Identities {
         if request.images.is_empty() {
             return Err(IdentityError::invalid("enroll needs at least one image"));
         }
-        if request.images.len() > self.config.max_items_per_request {
-            return Err(IdentityError::invalid(format!(
-                "{} images, the limit is {}",
-                request.images.len(),
-                self.config.max_items_per_request
-            )));
-        }
+        self.check_items("images", request.images.len())?;
         check_text("name", &request.name)?;
         check_text("external_id", &request.external_id)?;
         let existing = match &request.identity {

@@ -7,13 +7,7 @@ impl Identities {
         if probes.is_empty() {
             return Err(IdentityError::invalid("no probes"));
         }
-        if probes.len() > self.config.max_items_per_request {
-            return Err(IdentityError::invalid(format!(
-                "{} probes, the limit is {}",
-                probes.len(),
-                self.config.max_items_per_request
-            )));
-        }
+        self.check_items("probes", probes.len())?;
         if let Some(t) = options.threshold
             && !(-1.0..=1.0).contains(&t)
         {

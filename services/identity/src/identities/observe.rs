@@ -14,13 +14,7 @@ impl Identities {
         if crops.is_empty() {
             return Err(IdentityError::invalid("a tracklet needs at least one crop"));
         }
-        if crops.len() > self.config.max_items_per_request {
-            return Err(IdentityError::invalid(format!(
-                "{} crops, the limit is {}",
-                crops.len(),
-                self.config.max_items_per_request
-            )));
-        }
+        self.check_items("crops", crops.len())?;
         let with_images = crops.iter().filter(|c| c.image.is_some()).count();
         let with_embeddings = crops.iter().filter(|c| c.embedding.is_some()).count();
         let (vectors, gallery) = if with_embeddings == crops.len() {
