@@ -37,7 +37,8 @@ impl ModelKey {
         format!("{namespace}_{slug}_{hash}")
     }
 
-    /// Same model id and version; a zero dimension on either side matches any.
+    /// Same model id and version. The dimension is not compared: a model version has one, and an
+    /// embedding of another length is refused by its own check (`WrongDimension`), which says more.
     pub fn same_model(&self, other: &ModelKey) -> bool {
         self.id == other.id && self.version == other.version
     }
