@@ -87,7 +87,8 @@ fn decode_only(video: &std::path::Path) -> anyhow::Result<Measured> {
 /// through ssd one at a time, then in batches of `batch` (as `batch` cameras' latest frames
 /// would be), detection alone.
 fn ssd_batching(config: &IngesterConfig, video: &std::path::Path, batch: usize) -> anyhow::Result<[Measured; 2]> {
-    let mut ssd = reid_ingester::ssd::SsdDetector::new(config.detectors.ssd.clone()).map_err(anyhow::Error::msg)?;
+    let mut ssd =
+        reid_ingester::detect::ssd::SsdDetector::new(config.detectors.ssd.clone()).map_err(anyhow::Error::msg)?;
     let mut capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
     let mut frames = Vec::new();
     let mut frame = opencv::core::Mat::default();

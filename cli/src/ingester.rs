@@ -39,9 +39,9 @@ pub struct AddArgs {
     /// Frames per second to process (0: every frame).
     #[arg(long, default_value_t = 0.0)]
     fps: f32,
-    /// hog, background, haar-face or onnx; the ingester's default when unset.
-    #[arg(long, default_value = "")]
-    detector: String,
+    /// The camera's detector; the ingester's default when unset.
+    #[arg(long, value_parser = detector_name())]
+    detector: Option<String>,
     /// The part of the frame this camera sees: x,y,width,height as fractions (e.g. 0,0,0.6,1).
     #[arg(long, value_parser = numbers::<4>)]
     region: Option<[f32; 4]>,
@@ -109,7 +109,7 @@ pub async fn cameras(cmd: CamerasCommand) -> anyhow::Result<ExitCode> {
                 camera_id: a.id,
                 url: a.url,
                 target_fps: a.fps,
-                detector: a.detector,
+                detector: a.detector.unwrap_or_default(),
                 view: Some(view),
             };
             let mut client = IngesterServiceClient::new(connect(&a.addr).await?);
@@ -152,8 +152,9 @@ pub struct ExportArgs {
     /// The camera name the tracklets are filed under.
     #[arg(long, default_value = "cam0")]
     camera: String,
-    #[arg(long, default_value = "")]
-    detector: String,
+    /// The detector; the config's default when unset.
+    #[arg(long, value_parser = detector_name())]
+    detector: Option<String>,
     #[arg(long, default_value_t = 0.0)]
     fps: f32,
     /// Crops kept per tracklet (more makes better training data).
@@ -180,7 +181,7 @@ pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
     let specs: Vec<CameraSpec> = match &args.source {
         Some(source) => vec![CameraSpec {
             target_fps: args.fps,
-            detector: args.detector.clone(),
+            detector: args.detector.clone().unwrap_or_default(),
             ..CameraSpec::new(&args.camera, source)
         }],
         None if config.cameras.is_empty() => {
@@ -216,4 +217,9 @@ pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The detector names the ingester knows, for `--detector`'s help and check.
+pub fn detector_name() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(reid_ingester::detect::DETECTORS)
 }

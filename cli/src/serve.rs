@@ -39,9 +39,8 @@ pub struct IngesterArgs {
     /// Also write every tracklet's crops under this folder (the trainer's `tracklets` layout).
     #[arg(long, env = "REID_INGESTER_EXPORT_DIR")]
     export_dir: Option<PathBuf>,
-    /// The detector of cameras that do not name one: ssd (the default), hog, background,
-    /// haar-face, mtcnn or onnx.
-    #[arg(long, env = "REID_INGESTER_DETECTOR")]
+    /// The detector of cameras that do not name one (ssd when unset).
+    #[arg(long, env = "REID_INGESTER_DETECTOR", value_parser = crate::ingester::detector_name())]
     detector: Option<String>,
     /// A camera to start with, as ID=URL (repeatable).
     #[arg(long = "camera", value_parser = parse_camera)]

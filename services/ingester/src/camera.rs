@@ -503,7 +503,7 @@ fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, targ
         .into_iter()
         .map(|detection| {
             let cut = || match &detection.landmarks {
-                Some(points) => crate::mtcnn::align(&frame.image, points, crops.face_size).ok(),
+                Some(points) => crate::detect::mtcnn::align(&frame.image, points, crops.face_size).ok(),
                 None => detection
                     .bbox
                     .to_rect(crops.padding, w, h)

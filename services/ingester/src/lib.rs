@@ -21,11 +21,9 @@ pub mod export;
 pub mod frame;
 pub mod ingester;
 pub mod metrics;
-pub mod mtcnn;
 pub mod policy;
 pub mod service;
 pub mod source;
-pub mod ssd;
 pub mod track;
 pub mod view;
 

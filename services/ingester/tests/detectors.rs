@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use opencv::prelude::*;
 use opencv::videoio;
+use reid_ingester::detect::ssd::{SsdConfig, SsdDetector};
 use reid_ingester::detect::{Detector, DetectorsConfig, HogConfig, build};
-use reid_ingester::ssd::{SsdConfig, SsdDetector};
 
 const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use opencv::imgcodecs;
 use opencv::prelude::*;
 use reid_ingester::detect::Detector;
-use reid_ingester::mtcnn::{MtcnnConfig, MtcnnDetector, align, similarity};
+use reid_ingester::detect::mtcnn::{MtcnnConfig, MtcnnDetector, align, similarity};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

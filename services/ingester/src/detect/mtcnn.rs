@@ -14,7 +14,7 @@ use opencv::prelude::*;
 use opencv::{dnn, imgproc};
 use serde::Deserialize;
 
-use crate::detect::{Detection, Detector, Target};
+use super::{Detection, Detector, Target};
 use crate::frame::BBox;
 
 #[derive(Debug, Clone, Deserialize)]

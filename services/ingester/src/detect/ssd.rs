@@ -30,7 +30,7 @@ use opencv::prelude::*;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::detect::{BackgroundConfig, Detection, Detector, MotionGate, Target};
+use super::{BackgroundConfig, Detection, Detector, MotionGate, Target};
 use crate::frame::BBox;
 
 /// `[detectors.ssd]`: the model and how it is run. The anchor settings are facts of the trained
