@@ -11,7 +11,68 @@ use common::*;
 use reid_identity::embedder::EmbedderClient;
 use reid_identity::identities::{Identities, Tracklet, TrackletCrop};
 use reid_identity::metrics::IdentityMetrics;
-use reid_vector_store::{EdgeStore, Filter, QdrantServerStore, ServerOptions, VectorStore};
+use reid_vector_store::{
+    CollectionSpec, CollectionStats, EdgeStore, Filter, Hit, Payload, Point, PointId, QdrantServerStore, Record,
+    SearchQuery, ServerOptions, StoreResult, VectorStore,
+};
+
+/// A store whose writes take a while, as a loaded server's do: two replicas that start
+/// observing one person at the same moment then both search before either writes, which is the
+/// race under test, every time instead of now and then.
+struct SlowWrites(Arc<dyn VectorStore>);
+
+#[async_trait::async_trait]
+impl VectorStore for SlowWrites {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> StoreResult<bool> {
+        self.0.ensure_collection(spec).await
+    }
+    async fn list_collections(&self) -> StoreResult<Vec<String>> {
+        self.0.list_collections().await
+    }
+    async fn delete_collection(&self, name: &str) -> StoreResult<()> {
+        self.0.delete_collection(name).await
+    }
+    async fn upsert(&self, collection: &str, points: Vec<Point>) -> StoreResult<()> {
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        self.0.upsert(collection, points).await
+    }
+    async fn search(&self, collection: &str, query: &SearchQuery) -> StoreResult<Vec<Hit>> {
+        self.0.search(collection, query).await
+    }
+    async fn scroll(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        self.0.scroll(collection, filter, limit, offset).await
+    }
+    async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {
+        self.0.count(collection, filter).await
+    }
+    async fn delete(&self, collection: &str, filter: &Filter) -> StoreResult<()> {
+        self.0.delete(collection, filter).await
+    }
+    async fn set_payload(&self, collection: &str, filter: &Filter, payload: Payload) -> StoreResult<()> {
+        self.0.set_payload(collection, filter, payload).await
+    }
+    async fn set_alias(&self, alias: &str, collection: &str) -> StoreResult<()> {
+        self.0.set_alias(alias, collection).await
+    }
+    async fn resolve_alias(&self, alias: &str) -> StoreResult<Option<String>> {
+        self.0.resolve_alias(alias).await
+    }
+    async fn stats(&self, collection: &str) -> StoreResult<CollectionStats> {
+        self.0.stats(collection).await
+    }
+    async fn optimize(&self, collection: &str) -> StoreResult<()> {
+        self.0.optimize(collection).await
+    }
+}
 
 const PEOPLE: u64 = 12;
 const ROUNDS: u64 = 4;
@@ -34,6 +95,7 @@ fn observed(camera: &str, track: &str, person: u64, round: u64, at_ms: i64) -> T
 /// identity. In the end each person is one identity, no identity holds two people, and no
 /// sighting is lost.
 async fn concurrent_observes_make_one_identity_per_person(store: Arc<dyn VectorStore>, namespace: &str) {
+    let store: Arc<dyn VectorStore> = Arc::new(SlowWrites(store));
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.namespace = namespace.into();
