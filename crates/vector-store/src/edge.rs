@@ -240,10 +240,19 @@ impl VectorStore for EdgeStore {
         let path = self.root.join(COLLECTIONS_DIR).join(name);
         blocking(move || {
             drop(removed);
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(StoreError::io(format!("removing {}", path.display()))(e)),
+            // A call that took the shard before it left the map (an index build) may still be
+            // writing into its folder: try again while it finishes.
+            let mut attempt = 0;
+            loop {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempt < 20 => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(StoreError::io(format!("removing {}", path.display()))(e)),
+                }
             }
         })
         .await

@@ -296,21 +296,15 @@ impl Identities {
         let keys = Arc::new(crate::personal::PersonalKeys::open(config.data_dir.join("keys"))?);
         let catalog = Catalog::open(store.clone(), keys, &config.namespace).await?;
         let crops = CropStore::open(config.data_dir.join("crops"))?;
-        let existing: BTreeSet<String> = store.list_collections().await?.into_iter().collect();
-        let mut galleries = HashMap::new();
-        for m in catalog.models().await? {
-            if !existing.contains(&m.collection) {
-                // Deleted behind this service's back (by hand, or a tool that shared the store).
-                // Its vectors are gone; enrolled identities are rebuilt from their stored crops
-                // the next time that model is served, as for a new model version.
-                tracing::warn!(model = %m.key, collection = %m.collection, "the gallery's collection is gone; forgetting it (enrolled crops are re-embedded when this model is next served)");
-                catalog.remove_model(&m.collection).await?;
-                continue;
-            }
-            let key = (m.key.id.clone(), m.key.version.clone());
-            galleries
-                .insert(key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold });
-        }
+        let galleries = catalog
+            .models()
+            .await?
+            .into_iter()
+            .map(|m| {
+                let key = (m.key.id.clone(), m.key.version.clone());
+                (key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold })
+            })
+            .collect();
         let ingester = match &config.ingester_url {
             Some(url) => Some(IngesterServiceClient::new(
                 config
@@ -333,6 +327,7 @@ impl Identities {
             associating: Default::default(),
             metrics,
         };
+        identities.drop_vanished_galleries().await?;
         // Erasures a crash cut short are finished before anything else is served.
         for (identity, tracklets) in identities.catalog.erasures().await? {
             tracing::info!(%identity, "finishing an erasure begun before the restart");

@@ -283,3 +283,28 @@ async fn a_gallery_whose_collection_is_gone_is_rebuilt_at_the_next_start() {
     let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.identities.iter().map(|i| i.identity_id.as_str()).collect::<Vec<_>>(), [bob.as_str()]);
 }
+
+/// The same under a running service: the gallery is dropped on the next upkeep tick and rebuilt
+/// for the served model from the enrolled crops, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gallery_deleted_under_a_running_service_heals_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(config(dir.path()), ScriptedEmbedder::new("A")).await;
+    let mut client = service.client();
+    let ada = client.enroll(enroll_request("Ada", "", 1)).await.unwrap().into_inner().identity_id;
+    let gallery = service.identities.galleries()[0].collection.clone();
+    service.identities.store().delete_collection(&gallery).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let request = pb::IdentifyRequest { probes: vec![image_probe(1, 7)], ..Default::default() };
+        match client.identify(request).await {
+            Ok(found) if found.get_ref().results[0].identity_id == ada => break,
+            other if std::time::Instant::now() > deadline => panic!("not healed: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let bob = client.enroll(enroll_request("Bob", "", 2)).await.unwrap().into_inner().identity_id;
+    client.forget(pb::ForgetRequest { identity_id: ada.clone() }).await.unwrap();
+    let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.identities.iter().map(|i| i.identity_id.as_str()).collect::<Vec<_>>(), [bob.as_str()]);
+}

@@ -113,6 +113,25 @@ impl Identities {
         Ok(gallery)
     }
 
+    /// Forgets every gallery whose collection is gone (deleted by hand, or by a tool that shared
+    /// the store): at start and on every upkeep tick, so that a running service heals too. Its
+    /// vectors are gone; the enrolled identities are rebuilt from their stored crops the next
+    /// time that model is served, as for a new model version. Returns how many were dropped.
+    pub(super) async fn drop_vanished_galleries(&self) -> IdentityResult<usize> {
+        let existing: BTreeSet<String> = self.store.list_collections().await?.into_iter().collect();
+        let vanished: Vec<Gallery> =
+            self.galleries().into_iter().filter(|g| !existing.contains(&g.collection)).collect();
+        for g in &vanished {
+            tracing::warn!(model = %g.model, collection = %g.collection, "the gallery's collection is gone; forgetting it (enrolled crops are re-embedded when this model is next served)");
+            self.catalog.remove_model(&g.collection).await?;
+            self.galleries
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(g.model.id.clone(), g.model.version.clone()));
+        }
+        Ok(vanished.len())
+    }
+
     pub(super) fn remember(&self, g: &Gallery) {
         self.galleries
             .write()

@@ -50,13 +50,17 @@ impl Identities {
         Ok(report)
     }
 
-    /// Background upkeep: the retention sweep and index building, every `sweep_interval`.
+    /// Background upkeep every `sweep_interval`: galleries whose collection vanished are dropped,
+    /// then the retention sweep and the index build.
     pub async fn maintain(self: Arc<Self>) {
         let period = self.config.retention.sweep_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
+            if let Err(e) = self.drop_vanished_galleries().await {
+                tracing::warn!(error = %e, "checking the galleries' collections failed; will retry");
+            }
             if let Err(e) = self.sweep_expired(now_ms()).await {
                 tracing::warn!(error = %e, "retention sweep failed; will retry");
             }
