@@ -18,7 +18,7 @@ use reid_trainer::config::LossKind;
 use reid_trainer::miner::Miner;
 use reid_trainer::plot::{self, Series};
 use reid_trainer::train::EpochRecord;
-use reid_trainer::{Event, TrainConfig};
+use reid_trainer::{Event, RunConfig};
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
@@ -84,7 +84,7 @@ fn metric_learning(args: &MetricLearningArgs) -> anyhow::Result<()> {
         for miner in [Miner::Random, Miner::SemiHard, Miner::BatchHard] {
             let label = name(loss, miner);
             eprintln!("== {label}: reid");
-            let config = TrainConfig::parse(&format!(
+            let config = RunConfig::parse(&format!(
                 "name = \"fmnist-{loss}-{miner}\"\n[dataset]\nkind = \"fashion_mnist\"\n[loss]\nkind = \"{loss}\"\nmargin = {margin}\n\
                  [miner]\nkind = \"{miner}\"\n[sampler]\np = {p}\nk = {k}\n[training]\nepochs = {epochs}\n",
                 loss = snake(loss),

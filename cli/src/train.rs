@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::Args;
-use reid_trainer::{Event, TrainConfig};
+use reid_trainer::{Event, RunConfig};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -42,9 +42,9 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         return remote(addr, &args).await;
     }
     let (config, dir) = match (&args.config, &args.resume) {
-        (_, Some(dir)) => (TrainConfig::from_file(&dir.join("config.toml"))?, dir.clone()),
+        (_, Some(dir)) => (RunConfig::from_file(&dir.join("config.toml"))?, dir.clone()),
         (Some(path), None) => {
-            let config = TrainConfig::from_file(path)?;
+            let config = RunConfig::from_file(path)?;
             let id = args.run_id.clone().unwrap_or_else(|| reid_trainer::run_id(&config.name));
             (config, args.runs_dir.join(id))
         }

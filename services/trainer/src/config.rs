@@ -35,7 +35,7 @@ use crate::pseudo::PseudoLabels;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainConfig {
+pub struct RunConfig {
     /// The model id written into the exported card.
     #[serde(default = "default_name")]
     pub name: String,
@@ -252,10 +252,10 @@ impl Default for TrainingConfig {
     }
 }
 
-impl TrainConfig {
+impl RunConfig {
     /// Reads TOML (or JSON when the text starts with `{`).
-    pub fn parse(text: &str) -> Result<TrainConfig, TrainError> {
-        let config: TrainConfig = if text.trim_start().starts_with('{') {
+    pub fn parse(text: &str) -> Result<RunConfig, TrainError> {
+        let config: RunConfig = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?
         } else {
             toml::from_str(text).map_err(|e| TrainError::Config(e.to_string()))?
@@ -264,7 +264,7 @@ impl TrainConfig {
         Ok(config)
     }
 
-    pub fn from_file(path: &Path) -> Result<TrainConfig, TrainError> {
+    pub fn from_file(path: &Path) -> Result<RunConfig, TrainError> {
         let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
         Self::parse(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
     }
@@ -350,14 +350,14 @@ mod tests {
 
     #[test]
     fn minimal_toml_takes_defaults() {
-        let c = TrainConfig::parse("[dataset]\nkind = \"fashion_mnist\"\n").unwrap();
+        let c = RunConfig::parse("[dataset]\nkind = \"fashion_mnist\"\n").unwrap();
         assert_eq!(c.model.embedding_dim, 10);
         assert_eq!(c.miner.kind, Miner::BatchHard);
         assert_eq!(c.sampler.p * c.sampler.k, 64);
         let DatasetConfig::FashionMnist { classes, .. } = &c.dataset else { panic!() };
         assert_eq!(classes.eval_classes, vec![5, 6, 7, 8, 9]);
         // Round trip.
-        assert_eq!(TrainConfig::parse(&c.to_toml()).unwrap(), c);
+        assert_eq!(RunConfig::parse(&c.to_toml()).unwrap(), c);
     }
 
     #[test]
@@ -379,7 +379,7 @@ mod tests {
                 "triplets",
             ),
         ] {
-            let err = TrainConfig::parse(text).unwrap_err().to_string();
+            let err = RunConfig::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

@@ -31,7 +31,7 @@ use reid_proto::v1::trainer_service_server::TrainerServiceServer;
 use reid_server::GrpcServer;
 use tokio::net::TcpListener;
 
-pub use config::TrainConfig;
+pub use config::RunConfig;
 pub use error::TrainError;
 pub use service::TrainerConfig;
 pub use train::{Event, RunOutcome, train};
@@ -64,17 +64,22 @@ pub async fn run(
 
 /// `NAME-YYYYMMDD-HHMMSS` (UTC): a run's id and folder name.
 pub fn run_id(name: &str) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{name}-{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    run_id_at(name, std::time::SystemTime::now())
+}
+
+fn run_id_at(name: &str, at: std::time::SystemTime) -> String {
+    // RFC 3339 (`2026-12-06T06:27:45Z`) without its separators.
+    let digits: String =
+        humantime::format_rfc3339_seconds(at).to_string().chars().filter(char::is_ascii_digit).collect();
+    format!("{name}-{}-{}", &digits[..8], &digits[8..14])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_carry_the_utc_date_and_time() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_538_465);
+        // python: datetime.fromtimestamp(1796538465, UTC) -> 2026-12-06 06:27:45
+        assert_eq!(super::run_id_at("person", at), "person-20261206-062745");
+    }
 }

@@ -9,7 +9,7 @@ use reid_model::nets;
 use tch::nn::{self, Module, ModuleT};
 use tch::{Device, Tensor};
 
-use crate::config::TrainConfig;
+use crate::config::RunConfig;
 use crate::error::TrainError;
 
 const HEAD: &str = "head";
@@ -32,7 +32,7 @@ struct BnNeck {
 }
 
 impl TrainModel {
-    pub fn new(config: &TrainConfig, classes: usize, device: Device) -> Result<Self, TrainError> {
+    pub fn new(config: &RunConfig, classes: usize, device: Device) -> Result<Self, TrainError> {
         let vs = nn::VarStore::new(device);
         let m = &config.model;
         let dim = i64::from(m.embedding_dim);

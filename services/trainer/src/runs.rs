@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use reid_proto::v1 as pb;
 use tokio::sync::{Semaphore, broadcast};
 
-use crate::config::TrainConfig;
+use crate::config::RunConfig;
 use crate::error::TrainError;
 use crate::metrics::TrainerMetrics;
 use crate::train::{EpochRecord, Event};
@@ -19,7 +19,7 @@ use crate::train::{EpochRecord, Event};
 pub struct RunHandle {
     pub id: String,
     pub dir: PathBuf,
-    pub config: TrainConfig,
+    pub config: RunConfig,
     pub cancel: AtomicBool,
     started_at: SystemTime,
     inner: Mutex<RunInner>,
@@ -49,7 +49,7 @@ pub fn is_terminal(state: pb::RunState) -> bool {
 }
 
 impl RunHandle {
-    fn new(id: String, dir: PathBuf, config: TrainConfig) -> Arc<RunHandle> {
+    fn new(id: String, dir: PathBuf, config: RunConfig) -> Arc<RunHandle> {
         let (sender, _) = broadcast::channel(1024);
         Arc::new(RunHandle {
             id,
@@ -199,15 +199,48 @@ impl Runs {
         &self.runs_dir
     }
 
-    /// Registers a new run (or a resumed one) and starts it once the gate lets it.
-    pub fn start(&self, id: String, config: TrainConfig) -> Result<Arc<RunHandle>, TrainError> {
+    /// Starts a new run under a fresh id, `NAME-YYYYMMDD-HHMMSS` (with `-2`, `-3`, ... when
+    /// runs of that name start in the same second). Returns the id.
+    pub fn start_new(&self, config: RunConfig) -> Result<String, TrainError> {
         let mut runs = self.lock();
+        let stem = crate::run_id(&config.name);
+        let mut id = stem.clone();
+        // Chosen and registered under one lock, so two starts in one second get two folders.
+        let mut n = 1;
+        while self.runs_dir.join(&id).exists() || runs.contains_key(&id) {
+            n += 1;
+            id = format!("{stem}-{n}");
+        }
+        self.launch(&mut runs, id.clone(), config)?;
+        Ok(id)
+    }
+
+    /// Resumes the run in `runs_dir/<id>` from its last checkpoint, with the config it was
+    /// started with.
+    pub fn resume(&self, id: &str) -> Result<(), TrainError> {
+        if !reid_model::card::is_folder_name(id) {
+            return Err(TrainError::RunNotFound(id.to_owned()));
+        }
+        let file = self.runs_dir.join(id).join("config.toml");
+        if !file.is_file() {
+            return Err(TrainError::RunNotFound(id.to_owned()));
+        }
+        let config = RunConfig::from_file(&file)?;
+        self.launch(&mut self.lock(), id.to_owned(), config)
+    }
+
+    /// Registers a run and starts it once the gate lets it.
+    fn launch(
+        &self,
+        runs: &mut BTreeMap<String, Arc<RunHandle>>,
+        id: String,
+        config: RunConfig,
+    ) -> Result<(), TrainError> {
         if runs.get(&id).is_some_and(|r| !is_terminal(r.state())) {
             return Err(TrainError::Config(format!("run {id} is already active")));
         }
         let handle = RunHandle::new(id.clone(), self.runs_dir.join(&id), config);
         runs.insert(id, handle.clone());
-        drop(runs);
         let (gate, run, metrics) = (self.gate.clone(), handle.clone(), self.metrics.clone());
         tokio::spawn(async move {
             let Ok(_permit) = gate.acquire_owned().await else { return };
@@ -237,7 +270,7 @@ impl Runs {
             let state = run.state().as_str_name().trim_start_matches("RUN_STATE_").to_ascii_lowercase();
             metrics.runs_ended.with_label_values(&[state.as_str()]).inc();
         });
-        Ok(handle)
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<RunHandle>, TrainError> {
@@ -273,7 +306,7 @@ fn on_disk_summary(id: &str, dir: &Path) -> pb::RunSummary {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     let epochs_done = state["epochs_done"].as_u64().unwrap_or(0) as u32;
-    let planned = TrainConfig::from_file(&dir.join("config.toml")).map(|c| c.training.epochs).unwrap_or(u32::MAX);
+    let planned = RunConfig::from_file(&dir.join("config.toml")).map(|c| c.training.epochs).unwrap_or(u32::MAX);
     let best_epoch = state["best_epoch"].as_u64().map(|e| e as u32);
     pb::RunSummary {
         run_id: id.to_owned(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::config::TrainConfig;
+use crate::config::RunConfig;
 use crate::error::TrainError;
 use crate::metrics::TrainerMetrics;
 use crate::publish::publish;
@@ -71,7 +71,7 @@ impl TrainerGrpc {
     }
 
     /// A run started over the API reads only below the configured roots.
-    fn check_paths(&self, config: &TrainConfig) -> Result<(), TrainError> {
+    fn check_paths(&self, config: &RunConfig) -> Result<(), TrainError> {
         let roots: Vec<PathBuf> =
             self.config.data_roots.iter().chain(std::iter::once(&self.config.model_dir)).cloned().collect();
         match config.paths().into_iter().find(|p| !reid_server::paths::is_confined(p, &roots)) {
@@ -85,30 +85,13 @@ impl TrainerGrpc {
 
     fn start(&self, req: pb::StartRunRequest) -> Result<String, TrainError> {
         let spec = req.config.ok_or_else(|| TrainError::Config("config is required".into()))?;
-        let (id, config) = if spec.resume_run_id.is_empty() {
-            let config = TrainConfig::parse(&spec.config)?;
-            self.check_paths(&config)?;
-            let mut id = crate::run_id(&config.name);
-            // Two runs started in the same second get distinct folders.
-            let mut n = 1;
-            while self.runs.runs_dir().join(&id).exists() || self.runs.get(&id).is_ok() {
-                n += 1;
-                id = format!("{}-{n}", crate::run_id(&config.name));
-            }
-            (id, config)
-        } else {
-            let id = spec.resume_run_id;
-            if !reid_model::card::is_folder_name(&id) {
-                return Err(TrainError::RunNotFound(id));
-            }
-            let dir = self.runs.runs_dir().join(&id);
-            if !dir.join("config.toml").is_file() {
-                return Err(TrainError::RunNotFound(id));
-            }
-            (id, TrainConfig::from_file(&dir.join("config.toml"))?)
-        };
-        self.runs.start(id.clone(), config)?;
-        Ok(id)
+        if !spec.resume_run_id.is_empty() {
+            self.runs.resume(&spec.resume_run_id)?;
+            return Ok(spec.resume_run_id);
+        }
+        let config = RunConfig::parse(&spec.config)?;
+        self.check_paths(&config)?;
+        self.runs.start_new(config)
     }
 }
 

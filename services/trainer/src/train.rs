@@ -25,7 +25,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adam::Adam;
 use crate::augment::PixelScale;
-use crate::config::{Keep, LossKind, Reduction, SamplerKind, TrainConfig};
+use crate::config::{Keep, LossKind, Reduction, RunConfig, SamplerKind};
 use crate::data::{Dataset, Split};
 use crate::error::TrainError;
 use crate::eval::{self, Protocol, Retrieval, Verification};
@@ -90,7 +90,7 @@ pub struct RunOutcome {
 /// Runs (or, when `dir` holds a checkpoint, resumes) training. `events` is called from this thread;
 /// `cancel` is checked between steps.
 pub fn train(
-    config: &TrainConfig,
+    config: &RunConfig,
     dir: &Path,
     events: &mut dyn FnMut(Event),
     cancel: &AtomicBool,
@@ -123,7 +123,7 @@ pub fn train(
 }
 
 struct Run<'a> {
-    config: &'a TrainConfig,
+    config: &'a RunConfig,
     dir: &'a Path,
     model: TrainModel,
     adam: Adam,
@@ -151,7 +151,7 @@ const QUERY: usize = 1;
 const GALLERY: usize = 2;
 
 impl<'a> Run<'a> {
-    fn start(config: &'a TrainConfig, dir: &'a Path, dataset: &Dataset, device: Device) -> Result<Self, TrainError> {
+    fn start(config: &'a RunConfig, dir: &'a Path, dataset: &Dataset, device: Device) -> Result<Self, TrainError> {
         std::fs::create_dir_all(dir.join("checkpoint")).map_err(TrainError::io(dir))?;
         std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(TrainError::io(dir.join("config.toml")))?;
         let classes = dataset.train.identities();
@@ -591,7 +591,7 @@ fn grouped(pids: &[i64], groups: &[i64]) -> Vec<i64> {
 }
 
 fn build_sampler(
-    config: &TrainConfig,
+    config: &RunConfig,
     labels: &[i64],
     hard_negatives: &[(i64, i64)],
 ) -> Result<BatchSampler, TrainError> {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use reid_trainer::{Event, TrainConfig, TrainError, train};
+use reid_trainer::{Event, RunConfig, TrainError, train};
 
 fn run_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("reid-train-{tag}-{}", std::process::id()));
@@ -16,7 +16,7 @@ fn run_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn config(extra: &str) -> TrainConfig {
+fn config(extra: &str) -> RunConfig {
     let text = format!(
         r#"
 name = "test-model"
@@ -38,7 +38,7 @@ verification_items = 300
 {extra}
 "#
     );
-    TrainConfig::parse(&text).unwrap()
+    RunConfig::parse(&text).unwrap()
 }
 
 fn weights(dir: &std::path::Path) -> Vec<(String, tch::Tensor)> {
@@ -160,7 +160,7 @@ fn contrastive_pairs_with_hard_negatives_train() {
 #[test]
 fn bad_datasets_are_clear_errors() {
     let dir = run_dir("bad");
-    let missing = TrainConfig::parse("[dataset]\nkind = \"folders\"\npath = \"/nonexistent/people\"\n").unwrap();
+    let missing = RunConfig::parse("[dataset]\nkind = \"folders\"\npath = \"/nonexistent/people\"\n").unwrap();
     let err = train(&missing, &dir, &mut |_| {}, &AtomicBool::new(false)).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/people is not a folder"), "{err}");
 
@@ -170,7 +170,7 @@ fn bad_datasets_are_clear_errors() {
     let err = train(&too_many_k, &dir, &mut |_| {}, &AtomicBool::new(false)).unwrap_err();
     assert!(err.to_string().contains("K = 2000 images per identity, but identity 0 has 1200"), "{err}");
 
-    let err = TrainConfig::parse(&config("").to_toml().replace("k = 8", "k = 200")).unwrap_err();
+    let err = RunConfig::parse(&config("").to_toml().replace("k = 8", "k = 200")).unwrap_err();
     assert!(err.to_string().contains("too many to enumerate"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -258,7 +258,7 @@ verification_items = 50
 "#,
         data.display()
     );
-    let config = TrainConfig::parse(&text).unwrap();
+    let config = RunConfig::parse(&text).unwrap();
     let dir = run_dir("pseudo");
     let mut messages = Vec::new();
     train(
