@@ -86,9 +86,27 @@ impl Security {
     }
 }
 
+/// Whether a call that failed with `code` may succeed when made again later, unchanged: the
+/// service was down, overloaded or restarting, or the call timed out or was cut off (a reset
+/// connection surfaces as UNKNOWN). The one rule by which reid's clients requeue and retry, and
+/// by which the identity service tells its callers that a dependency failed for now.
+pub fn is_transient(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Unknown
+            | Code::Cancelled
+    )
+}
+
 /// Runs an idempotent call up to `attempts` times while it fails with UNAVAILABLE (the replica
 /// chosen was down or going away: the balancer may pick a dead endpoint of a static list until its
-/// reconnection fails), waiting 50 ms, then twice as long each time.
+/// reconnection fails), waiting 50 ms, then twice as long each time. Only UNAVAILABLE is retried
+/// at once: the other [`is_transient`] failures want the caller's own back-off.
 pub async fn retry_unavailable<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,

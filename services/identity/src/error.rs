@@ -44,9 +44,12 @@ impl From<IdentityError> for Status {
             IdentityError::InvalidArgument(_) | IdentityError::WrongDimension { .. } => Code::InvalidArgument,
             IdentityError::IdentityNotFound(_) | IdentityError::UnknownModel { .. } => Code::NotFound,
             IdentityError::NoEmbedder => Code::FailedPrecondition,
-            // The embedder's own verdict (a corrupt image is INVALID_ARGUMENT there too) passes through.
+            // The embedder's own verdict (a corrupt image is INVALID_ARGUMENT there too) passes
+            // through; a failure for now is UNAVAILABLE to our caller, who may retry, except
+            // RESOURCE_EXHAUSTED, which asks them to slow down.
             IdentityError::Embedder(status) => match status.code() {
-                Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => Code::Unavailable,
+                Code::ResourceExhausted => Code::ResourceExhausted,
+                code if reid_server::client::is_transient(code) => Code::Unavailable,
                 code => code,
             },
             IdentityError::Migrating { .. } => Code::Unavailable,

@@ -238,17 +238,9 @@ impl Downstream for GrpcDownstream {
     }
 }
 
-/// Worth retrying: the service is down, overloaded, restarting or timed out.
+/// Worth requeueing: [`reid_server::client::is_transient`].
 fn transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Unknown
-            | Code::Cancelled
-    )
+    reid_server::client::is_transient(status.code())
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
