@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
-    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, IndexParams, Payload, Point, PointId,
-    Quantization, Record, SearchQuery,
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, INT8_QUANTILE, IndexParams, Payload, Point,
+    PointId, Quantization, Record, SearchQuery,
 };
 use crate::{VectorStore, validate_name, validate_vector};
 
@@ -121,7 +121,7 @@ fn hnsw_config(params: &IndexParams) -> HnswIndexConfig {
 /// Written in Qdrant's documented JSON form, as the server takes it.
 fn quantization_config(q: Quantization) -> StoreResult<QuantizationConfig> {
     let value = match q {
-        Quantization::Int8 => json!({ "scalar": { "type": "int8", "quantile": 0.99 } }),
+        Quantization::Int8 => json!({ "scalar": { "type": "int8", "quantile": INT8_QUANTILE } }),
     };
     serde_json::from_value(value).map_err(|e| engine(format!("quantization: {e}")))
 }

@@ -15,8 +15,8 @@ use tonic::Code;
 
 use crate::error::{StoreError, StoreResult};
 use crate::types::{
-    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, IndexParams, Payload, Point, PointId,
-    Quantization, Record, SearchQuery,
+    CollectionSpec, CollectionStats, Condition, FieldType, Filter, Hit, INT8_QUANTILE, IndexParams, Payload, Point,
+    PointId, Quantization, Record, SearchQuery,
 };
 use crate::{VectorStore, validate_name, validate_vector};
 
@@ -143,9 +143,10 @@ impl QdrantServerStore {
         if let Some(d) = self.dimensions.read().await.get(collection) {
             return Ok(*d);
         }
-        let info = self.info(collection).await?;
-        let dimension = Some(info)
-            .and_then(|r| r.config)
+        let dimension = self
+            .info(collection)
+            .await?
+            .config
             .and_then(|c| c.params)
             .and_then(|p| p.vectors_config)
             .and_then(|v| match v.config {
@@ -226,7 +227,7 @@ impl VectorStore for QdrantServerStore {
         if let Some(Quantization::Int8) = params.quantization {
             create = create.quantization_config(qdrant::ScalarQuantization {
                 r#type: qdrant::QuantizationType::Int8 as i32,
-                quantile: Some(0.99),
+                quantile: Some(INT8_QUANTILE),
                 ..Default::default()
             });
         }

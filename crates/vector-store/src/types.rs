@@ -70,9 +70,12 @@ pub struct IndexParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quantization {
-    /// One byte per component (Qdrant's scalar quantization, quantile 0.99).
+    /// One byte per component (Qdrant's scalar quantization, at [`INT8_QUANTILE`]).
     Int8,
 }
+
+/// The share of values int8 quantization spans (the rest are clipped), the same on both backends.
+pub const INT8_QUANTILE: f32 = 0.99;
 
 impl IndexParams {
     /// Refuses values the engines would refuse later, at a worse moment.

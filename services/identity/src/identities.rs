@@ -337,6 +337,15 @@ impl Identities {
         Ok(identities)
     }
 
+    /// Vectors stored under `identity`, in every gallery (enrolled images and sightings).
+    async fn vectors_of(&self, identity: &str) -> IdentityResult<u64> {
+        let mut n = 0;
+        for g in self.galleries() {
+            n += self.store.count(&g.collection, &Filter::all().keyword("identity", identity)).await?;
+        }
+        Ok(n)
+    }
+
     /// Refuses a request with more items (images, probes, crops) than `max_items_per_request`.
     fn check_items(&self, what: &str, n: usize) -> IdentityResult<()> {
         let limit = self.config.max_items_per_request;

@@ -142,11 +142,7 @@ impl Identities {
             entry.last_seen_ms = entry.last_seen_ms.max(seen.span.1);
             self.catalog.put_identity(&entry).await?;
         }
-        let mut left = 0;
-        for g in self.galleries() {
-            left += self.store.count(&g.collection, &Filter::all().keyword("identity", &written.identity)).await?;
-        }
-        if left == 0 {
+        if self.vectors_of(&written.identity).await? == 0 {
             self.catalog.remove_identity(&written.identity).await?;
         }
         Ok(())

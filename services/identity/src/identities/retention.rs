@@ -27,11 +27,7 @@ impl Identities {
             report.sightings += records.len() as u64;
         }
         for entry in self.catalog.stale_anonymous(cutoff).await? {
-            let mut left = 0;
-            for g in self.galleries() {
-                left += self.store.count(&g.collection, &Filter::all().keyword("identity", &entry.identity)).await?;
-            }
-            if left == 0 {
+            if self.vectors_of(&entry.identity).await? == 0 {
                 self.catalog.remove_identity(&entry.identity).await?;
                 self.catalog.remove_feedback_of(&entry.identity).await?;
                 self.crops.remove_identity(&entry.identity)?;
