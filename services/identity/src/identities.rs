@@ -50,6 +50,12 @@ pub struct Gallery {
     pub match_threshold: f32,
 }
 
+impl From<ModelEntry> for Gallery {
+    fn from(m: ModelEntry) -> Self {
+        Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold }
+    }
+}
+
 /// A probe: an image to embed, or an embedding that names its model.
 #[derive(Debug, Clone)]
 pub enum Probe {
@@ -300,10 +306,7 @@ impl Identities {
             .models()
             .await?
             .into_iter()
-            .map(|m| {
-                let key = (m.key.id.clone(), m.key.version.clone());
-                (key, Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold })
-            })
+            .map(|m| ((m.key.id.clone(), m.key.version.clone()), Gallery::from(m)))
             .collect();
         let ingester = match &config.ingester_url {
             Some(url) => Some(IngesterServiceClient::new(

@@ -53,10 +53,7 @@ impl Identities {
         if served {
             return self.gallery_for(model).await;
         }
-        // Another replica may have built it.
-        if let Some(m) = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)) {
-            let g = Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold };
-            self.remember(&g);
+        if let Some(g) = self.built_elsewhere(model).await? {
             return Ok(g);
         }
         Err(IdentityError::UnknownModel { id: model.id.clone(), version: model.version.clone() })
@@ -82,10 +79,7 @@ impl Identities {
         if let Some(g) = self.cached(model) {
             return Ok(g);
         }
-        // Another replica may have built it.
-        if let Some(m) = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)) {
-            let g = Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold };
-            self.remember(&g);
+        if let Some(g) = self.built_elsewhere(model).await? {
             return Ok(g);
         }
         let match_threshold = match &self.embedder {
@@ -130,6 +124,16 @@ impl Identities {
                 .remove(&(g.model.id.clone(), g.model.version.clone()));
         }
         Ok(vanished.len())
+    }
+
+    /// The gallery of `model` when the catalog lists one this replica has not seen (another
+    /// replica built it), now remembered here too.
+    async fn built_elsewhere(&self, model: &ModelKey) -> IdentityResult<Option<Gallery>> {
+        let found = self.catalog.models().await?.into_iter().find(|m| m.key.same_model(model)).map(Gallery::from);
+        if let Some(g) = &found {
+            self.remember(g);
+        }
+        Ok(found)
     }
 
     pub(super) fn remember(&self, g: &Gallery) {
