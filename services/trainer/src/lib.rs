@@ -2,6 +2,8 @@
 //!
 //! - [`loss`], [`miner`], [`sampler`]: the method (contrastive and triplet losses, batch-all,
 //!   batch-hard and semi-hard mining, P x K and pair sampling);
+//! - [`pseudo`], [`memory`]: pseudo-identities for unlabelled tracklets, and the cluster
+//!   memory that gives them an identity loss;
 //! - [`data`], [`augment`]: datasets in the layouts users have, and re-ID augmentations;
 //! - [`eval`]: CMC, mAP, mINP, ROC, TAR at FAR, EER, the recommended threshold;
 //! - [`train`]: runs with checkpoints, resume, the best model, history and [`plot`]s;
@@ -14,6 +16,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod loss;
+pub mod memory;
 pub mod metrics;
 pub mod miner;
 pub mod model;

@@ -13,6 +13,7 @@ use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_by, rerank};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Span;
+use crate::memory::MemoryConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,11 +25,14 @@ pub struct PseudoLabels {
     pub threshold: f64,
     /// Cluster on k-reciprocal re-ranked distances (k1 20, k2 6, lambda 0.3) instead of cosine.
     pub rerank: bool,
+    /// `[pseudo_labels.memory]`: an identity loss on the groups, against a memory of their
+    /// centroids made anew at each clustering ([`crate::memory`]).
+    pub memory: Option<MemoryConfig>,
 }
 
 impl Default for PseudoLabels {
     fn default() -> Self {
-        PseudoLabels { every: 2, threshold: 0.6, rerank: false }
+        PseudoLabels { every: 2, threshold: 0.6, rerank: false, memory: None }
     }
 }
 
@@ -40,7 +44,7 @@ impl PseudoLabels {
         if !(-1.0..=1.0).contains(&self.threshold) {
             return Err(format!("pseudo_labels.threshold {} is not in [-1, 1]", self.threshold));
         }
-        Ok(())
+        self.memory.as_ref().map_or(Ok(()), MemoryConfig::validate)
     }
 
     /// Whether the labels are re-made before `epoch` (from 1).

@@ -5,7 +5,7 @@
 //! ```text
 //! RUN/config.toml            what was asked
 //! RUN/history.json, .csv     one row per epoch
-//! RUN/checkpoint/            model, optimiser moments, state.json (written last: the commit point)
+//! RUN/checkpoint/            model, optimiser moments, cluster memory, state.json (written last: the commit point)
 //! RUN/best/                  model.safetensors + model.json: the best epoch by mAP, servable as is
 //! RUN/plots/*.png            loss, active triplets, CMC, 2-D PCA of the embedding space
 //! ```
@@ -30,6 +30,7 @@ use crate::data::{Dataset, Split};
 use crate::error::TrainError;
 use crate::eval::{self, Protocol, Retrieval, Verification};
 use crate::loss;
+use crate::memory::ClusterMemory;
 use crate::miner::{self, Triplets};
 use crate::model::TrainModel;
 use crate::pseudo::{self, PseudoLabels};
@@ -137,6 +138,8 @@ struct Run<'a> {
     labels: Vec<i64>,
     /// Built from `labels`, again whenever they change.
     sampler: BatchSampler,
+    /// With `pseudo_labels.memory`: the groups' centroids, made at each clustering.
+    memory: Option<ClusterMemory>,
 }
 
 enum BatchSampler {
@@ -149,6 +152,9 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const TRAIN: usize = 0;
 const QUERY: usize = 1;
 const GALLERY: usize = 2;
+
+/// The cluster memory's centroids in a checkpoint.
+const MEMORY: &str = "checkpoint/memory.safetensors";
 
 impl<'a> Run<'a> {
     fn start(config: &'a RunConfig, dir: &'a Path, dataset: &Dataset, device: Device) -> Result<Self, TrainError> {
@@ -191,7 +197,20 @@ impl<'a> Run<'a> {
         }
         let labels = grouped(&dataset.train.pids(), &state.groups);
         let sampler = build_sampler(config, &labels, &dataset.hard_negatives)?;
-        Ok(Run { config, dir, model, adam, state, history, device, cache, labels, sampler })
+        let memory_path = dir.join(MEMORY);
+        let memory = match config.pseudo_labels.as_ref().and_then(|p| p.memory) {
+            Some(memory) if !state.groups.is_empty() => {
+                let saved = Tensor::read_safetensors(&memory_path)?;
+                let centroids = saved
+                    .into_iter()
+                    .find(|(n, _)| n == "centroids")
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| TrainError::Config(format!("{} holds no centroids", memory_path.display())))?;
+                Some(ClusterMemory::with_centroids(centroids.to_device(device), memory))
+            }
+            _ => None,
+        };
+        Ok(Run { config, dir, model, adam, state, history, device, cache, labels, sampler, memory })
     }
 
     /// Clusters the training tracklets with the current model into pseudo-identities.
@@ -209,6 +228,9 @@ impl<'a> Run<'a> {
         self.labels = grouped(&dataset.train.pids(), &self.state.groups);
         self.sampler = build_sampler(self.config, &self.labels, &dataset.hard_negatives)?;
         let groups = self.state.groups.iter().max().map_or(0, |g| g + 1);
+        if let Some(memory) = pseudo.memory {
+            self.memory = Some(ClusterMemory::from_embeddings(&embeddings, &self.labels, groups, memory));
+        }
         let mut sizes: Vec<usize> = vec![0; groups as usize];
         self.state.groups.iter().for_each(|&g| sizes[g as usize] += 1);
         events(Event::Message {
@@ -326,13 +348,16 @@ impl<'a> Run<'a> {
         batch: Vec<usize>,
         rng: &mut StdRng,
     ) -> Result<StepOutcome, TrainError> {
-        let Some((total, active, mined)) = self.batch_loss(train, pids, batch, rng, true)? else {
+        let Some(out) = self.batch_loss(train, pids, batch, rng, true)? else {
             return Ok(StepOutcome { loss: 0.0, active: 0, mined: 0 });
         };
         self.adam.zero_grad();
-        total.backward();
+        out.total.backward();
         self.adam.step();
-        Ok(StepOutcome { loss: total.double_value(&[]), active, mined })
+        if let Some(memory) = &mut self.memory {
+            memory.update(&out.features, &out.labels);
+        }
+        Ok(StepOutcome { loss: out.total.double_value(&[]), active: out.active, mined: out.mined })
     }
 
     /// The batch loss with its count of active and mined pairs or triplets; `None` when nothing
@@ -344,7 +369,7 @@ impl<'a> Run<'a> {
         batch: Vec<usize>,
         rng: &mut StdRng,
         training: bool,
-    ) -> Result<Option<(Tensor, usize, usize)>, TrainError> {
+    ) -> Result<Option<BatchLoss>, TrainError> {
         let (labels, losses) = match &self.sampler {
             BatchSampler::Pk(_) => {
                 let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
@@ -402,7 +427,10 @@ impl<'a> Run<'a> {
             total += self.config.loss.ce_weight
                 * loss::cross_entropy_smoothed(&logits, &targets, self.config.loss.label_smoothing);
         }
-        Ok(Some((total, active, mined)))
+        if let Some(memory) = &self.memory {
+            total += memory.config().weight * memory.loss(&features, &labels);
+        }
+        Ok(Some(BatchLoss { total, active, mined, features, labels }))
     }
 
     /// Epoch 0: the untrained network's loss (over the first batches, no update) and metrics,
@@ -413,10 +441,10 @@ impl<'a> Run<'a> {
         let (mut loss_sum, mut active, mut mined, mut n) = (0f64, 0usize, 0usize, 0usize);
         for batch in self.epoch_batches(&pids, &mut rng)?.into_iter().take(10) {
             let out = tch::no_grad(|| self.batch_loss(&dataset.train, &pids, batch, &mut rng, false))?;
-            if let Some((total, a, m)) = out {
-                loss_sum += total.double_value(&[]);
-                active += a;
-                mined += m;
+            if let Some(out) = out {
+                loss_sum += out.total.double_value(&[]);
+                active += out.active;
+                mined += out.mined;
                 n += 1;
             }
         }
@@ -507,6 +535,9 @@ impl<'a> Run<'a> {
         let ck = self.dir.join("checkpoint");
         self.model.save_all(&ck.join("model.safetensors"))?;
         self.state.adam_step = self.adam.save(&ck.join("optimizer.safetensors"))?;
+        if let Some(memory) = &self.memory {
+            Tensor::write_safetensors(&[("centroids", &memory.centroids)], self.dir.join(MEMORY))?;
+        }
         write_json(&self.dir.join("history.json"), &self.history)?;
         write_csv(&self.dir.join("history.csv"), &self.history)?;
         write_json(&ck.join("state.json"), &self.state)
@@ -547,6 +578,15 @@ impl<'a> Run<'a> {
         };
         write_json(&best.join("model.json"), &card)
     }
+}
+
+/// A batch's loss, what it was made of, and the features and labels the memory update needs.
+struct BatchLoss {
+    total: Tensor,
+    active: usize,
+    mined: usize,
+    features: Tensor,
+    labels: Vec<i64>,
 }
 
 struct StepOutcome {

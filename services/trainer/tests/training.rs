@@ -226,10 +226,9 @@ fn colour_tracklets(root: &std::path::Path, people: usize, per_person: usize) {
     }
 }
 
-#[test]
-fn tracklets_are_clustered_into_pseudo_identities_that_never_join_people_seen_together() {
-    let data = run_dir("pseudo-data");
-    colour_tracklets(&data, 4, 3);
+/// A small run on colour-coded tracklets in `data`, pseudo-labelled every epoch; `extra` adds
+/// TOML (tables after `[training]`).
+fn pseudo_config(data: &std::path::Path, extra: &str) -> RunConfig {
     let text = format!(
         r#"
 name = "pseudo"
@@ -255,10 +254,18 @@ epochs = 2
 seed = 3
 threads = 2
 verification_items = 50
+{extra}
 "#,
         data.display()
     );
-    let config = RunConfig::parse(&text).unwrap();
+    RunConfig::parse(&text).unwrap()
+}
+
+#[test]
+fn tracklets_are_clustered_into_pseudo_identities_that_never_join_people_seen_together() {
+    let data = run_dir("pseudo-data");
+    colour_tracklets(&data, 4, 3);
+    let config = pseudo_config(&data, "");
     let dir = run_dir("pseudo");
     let mut messages = Vec::new();
     train(
@@ -299,4 +306,46 @@ verification_items = 50
     assert!(err.to_string().contains("must be kind = \"tracklets\""), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn the_cluster_memory_trains_and_a_run_resumed_between_clusterings_keeps_it() {
+    let data = run_dir("memory-data");
+    colour_tracklets(&data, 4, 3);
+    // Clustered before epochs 1 and 3 only: epoch 2 of the resumed run trains against the memory
+    // the checkpoint kept, moved by epoch 1's updates.
+    let mut config = pseudo_config(&data, "[pseudo_labels.memory]\nweight = 1.0\ntemperature = 0.1\nmomentum = 0.2\n");
+    config.pseudo_labels.as_mut().unwrap().every = 2;
+    config.training.epochs = 3;
+    let whole = run_dir("memory-whole");
+    let outcome = train(&config, &whole, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    let h = &outcome.history;
+    assert!(h.last().unwrap().loss < h[1].loss, "loss {} -> {}", h[1].loss, h.last().unwrap().loss);
+    // The memory loss is part of the loss: the same run without it reports less.
+    let mut without = config.clone();
+    without.pseudo_labels.as_mut().unwrap().memory = None;
+    let plain = run_dir("memory-plain");
+    let plain_outcome = train(&without, &plain, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    assert!(plain_outcome.history[1].loss < h[1].loss, "{} vs {}", plain_outcome.history[1].loss, h[1].loss);
+    let centroids = tch::Tensor::read_safetensors(whole.join("checkpoint/memory.safetensors")).unwrap();
+    assert_eq!(centroids[0].0, "centroids");
+    let norms = Vec::<f32>::try_from(centroids[0].1.norm_scalaropt_dim(2, [1i64].as_slice(), false)).unwrap();
+    assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "unit centroids: {norms:?}");
+
+    let killed = run_dir("memory-killed");
+    let cancel = AtomicBool::new(false);
+    let stop = &mut |e: Event| {
+        if matches!(e, Event::Epoch(ref r) if r.epoch == 1) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    assert!(matches!(train(&config, &killed, stop, &cancel), Err(TrainError::Cancelled)));
+    train(&config, &killed, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+    for ((name, a), (_, b)) in weights(&whole).iter().zip(weights(&killed).iter()) {
+        let diff = (a - b).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{name} differs by {diff}");
+    }
+    for dir in [whole, plain, killed, data] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
