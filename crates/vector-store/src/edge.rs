@@ -13,7 +13,8 @@ use qdrant_edge::{
     CountRequestBuilder, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
     FieldIndexOperations, HnswIndexConfig, JsonPath, NamedQuery, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
     PointInsertOperations, PointOperations, PointStruct, QuantizationConfig, QueryEnum, QueryRequestBuilder,
-    ScoringQuery, ScrollRequestBuilder, SearchParams, SetPayloadOp, UpdateOperation, WithPayloadInterface,
+    ScoringQuery, ScrollRequestBuilder, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
+    VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::json;
 
@@ -86,6 +87,36 @@ impl EdgeStore {
             .get(name)
             .cloned()
             .ok_or_else(|| StoreError::CollectionNotFound(name.into()))
+    }
+
+    async fn scroll_page(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+        with_vectors: bool,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        let c = self.collection(collection)?;
+        let mut request = ScrollRequestBuilder::new()
+            .limit(limit.max(1))
+            .with_payload(WithPayloadInterface::Bool(true))
+            .with_vector(WithVector::Bool(with_vectors));
+        if let Some(filter) = to_engine_filter(filter)? {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(qdrant_edge::PointId::Uuid(offset));
+        }
+        let request = request.build();
+        let (records, next) = blocking(move || c.shard.scroll(request).map_err(engine)).await?;
+        let records = records
+            .into_iter()
+            .map(|r| {
+                Ok(Record { id: point_id(&r.id)?, vector: r.vector.and_then(dense), payload: payload_of(r.payload) })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((records, next.as_ref().map(point_id).transpose()?))
     }
 
     fn write_aliases(&self, aliases: &BTreeMap<String, String>) -> StoreResult<()> {
@@ -170,6 +201,18 @@ fn point_id(id: &qdrant_edge::PointId) -> StoreResult<PointId> {
     match id {
         qdrant_edge::PointId::Uuid(u) => Ok(*u),
         qdrant_edge::PointId::NumId(n) => Err(engine(format!("point {n} has a numeric id; reid writes UUIDs"))),
+    }
+}
+
+/// The collection's one dense vector, named or not.
+fn dense(vector: VectorStructInternal) -> Option<Vec<f32>> {
+    match vector {
+        VectorStructInternal::Single(v) => Some(v),
+        VectorStructInternal::Named(mut named) => match named.remove("")? {
+            VectorInternal::Dense(v) => Some(v),
+            _ => None,
+        },
+        VectorStructInternal::MultiDense(_) => None,
     }
 }
 
@@ -308,22 +351,17 @@ impl VectorStore for EdgeStore {
         limit: usize,
         offset: Option<PointId>,
     ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        let c = self.collection(collection)?;
-        let mut request =
-            ScrollRequestBuilder::new().limit(limit.max(1)).with_payload(WithPayloadInterface::Bool(true));
-        if let Some(filter) = to_engine_filter(filter)? {
-            request = request.filter(filter);
-        }
-        if let Some(offset) = offset {
-            request = request.offset(qdrant_edge::PointId::Uuid(offset));
-        }
-        let request = request.build();
-        let (records, next) = blocking(move || c.shard.scroll(request).map_err(engine)).await?;
-        let records = records
-            .into_iter()
-            .map(|r| Ok(Record { id: point_id(&r.id)?, payload: payload_of(r.payload) }))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((records, next.as_ref().map(point_id).transpose()?))
+        self.scroll_page(collection, filter, limit, offset, false).await
+    }
+
+    async fn scroll_with_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        self.scroll_page(collection, filter, limit, offset, true).await
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {

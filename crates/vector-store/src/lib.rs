@@ -54,6 +54,15 @@ pub trait VectorStore: Send + Sync + 'static {
         offset: Option<PointId>,
     ) -> StoreResult<(Vec<Record>, Option<PointId>)>;
 
+    /// [`VectorStore::scroll`], each record with its vector.
+    async fn scroll_with_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)>;
+
     /// Exact number of points matching the filter.
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64>;
 
@@ -78,15 +87,31 @@ pub trait VectorStore: Send + Sync + 'static {
 
     /// Scrolls through every point matching the filter.
     async fn scroll_all(&self, collection: &str, filter: &Filter) -> StoreResult<Vec<Record>> {
-        let mut out = Vec::new();
-        let mut offset = None;
-        loop {
-            let (page, next) = self.scroll(collection, filter, 1024, offset).await?;
-            out.extend(page);
-            match next {
-                Some(next) => offset = Some(next),
-                None => return Ok(out),
-            }
+        every_page(|offset| self.scroll(collection, filter, PAGE, offset)).await
+    }
+
+    /// Scrolls through every point matching the filter, with their vectors.
+    async fn scroll_all_with_vectors(&self, collection: &str, filter: &Filter) -> StoreResult<Vec<Record>> {
+        every_page(|offset| self.scroll_with_vectors(collection, filter, PAGE, offset)).await
+    }
+}
+
+/// Points per page of the `scroll_all` calls.
+const PAGE: usize = 1024;
+
+async fn every_page<F, Fut>(mut page: F) -> StoreResult<Vec<Record>>
+where
+    F: FnMut(Option<PointId>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<(Vec<Record>, Option<PointId>)>>,
+{
+    let mut out = Vec::new();
+    let mut offset = None;
+    loop {
+        let (records, next) = page(offset).await?;
+        out.extend(records);
+        match next {
+            Some(next) => offset = Some(next),
+            None => return Ok(out),
         }
     }
 }

@@ -24,11 +24,13 @@ pub struct Hit {
     pub payload: Payload,
 }
 
-/// A point read back by a scroll (payload only).
+/// A point read back by a scroll: its payload, and its vector when asked for
+/// ([`crate::VectorStore::scroll_with_vectors`]; cosine collections keep vectors L2-normalised).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub id: PointId,
     pub payload: Payload,
+    pub vector: Option<Vec<f32>>,
 }
 
 /// What a collection holds, and how much of it the search index covers.

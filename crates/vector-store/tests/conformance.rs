@@ -169,6 +169,24 @@ async fn scroll_and_set_payload(h: Box<dyn Harness>) {
     );
 }
 
+async fn scroll_with_vectors_returns_them_normalised(h: Box<dyn Harness>) {
+    let store = h.open().await;
+    let c = unique("vectors");
+    seeded(&*store, &c).await;
+    let plain = store.scroll_all(&c, &Filter::all().keyword("camera", "b")).await.unwrap();
+    assert!(plain.iter().all(|r| r.vector.is_none()), "a plain scroll carries no vectors");
+    let records = store.scroll_all_with_vectors(&c, &Filter::all().keyword("camera", "b")).await.unwrap();
+    assert_eq!(records.len(), 10);
+    for r in &records {
+        // Point n of camera b is e_1 + 0.01 n e_3; the store keeps cosine vectors unit length.
+        let n = r.payload["n"].as_f64().unwrap() as f32;
+        let norm = (1.0 + (0.01 * n).powi(2)).sqrt();
+        let want = [0.0, 1.0 / norm, 0.0, 0.01 * n / norm];
+        let got = r.vector.as_ref().unwrap();
+        assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5), "point {n}: {got:?}, want {want:?}");
+    }
+}
+
 async fn persists_across_reopen(h: Box<dyn Harness>) {
     let c = unique("persist");
     {
@@ -340,8 +358,8 @@ macro_rules! conformance {
 }
 
 conformance!(edge: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    scroll_with_vectors_returns_them_normalised, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
     index_params_are_applied_and_kept);
 conformance!(server: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    scroll_with_vectors_returns_them_normalised, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
     index_params_are_applied_and_kept);

@@ -51,6 +51,15 @@ impl VectorStore for SlowWrites {
     ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
         self.0.scroll(collection, filter, limit, offset).await
     }
+    async fn scroll_with_vectors(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        self.0.scroll_with_vectors(collection, filter, limit, offset).await
+    }
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {
         self.0.count(collection, filter).await
     }
