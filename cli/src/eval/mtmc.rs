@@ -77,9 +77,10 @@ pub struct MtmcArgs {
     #[arg(long, requires = "regroup")]
     regroup_merge: bool,
     /// Also observe the delivered tracklets again, in the order they ended, into a fresh
-    /// identity service with these association settings (`threshold=0.8,cross=0.7,top=3,margin=0.05`;
-    /// what is unset keeps this run's), and score its identities: the same tracklets and
-    /// embeddings, only the association changed. Repeat for several.
+    /// identity service with these association settings (`threshold=0.8,cross=0.7,top=3,margin=0.05`,
+    /// and `merge=0.7` for a merge pass at the end; what is unset keeps this run's), and score its
+    /// identities: the same tracklets and embeddings, only the association changed. Repeat for
+    /// several.
     #[arg(long, value_parser = Variant::parse)]
     replay: Vec<Variant>,
     /// Score only what was seen from this frame on (e.g. the model's held-out last part of the

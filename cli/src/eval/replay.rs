@@ -24,10 +24,12 @@ pub struct Variant {
     pub cross_camera_threshold: Option<f32>,
     pub linkage_top: Option<usize>,
     pub min_margin: Option<f32>,
+    /// The merge pass's threshold, run once after every tracklet was observed.
+    pub merge_threshold: Option<f32>,
 }
 
 impl Variant {
-    /// `threshold=0.8,cross=0.7,top=3,margin=0.05`, any of them.
+    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7`, any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -37,8 +39,9 @@ impl Variant {
                 "threshold" => v.threshold = Some(number(value)?),
                 "cross" => v.cross_camera_threshold = Some(number(value)?),
                 "margin" => v.min_margin = Some(number(value)?),
+                "merge" => v.merge_threshold = Some(number(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
-                other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin)")),
+                other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge)")),
             }
         }
         Ok(v)
@@ -58,6 +61,9 @@ impl Variant {
         if let Some(top) = self.linkage_top {
             a.linkage = linkage(top);
         }
+        if let Some(t) = self.merge_threshold {
+            a.merge_threshold = Some(t);
+        }
         a
     }
 }
@@ -76,6 +82,9 @@ impl std::fmt::Display for Variant {
         }
         if let Some(m) = self.min_margin {
             parts.push(format!("margin={m}"));
+        }
+        if let Some(t) = self.merge_threshold {
+            parts.push(format!("merge={t}"));
         }
         f.write_str(&parts.join(","))
     }
@@ -117,7 +126,8 @@ impl EmbedderClient for Recorded {
 }
 
 /// Observes `deliveries` in the order they ended into a fresh identity service (embedded store
-/// in a temporary folder) with `association`, and returns the identity each was given.
+/// in a temporary folder) with `association`, runs its merge pass once (when
+/// `association.merge_threshold` is set), and returns the identity each is in at the end.
 pub async fn replay(
     association: AssociationConfig,
     model: &ModelKey,
@@ -153,7 +163,12 @@ pub async fn replay(
             .with_context(|| format!("observing track {} of {}", d.track, d.camera))?;
         given.insert(i, observed.identity);
     }
-    Ok(given.into_values().collect())
+    identities.merge_pass(reid_identity::identities::now_ms()).await?;
+    let mut out = Vec::with_capacity(given.len());
+    for identity in given.into_values() {
+        out.push(identities.merged_into(&identity).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -168,6 +183,7 @@ mod tests {
         let a = v.apply(&base);
         assert_eq!((a.threshold, a.cross_camera_threshold, a.observe_min_margin), (Some(0.8), Some(0.7), 0.02));
         assert_eq!(Variant::parse("margin=0.1").map(|v| v.apply(&base).observe_min_margin), Ok(0.1));
+        assert_eq!(Variant::parse("merge=0.7").map(|v| v.apply(&base).merge_threshold), Ok(Some(0.7)));
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
         assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));
@@ -205,5 +221,12 @@ mod tests {
         assert_ne!(one[0], one[1], "{one:?}");
         let lower = replay(at(0.9, Some(0.8)), &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));
         assert!(lower[0] == lower[1] && lower[1] == lower[2], "{lower:?}");
+        // A merge pass at the end joins b1 to a1 and a2 (their average similarity is 0.71).
+        let merged = AssociationConfig { merge_threshold: Some(0.7), ..at(0.9, None) };
+        let merged = replay(merged, &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(merged[0] == merged[1] && merged[1] == merged[2], "{merged:?}");
+        let apart = AssociationConfig { merge_threshold: Some(0.75), ..at(0.9, None) };
+        let apart = replay(apart, &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(apart, one, "above the average similarity nothing merges");
     }
 }

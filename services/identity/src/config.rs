@@ -88,6 +88,12 @@ pub struct AssociationConfig {
     /// How a tracklet is scored against an identity's sightings: `{ kind = "nearest" }` (default)
     /// or `{ kind = "average", top = 3 }`.
     pub linkage: crate::association::Linkage,
+    /// The merge pass (`identities/merging.rs`), on every upkeep tick: identities whose recent
+    /// sightings are on average at least this similar are merged into one. Unset: off.
+    pub merge_threshold: Option<f32>,
+    /// The sightings the merge pass weighs: those observed in this last stretch of time.
+    #[serde(with = "reid_server::duration::secs")]
+    pub merge_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -147,6 +153,8 @@ impl Default for AssociationConfig {
             transit: Vec::new(),
             same_camera_overlap: Duration::from_secs(1),
             linkage: crate::association::Linkage::default(),
+            merge_threshold: None,
+            merge_window: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -170,7 +178,11 @@ impl IdentityConfig {
         }
         self.index.validate().map_err(|e| format!("index: {e}"))?;
         let a = &self.association;
-        for (name, threshold) in [("threshold", a.threshold), ("cross_camera_threshold", a.cross_camera_threshold)] {
+        for (name, threshold) in [
+            ("threshold", a.threshold),
+            ("cross_camera_threshold", a.cross_camera_threshold),
+            ("merge_threshold", a.merge_threshold),
+        ] {
             if let Some(t) = threshold
                 && !(-1.0..=1.0).contains(&t)
             {

@@ -30,6 +30,7 @@ mod feedback;
 mod forget;
 mod galleries;
 mod identify;
+mod merging;
 mod observe;
 mod replicas;
 mod retention;
@@ -131,6 +132,8 @@ pub struct Sighting {
     pub score: f32,
     pub model_version: String,
     pub thumbnail: Option<String>,
+    /// The identity a merge moved this sighting from.
+    pub merged_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

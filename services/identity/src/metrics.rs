@@ -14,6 +14,7 @@ pub struct IdentityMetrics {
     pub expired_sightings: IntCounter,
     pub migrations: IntCounter,
     pub replica_merges: IntCounter,
+    pub identity_merges: IntCounter,
 }
 
 impl std::fmt::Debug for IdentityMetrics {
@@ -55,6 +56,11 @@ impl IdentityMetrics {
             "Identities that concurrent Observes on two replicas started for one person, merged",
         )
         .expect("valid counter");
+        let identity_merges = IntCounter::new(
+            "identity_merges_total",
+            "Identities the merge pass found to be one person with another, merged",
+        )
+        .expect("valid counter");
         for m in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -65,6 +71,7 @@ impl IdentityMetrics {
             Box::new(expired_sightings.clone()),
             Box::new(migrations.clone()),
             Box::new(replica_merges.clone()),
+            Box::new(identity_merges.clone()),
         ] {
             registry.register(m).expect("metrics registered once");
         }
@@ -79,6 +86,7 @@ impl IdentityMetrics {
             expired_sightings,
             migrations,
             replica_merges,
+            identity_merges,
         }
     }
 }

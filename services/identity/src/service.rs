@@ -209,6 +209,7 @@ impl IdentityService for IdentityGrpc {
                     score: s.score,
                     model_version: s.model_version,
                     thumbnail: s.thumbnail.unwrap_or_default(),
+                    merged_from: s.merged_from.unwrap_or_default(),
                 })
                 .collect();
             Ok(pb::SightingsResponse { sightings })

@@ -108,7 +108,7 @@ impl Identities {
     pub(super) async fn absorb(&self, keep: &IdentityEntry, gone: &IdentityEntry, at_ms: i64) -> IdentityResult<()> {
         self.catalog.put_merged(&gone.identity, &keep.identity, at_ms).await?;
         let enrolled = keep.enrolled || gone.enrolled;
-        let moved = object(json!({ "identity": keep.identity, "enrolled": enrolled }));
+        let moved = object(json!({ "identity": keep.identity, "enrolled": enrolled, "merged_from": gone.identity }));
         for g in self.galleries() {
             self.store
                 .set_payload(&g.collection, &Filter::all().keyword("identity", &gone.identity), moved.clone())

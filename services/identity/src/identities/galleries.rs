@@ -21,6 +21,7 @@ fn gallery_spec(g: &Gallery, index: reid_vector_store::IndexParams) -> Collectio
         .index("track", FieldType::Keyword)
         .index("time", FieldType::Integer)
         .index("end", FieldType::Integer)
+        .index("observed", FieldType::Integer)
         .index("enrolled", FieldType::Bool)
 }
 

@@ -53,7 +53,7 @@ pub(super) struct Written {
 
 /// The order in which two identities survive a merge: enrolled first, then the older, then the
 /// smaller id; the same on every replica.
-fn survives_over(a: &IdentityEntry, b: &IdentityEntry) -> bool {
+pub(super) fn survives_over(a: &IdentityEntry, b: &IdentityEntry) -> bool {
     (!a.enrolled, a.created_ms, &a.identity) < (!b.enrolled, b.created_ms, &b.identity)
 }
 

@@ -1,4 +1,4 @@
-//! Upkeep: the retention sweep of anonymous sightings and the periodic index build.
+//! Upkeep: the retention sweep of anonymous sightings, the merge pass and the periodic index build.
 
 use super::*;
 
@@ -47,7 +47,7 @@ impl Identities {
     }
 
     /// Background upkeep every `sweep_interval`: galleries whose collection vanished are dropped,
-    /// then the retention sweep and the index build.
+    /// then the retention sweep, the merge pass and the index build.
     pub async fn maintain(self: Arc<Self>) {
         let period = self.config.retention.sweep_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -59,6 +59,9 @@ impl Identities {
             }
             if let Err(e) = self.sweep_expired(now_ms()).await {
                 tracing::warn!(error = %e, "retention sweep failed; will retry");
+            }
+            if let Err(e) = self.merge_pass(now_ms()).await {
+                tracing::warn!(error = %e, "merge pass failed; will retry");
             }
             if let Err(e) = self.optimize().await {
                 tracing::warn!(error = %e, "index build failed; will retry");

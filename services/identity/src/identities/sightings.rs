@@ -42,6 +42,7 @@ impl Identities {
                     score: float_of(p, "score"),
                     model_version: str_of(p, "model_version").unwrap_or_default(),
                     thumbnail: str_of(p, "crop").map(|c| format!("{}/{c}", query.identity)),
+                    merged_from: str_of(p, "merged_from"),
                 });
             }
         }
