@@ -43,6 +43,9 @@ pub struct IdentifyArgs {
     /// Overrides the service's threshold for this request.
     #[arg(long)]
     threshold: Option<f32>,
+    /// Order candidates by k-reciprocal re-ranking instead of cosine similarity.
+    #[arg(long)]
+    rerank: bool,
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -122,6 +125,7 @@ pub async fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         top_k: args.top_k,
         cameras: args.cameras,
         threshold: args.threshold.unwrap_or(0.0),
+        rerank: args.rerank,
     };
     let r = client(&args.addr).await?.identify(request).await.map_err(failed("identify"))?.into_inner();
     let model = r.model.unwrap_or_default();

@@ -332,7 +332,8 @@ impl VectorStore for EdgeStore {
         let mut request = QueryRequestBuilder::new(query.limit)
             .query(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::default_dense(query.vector.clone()))))
             .params(params)
-            .with_payload(WithPayloadInterface::Bool(true));
+            .with_payload(WithPayloadInterface::Bool(true))
+            .with_vector(WithVector::Bool(query.with_vectors));
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
@@ -340,7 +341,10 @@ impl VectorStore for EdgeStore {
         let found = blocking(move || c.shard.query(request).map_err(engine)).await?;
         found
             .into_iter()
-            .map(|p| Ok(Hit { id: point_id(&p.id)?, score: p.score, payload: payload_of(p.payload) }))
+            .map(|p| {
+                let vector = p.vector.and_then(dense);
+                Ok(Hit { id: point_id(&p.id)?, score: p.score, payload: payload_of(p.payload), vector })
+            })
             .collect()
     }
 

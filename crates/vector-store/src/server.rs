@@ -181,10 +181,7 @@ impl QdrantServerStore {
             .result
             .into_iter()
             .map(|p| {
-                let vector = p.vectors.as_ref().and_then(|v| v.get_vector()).and_then(|v| match v {
-                    qdrant::vector_output::Vector::Dense(d) => Some(d.data),
-                    _ => None,
-                });
+                let vector = p.vectors.as_ref().and_then(dense);
                 Ok(Record { id: from_point_id(p.id)?, payload: from_payload(p.payload), vector })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -222,6 +219,14 @@ fn from_point_id(id: Option<qdrant::PointId>) -> StoreResult<PointId> {
     match id.and_then(|id| id.point_id_options) {
         Some(PointIdOptions::Uuid(s)) => s.parse().map_err(|e| unreadable(format!("point id {s}: {e}"))),
         other => Err(unreadable(format!("point id {other:?} is not a UUID; reid writes UUIDs"))),
+    }
+}
+
+/// The collection's one unnamed dense vector.
+fn dense(vectors: &qdrant::VectorsOutput) -> Option<Vec<f32>> {
+    match vectors.get_vector()? {
+        qdrant::vector_output::Vector::Dense(d) => Some(d.data),
+        _ => None,
     }
 }
 
@@ -333,7 +338,8 @@ impl VectorStore for QdrantServerStore {
             .query(qdrant::Query::new_nearest(query.vector.clone()))
             .limit(query.limit as u64)
             .params(params)
-            .with_payload(true);
+            .with_payload(true)
+            .with_vectors(query.with_vectors);
         if let Some(filter) = to_filter(&query.filter) {
             request = request.filter(filter);
         }
@@ -341,7 +347,10 @@ impl VectorStore for QdrantServerStore {
         response
             .result
             .into_iter()
-            .map(|p| Ok(Hit { id: from_point_id(p.id)?, score: p.score, payload: from_payload(p.payload) }))
+            .map(|p| {
+                let vector = p.vectors.as_ref().and_then(dense);
+                Ok(Hit { id: from_point_id(p.id)?, score: p.score, payload: from_payload(p.payload), vector })
+            })
             .collect()
     }
 

@@ -16,12 +16,14 @@ pub struct Point {
     pub payload: Payload,
 }
 
-/// A point found by a search, with its cosine similarity to the query.
+/// A point found by a search, with its cosine similarity to the query, and its (normalised)
+/// vector when the query asked for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: PointId,
     pub score: f32,
     pub payload: Payload,
+    pub vector: Option<Vec<f32>>,
 }
 
 /// A point read back by a scroll: its payload, and its vector when asked for
@@ -189,11 +191,13 @@ pub struct SearchQuery {
     pub exact: bool,
     /// HNSW beam width at search time; the backend's default when `None`.
     pub hnsw_ef: Option<usize>,
+    /// Return each hit's vector.
+    pub with_vectors: bool,
 }
 
 impl SearchQuery {
     pub fn new(vector: Vec<f32>, limit: usize) -> Self {
-        Self { vector, limit, filter: Filter::all(), exact: false, hnsw_ef: None }
+        Self { vector, limit, filter: Filter::all(), exact: false, hnsw_ef: None, with_vectors: false }
     }
 
     pub fn filter(mut self, filter: Filter) -> Self {
@@ -203,6 +207,11 @@ impl SearchQuery {
 
     pub fn exact(mut self, exact: bool) -> Self {
         self.exact = exact;
+        self
+    }
+
+    pub fn with_vectors(mut self, with_vectors: bool) -> Self {
+        self.with_vectors = with_vectors;
         self
     }
 }

@@ -169,7 +169,7 @@ async fn scroll_and_set_payload(h: Box<dyn Harness>) {
     );
 }
 
-async fn scroll_with_vectors_returns_them_normalised(h: Box<dyn Harness>) {
+async fn vectors_come_back_normalised_when_asked_for(h: Box<dyn Harness>) {
     let store = h.open().await;
     let c = unique("vectors");
     seeded(&*store, &c).await;
@@ -184,6 +184,16 @@ async fn scroll_with_vectors_returns_them_normalised(h: Box<dyn Harness>) {
         let want = [0.0, 1.0 / norm, 0.0, 0.01 * n / norm];
         let got = r.vector.as_ref().unwrap();
         assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5), "point {n}: {got:?}, want {want:?}");
+    }
+    // A search returns the same vectors when asked, and none otherwise.
+    let query = SearchQuery::new(vec![0.0, 1.0, 0.0, 0.0], 5).filter(Filter::all().keyword("camera", "b"));
+    let plain = store.search(&c, &query).await.unwrap();
+    assert!(plain.iter().all(|h| h.vector.is_none()));
+    let hits = store.search(&c, &query.with_vectors(true)).await.unwrap();
+    assert_eq!(hits.len(), 5);
+    for hit in &hits {
+        let scrolled = records.iter().find(|r| r.id == hit.id).unwrap();
+        assert_eq!(hit.vector, scrolled.vector, "point {}", hit.payload["n"]);
     }
 }
 
@@ -358,8 +368,8 @@ macro_rules! conformance {
 }
 
 conformance!(edge: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    scroll_with_vectors_returns_them_normalised, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    vectors_come_back_normalised_when_asked_for, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
     index_params_are_applied_and_kept);
 conformance!(server: upsert_search_and_payload, upsert_is_idempotent, filters, delete_by_filter, scroll_and_set_payload,
-    scroll_with_vectors_returns_them_normalised, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
+    vectors_come_back_normalised_when_asked_for, persists_across_reopen, bad_input_changes_nothing, alias_switches, indexed_search_agrees_with_exact,
     index_params_are_applied_and_kept);

@@ -141,6 +141,54 @@ pub fn decide(ranked: &[Match], threshold: f32, min_margin: f32) -> Verdict {
     }
 }
 
+/// The identities among `hits` (each match with its vector, L2-normalised) in k-reciprocal
+/// re-ranked order for `query` ([`reid_cluster::rerank`] over the query and the hits): an
+/// identity ranks by its best re-ranked distance, and keeps the cosine score of its best match,
+/// so that the threshold still means what it was calibrated for. A look-alike that is close to
+/// the query but whose own neighbours are other pictures of the look-alike falls behind the
+/// query's person, whose pictures and the query are each other's neighbours.
+pub fn rerank_identities(query: &[f32], hits: &[(Match, Vec<f32>)], settings: reid_cluster::Rerank) -> Vec<Match> {
+    let n = hits.len() + 1;
+    let mut q = query.to_vec();
+    normalise(&mut q);
+    let vectors: Vec<&[f32]> = std::iter::once(q.as_slice()).chain(hits.iter().map(|(_, v)| v.as_slice())).collect();
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum::<f64>();
+    let distance: Vec<Vec<f64>> =
+        vectors.iter().map(|a| vectors.iter().map(|b| (1.0 - dot(a, b)).max(0.0)).collect()).collect();
+    let reranked = &reid_cluster::rerank(&distance, 0..1, 1..n, settings)[0];
+    // Per identity: (best re-ranked distance, best cosine match).
+    let mut best: Vec<(f64, Match)> = Vec::new();
+    for ((m, _), d) in hits.iter().zip(reranked) {
+        match best.iter_mut().find(|(_, b)| b.identity == m.identity) {
+            Some((bd, b)) => {
+                *bd = bd.min(*d);
+                if m.score > b.score {
+                    *b = m.clone();
+                }
+            }
+            None => best.push((*d, m.clone())),
+        }
+    }
+    best.sort_by(|a, b| a.0.total_cmp(&b.0));
+    best.into_iter().map(|(_, m)| m).collect()
+}
+
+/// The open-set decision on a re-ranked list: the first identity is known when its cosine score
+/// reaches the threshold. The margin (over the best other cosine score) is reported, not
+/// required: re-ranking has already decided between close identities.
+pub fn decide_reranked(ranked: &[Match], threshold: f32) -> Verdict {
+    let Some(best) = ranked.first() else {
+        return Verdict::Unknown { best_score: 0.0, margin: 0.0 };
+    };
+    let runner_up = ranked[1..].iter().map(|m| m.score).fold(0.0f32, f32::max);
+    let margin = best.score - runner_up;
+    if best.score >= threshold {
+        Verdict::Known { identity: best.identity.clone(), score: best.score, margin }
+    } else {
+        Verdict::Unknown { best_score: best.score, margin }
+    }
+}
+
 /// Whether one person could appear in both tracklets given the cameras' transit times: whichever
 /// tracklet starts later must start at least the rule's time after the other ends.
 pub fn transit_allows(rules: &[TransitRule], a: &Match, b_camera: &str, b_start_ms: i64, b_end_ms: i64) -> bool {
@@ -163,6 +211,49 @@ pub use reid_cluster::overlap_ms;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn re_ranking_puts_the_query_s_person_before_a_closer_look_alike() {
+        // Pictures on the unit circle at 0.2 rad a step: person "a" drifts along a chain
+        // (0.25 .. 2.45), person "b" sits tight (3.5 .. 3.8); the query is "a" at 3.0, nearer
+        // by cosine to b's first picture than to a's last. Its k-reciprocal neighbours are a's.
+        let at = |x: f32| vec![(0.2 * x).cos(), (0.2 * x).sin()];
+        let query = at(3.0);
+        let pictures = [
+            ("a", 0.25),
+            ("a", 0.8),
+            ("a", 1.35),
+            ("a", 1.9),
+            ("a", 2.45),
+            ("b", 3.5),
+            ("b", 3.6),
+            ("b", 3.7),
+            ("b", 3.8),
+        ];
+        let hits: Vec<(Match, Vec<f32>)> = pictures
+            .iter()
+            .map(|&(who, x)| {
+                let v = at(x);
+                let score = v.iter().zip(&query).map(|(a, b)| a * b).sum();
+                (m(who, score), v)
+            })
+            .collect();
+        let plain = rank_identities(&hits.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>());
+        assert_eq!(plain[0].identity, "b", "by cosine the look-alike leads");
+        let settings = reid_cluster::Rerank { k1: 3, k2: 1, lambda: 0.3 };
+        let reranked = rerank_identities(&query, &hits, settings);
+        assert_eq!(reranked.iter().map(|m| m.identity.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // Each keeps its best cosine score: a's is its picture at 2.45 (0.11 rad away).
+        assert!((reranked[0].score - (0.2f32 * 0.55).cos()).abs() < 1e-6);
+        match decide_reranked(&reranked, 0.99) {
+            Verdict::Known { identity, margin, .. } => {
+                assert_eq!(identity, "a");
+                assert!(margin < 0.0, "b is closer by cosine: {margin}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decide_reranked(&reranked, 0.999), Verdict::Unknown { .. }));
+    }
 
     fn m(identity: &str, score: f32) -> Match {
         Match { identity: identity.into(), score, camera: None, start_ms: None, end_ms: None }

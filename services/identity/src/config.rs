@@ -94,6 +94,31 @@ pub struct AssociationConfig {
     /// The sightings the merge pass weighs: those observed in this last stretch of time.
     #[serde(with = "reid_server::duration::secs")]
     pub merge_window: Duration,
+    /// k-reciprocal re-ranking of `Identify` requests that ask for it.
+    pub rerank: RerankConfig,
+}
+
+/// Zhong et al.'s settings (the paper's defaults): `k1` reciprocal neighbours, `k2` for the
+/// local query expansion, `lambda` the weight of the original distance.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RerankConfig {
+    pub k1: usize,
+    pub k2: usize,
+    pub lambda: f64,
+}
+
+impl Default for RerankConfig {
+    fn default() -> Self {
+        let r = reid_cluster::Rerank::default();
+        Self { k1: r.k1, k2: r.k2, lambda: r.lambda }
+    }
+}
+
+impl From<RerankConfig> for reid_cluster::Rerank {
+    fn from(c: RerankConfig) -> Self {
+        Self { k1: c.k1, k2: c.k2, lambda: c.lambda }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -155,6 +180,7 @@ impl Default for AssociationConfig {
             linkage: crate::association::Linkage::default(),
             merge_threshold: None,
             merge_window: Duration::from_secs(30 * 60),
+            rerank: RerankConfig::default(),
         }
     }
 }
@@ -199,6 +225,9 @@ impl IdentityConfig {
         }
         if let Some(rule) = a.transit.iter().find(|r| r.min_seconds.is_nan() || r.min_seconds < 0.0) {
             return Err(format!("transit {} -> {}: min_seconds must be >= 0", rule.from, rule.to));
+        }
+        if a.rerank.k1 == 0 || a.rerank.k2 == 0 || !(0.0..=1.0).contains(&a.rerank.lambda) {
+            return Err("association.rerank: k1 and k2 must be positive and lambda in [0, 1]".into());
         }
         if self.retention.sweep_interval.is_zero() {
             return Err("retention.sweep_interval must be positive".into());

@@ -70,6 +70,8 @@ pub struct IdentifyOptions {
     pub cameras: Vec<String>,
     /// Overrides the configured and calibrated threshold when set.
     pub threshold: Option<f32>,
+    /// Candidates in k-reciprocal re-ranked order ([`association::rerank_identities`]).
+    pub rerank: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -86,6 +86,7 @@ impl IdentityService for IdentityGrpc {
                 top_k: req.top_k as usize,
                 cameras: req.cameras,
                 threshold: (req.threshold > 0.0).then_some(req.threshold),
+                rerank: req.rerank,
             };
             let found = self.identities.identify(probes, options).await?;
             let model = found.first().map(|f| f.model.to_proto());

@@ -4,16 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use reid_identity::IdentityConfig;
-use reid_identity::embedder::EmbedderClient;
 use reid_identity::identities::{Feedback, FeedbackKind, Identities, SightingQuery, Tracklet, TrackletCrop};
-use reid_identity::metrics::IdentityMetrics;
-use reid_vector_store::{EdgeStore, VectorStore};
-
-const T0: i64 = 1_700_000_000_000;
 
 /// `e0 + w e_axis`, normalised: two such vectors with different axes and weights `w`, `v` are
 /// `1 / sqrt((1 + w^2)(1 + v^2))` apart in cosine.
@@ -38,26 +33,29 @@ fn tracklet(embedder: &ScriptedEmbedder, camera: &str, track: &str, v: Vec<f32>,
     Tracklet { camera: camera.into(), track: track.into(), crops, model: Some(embedder.key()) }
 }
 
-async fn open(dir: &std::path::Path, merge_threshold: Option<f32>) -> (Arc<Identities>, Arc<ScriptedEmbedder>) {
+/// A service whose upkeep ticks (the merge pass among them) wait an hour, so that the tests
+/// run the pass themselves, unless `tick` says otherwise.
+async fn open_ticking(dir: &std::path::Path, merge_threshold: Option<f32>, tick: Duration) -> Service {
     let mut config: IdentityConfig = config(dir);
     config.association.threshold = Some(0.8);
     config.association.merge_threshold = merge_threshold;
-    let store: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(dir.join("store")).unwrap());
-    let embedder = ScriptedEmbedder::new("A");
-    let identities =
-        Identities::open(config, store, Some(embedder.clone() as Arc<dyn EmbedderClient>), IdentityMetrics::new())
-            .await
-            .unwrap();
-    (Arc::new(identities), embedder)
+    config.retention.sweep_interval = tick;
+    Service::start(config, ScriptedEmbedder::new("A")).await
+}
+
+async fn open(dir: &std::path::Path, merge_threshold: Option<f32>) -> Service {
+    open_ticking(dir, merge_threshold, Duration::from_secs(3600)).await
 }
 
 /// Person A on west (0-1 s) and east (10-11 s), cos 0.735 between the two: under `Observe`'s 0.8
 /// two identities. B, dressed like A, on west beside A at 0-1 s: cos 0.70 to both of A's
 /// tracklets, so only the cannot-link keeps B out of A's group at a merge threshold of 0.7.
 async fn scene(identities: &Identities, embedder: &ScriptedEmbedder) -> [String; 3] {
-    let a_west = identities.observe(tracklet(embedder, "west", "a", near_e0(1, 0.6), T0)).await.unwrap();
-    let b_west = identities.observe(tracklet(embedder, "west", "b", near_e0(3, 0.7), T0)).await.unwrap();
-    let a_east = identities.observe(tracklet(embedder, "east", "a", near_e0(2, 0.6), T0 + 10_000)).await.unwrap();
+    // A minute ago: well inside the retention time, which the upkeep ticks enforce meanwhile.
+    let t0 = reid_identity::identities::now_ms() - 60_000;
+    let a_west = identities.observe(tracklet(embedder, "west", "a", near_e0(1, 0.6), t0)).await.unwrap();
+    let b_west = identities.observe(tracklet(embedder, "west", "b", near_e0(3, 0.7), t0)).await.unwrap();
+    let a_east = identities.observe(tracklet(embedder, "east", "a", near_e0(2, 0.6), t0 + 10_000)).await.unwrap();
     assert!(a_west.created && b_west.created && a_east.created, "three identities before the pass");
     [a_west.identity, a_east.identity, b_west.identity]
 }
@@ -76,16 +74,17 @@ async fn identity_of(identities: &Identities, camera: &str, track: &str) -> Stri
 #[tokio::test]
 async fn the_merge_pass_joins_one_person_and_keeps_a_look_alike_seen_beside_them_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let (identities, embedder) = open(dir.path(), Some(0.7)).await;
-    let [a_west, a_east, b_west] = scene(&identities, &embedder).await;
+    let service = open(dir.path(), Some(0.7)).await;
+    let (identities, embedder) = (&service.identities, &service.embedder);
+    let [a_west, a_east, b_west] = scene(identities, embedder).await;
 
     assert_eq!(identities.merge_pass(reid_identity::identities::now_ms()).await.unwrap(), 1);
     assert_eq!(identities.metrics().identity_merges.get(), 1);
     let (listed, _) = identities.list(100, None).await.unwrap();
     assert_eq!(listed.len(), 2, "A's two identities are one, B stays: {listed:?}");
     // The older identity survives and shows where the moved sighting came from.
-    assert_eq!(identity_of(&identities, "east", "a").await, a_west);
-    assert_eq!(identity_of(&identities, "west", "b").await, b_west);
+    assert_eq!(identity_of(identities, "east", "a").await, a_west);
+    assert_eq!(identity_of(identities, "west", "b").await, b_west);
     let timeline =
         identities.sightings(SightingQuery { identity: a_west.clone(), ..Default::default() }).await.unwrap();
     let moved: Vec<_> = timeline.iter().map(|s| (s.camera.as_str(), s.merged_from.as_deref())).collect();
@@ -98,15 +97,17 @@ async fn the_merge_pass_joins_one_person_and_keeps_a_look_alike_seen_beside_them
 async fn the_merge_pass_is_off_unless_set_and_respects_different_and_its_window() {
     let now = reid_identity::identities::now_ms();
     let off = tempfile::tempdir().unwrap();
-    let (identities, embedder) = open(off.path(), None).await;
-    scene(&identities, &embedder).await;
+    let service = open(off.path(), None).await;
+    let (identities, embedder) = (&service.identities, &service.embedder);
+    scene(identities, embedder).await;
     assert_eq!(identities.merge_pass(now).await.unwrap(), 0, "no merge_threshold: no pass");
     assert_eq!(identities.list(100, None).await.unwrap().0.len(), 3);
 
     // An operator's "different" keeps A's two identities apart.
     let dir = tempfile::tempdir().unwrap();
-    let (identities, embedder) = open(dir.path(), Some(0.7)).await;
-    let [a_west, a_east, _] = scene(&identities, &embedder).await;
+    let service = open(dir.path(), Some(0.7)).await;
+    let (identities, embedder) = (&service.identities, &service.embedder);
+    let [a_west, a_east, _] = scene(identities, embedder).await;
     let different = Feedback {
         kind: FeedbackKind::Reject,
         a: a_west.clone(),
@@ -116,14 +117,31 @@ async fn the_merge_pass_is_off_unless_set_and_respects_different_and_its_window(
     };
     identities.feedback(different).await.unwrap();
     identities.merge_pass(now).await.unwrap();
-    assert_eq!(identity_of(&identities, "west", "a").await, a_west);
-    assert_ne!(identity_of(&identities, "east", "a").await, a_west, "merged against the operator's word");
+    assert_eq!(identity_of(identities, "west", "a").await, a_west);
+    assert_ne!(identity_of(identities, "east", "a").await, a_west, "merged against the operator's word");
 
     // Sightings observed before the window are not weighed.
     let dir = tempfile::tempdir().unwrap();
-    let (identities, embedder) = open(dir.path(), Some(0.7)).await;
-    scene(&identities, &embedder).await;
+    let service = open(dir.path(), Some(0.7)).await;
+    let (identities, embedder) = (&service.identities, &service.embedder);
+    scene(identities, embedder).await;
     let window = identities.config().association.merge_window.as_millis() as i64;
     assert_eq!(identities.merge_pass(now + window + 60_000).await.unwrap(), 0);
     assert_eq!(identities.merge_pass(now).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_upkeep_tick_runs_the_merge_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = open_ticking(dir.path(), Some(0.7), Duration::from_millis(50)).await;
+    let (identities, embedder) = (&service.identities, &service.embedder);
+    let [a_west, ..] = scene(identities, embedder).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The pass counts its merges once it is done with them all.
+    while identities.metrics().identity_merges.get() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no merge within 10 s of 50 ms ticks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(identity_of(identities, "east", "a").await, a_west);
+    assert_eq!(identities.metrics().identity_merges.get(), 1);
 }

@@ -45,14 +45,25 @@ impl Identities {
                 filter = filter.keyword_in("camera", options.cameras.clone());
             }
             let limit = self.config.association.search_limit.max(top_k);
-            let query = SearchQuery { hnsw_ef: self.config.association.hnsw_ef, ..SearchQuery::new(vector, limit) };
+            let query = SearchQuery {
+                hnsw_ef: self.config.association.hnsw_ef,
+                with_vectors: options.rerank,
+                ..SearchQuery::new(vector.clone(), limit)
+            };
             let hits = self.store.search(&gallery.collection, &query.filter(filter)).await?;
-            let ranked = association::rank_identities(&hits.iter().filter_map(as_match).collect::<Vec<_>>());
-            let verdict = association::decide(
-                &ranked,
-                self.threshold(&gallery, options.threshold),
-                self.config.association.min_margin,
-            );
+            let threshold = self.threshold(&gallery, options.threshold);
+            let (ranked, verdict) = if options.rerank {
+                let with_vectors: Vec<(Match, Vec<f32>)> =
+                    hits.iter().filter_map(|h| Some((as_match(h)?, h.vector.clone()?))).collect();
+                let ranked =
+                    association::rerank_identities(&vector, &with_vectors, self.config.association.rerank.into());
+                let verdict = association::decide_reranked(&ranked, threshold);
+                (ranked, verdict)
+            } else {
+                let ranked = association::rank_identities(&hits.iter().filter_map(as_match).collect::<Vec<_>>());
+                let verdict = association::decide(&ranked, threshold, self.config.association.min_margin);
+                (ranked, verdict)
+            };
             let names: HashMap<String, String> = self
                 .catalog
                 .identities_named(ranked.iter().take(top_k).map(|m| m.identity.clone()).collect())
