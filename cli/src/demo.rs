@@ -44,6 +44,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = DEFAULT_MIN_MARGIN)]
     min_margin: f32,
     #[command(flatten)]
+    merge: MergePass,
+    #[command(flatten)]
     east: EastCamera,
     /// The model folder the embedder serves (under --model-dir).
     #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
@@ -54,6 +56,42 @@ pub struct DemoArgs {
 /// from one view and splits people across two; docs/demo.md).
 pub const DEFAULT_THRESHOLD: f32 = 0.8;
 pub const DEFAULT_MIN_MARGIN: f32 = 0.0;
+
+/// The identity service's merge pass as the demo runs it (docs/demo.md for the choice).
+#[derive(Debug, Clone, Args)]
+pub struct MergePass {
+    /// Merge identities whose recent tracklets are on average at least this similar, on every
+    /// upkeep tick and once more after the last delivery; `off` for none.
+    #[arg(long, default_value = "0.75", value_parser = |text: &str| merge_threshold(text).map(Threshold))]
+    merge_threshold: Threshold,
+}
+
+/// A threshold, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+pub struct Threshold(pub Option<f32>);
+
+/// Upkeep ticks of the identity service while the demo plays, when the merge pass is on.
+const MERGE_TICK: Duration = Duration::from_secs(2);
+
+pub fn merge_threshold(text: &str) -> Result<Option<f32>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    match text.parse::<f32>() {
+        Ok(t) if (-1.0..=1.0).contains(&t) => Ok(Some(t)),
+        _ => Err(format!("{text:?} is neither a cosine similarity in [-1, 1] nor `off`")),
+    }
+}
+
+impl MergePass {
+    /// Sets the pass in the identity service's configuration, with short upkeep ticks.
+    pub fn apply(&self, config: &mut PipelineConfig) {
+        config.identity.association.merge_threshold = self.merge_threshold.0;
+        if self.merge_threshold.0.is_some() {
+            config.identity.retention.sweep_interval = MERGE_TICK;
+        }
+    }
+}
 
 /// How the east camera differs from the west one.
 #[derive(Debug, Clone, Args)]
@@ -207,6 +245,8 @@ pub struct Played {
 /// operator would, waits until they have played their videos and everything is delivered, and
 /// stops the services.
 pub async fn play(config: PipelineConfig, cameras: &[(String, String, View)]) -> anyhow::Result<Played> {
+    let merging = config.identity.association.merge_threshold.is_some();
+    let sweep = config.identity.retention.sweep_interval;
     let listeners = [
         bind("127.0.0.1:0").await?,
         bind("127.0.0.1:0").await?,
@@ -236,6 +276,10 @@ pub async fn play(config: PipelineConfig, cameras: &[(String, String, View)]) ->
             .map_err(|s| anyhow::anyhow!("adding camera {id}: {}", s.message()))?;
     }
     let statuses = wait_for_cameras(&pipeline, &mut ingester).await?;
+    if merging {
+        // Every tracklet is in: one more upkeep tick runs the merge pass over all of them.
+        tokio::time::sleep(2 * sweep + Duration::from_millis(500)).await;
+    }
     let seen = identities(&mut identity).await?;
     let model = pipeline_model(&a.embedder).await?;
     pipeline.stop().await?;
@@ -264,6 +308,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.min_margin = args.min_margin;
     config.identity.association.observe_min_margin = args.min_margin;
+    args.merge.apply(&mut config);
     let cameras = args.east.cameras(&args.video);
     println!("playing {} as {}", args.video.display(), args.east.describe());
     let Played { t0, statuses, seen, model } = play(config, &cameras).await?;
@@ -548,5 +593,22 @@ impl Report<'_> {
             std::fs::copy(path, self.args.out.join("training").join(name))?;
         }
         Ok(names.into_keys().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_thresholds_are_cosine_similarities_or_off() {
+        assert_eq!(merge_threshold("0.75"), Ok(Some(0.75)));
+        assert_eq!(merge_threshold("off"), Ok(None));
+        assert!(merge_threshold("1.5").unwrap_err().contains("nor `off`"));
+        assert!(merge_threshold("none").is_err());
+        let mut config = PipelineConfig::new(Path::new("data"), Path::new("models"));
+        MergePass { merge_threshold: Threshold(Some(0.7)) }.apply(&mut config);
+        assert_eq!(config.identity.association.merge_threshold, Some(0.7));
+        assert_eq!(config.identity.retention.sweep_interval, MERGE_TICK);
     }
 }

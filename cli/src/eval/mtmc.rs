@@ -62,6 +62,8 @@ pub struct MtmcArgs {
     #[arg(long)]
     linkage_top: Option<usize>,
     #[command(flatten)]
+    merge: crate::demo::MergePass,
+    #[command(flatten)]
     east: EastCamera,
     /// Also re-group every delivered tracklet at once (average linkage at each of these cosine
     /// similarities, never two tracklets of one camera that overlap in time), embedded by the
@@ -78,7 +80,7 @@ pub struct MtmcArgs {
     regroup_merge: bool,
     /// Also observe the delivered tracklets again, in the order they ended, into a fresh
     /// identity service with these association settings (`threshold=0.8,cross=0.7,top=3,margin=0.05`,
-    /// and `merge=0.7` for a merge pass at the end; what is unset keeps this run's), and score its
+    /// and `merge=0.7` or `merge=off` for the merge pass at the end; what is unset keeps this run's), and score its
     /// identities: the same tracklets and embeddings, only the association changed. Repeat for
     /// several.
     #[arg(long, value_parser = Variant::parse)]
@@ -122,6 +124,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;
     config.identity.association.observe_min_margin = args.min_margin;
+    args.merge.apply(&mut config);
     if let Some(top) = args.linkage_top {
         config.identity.association.linkage = super::replay::linkage(top);
     }
@@ -258,6 +261,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             "cross_camera_threshold": args.cross_camera_threshold, "first_frame": args.first_frame,
             "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
             "regroup_rerank": args.regroup_rerank, "regroup_merge": args.regroup_merge,
+            "merge_threshold": association.merge_threshold,
         });
         let regrouped: Vec<_> = regrouped
             .into_iter()

@@ -24,12 +24,13 @@ pub struct Variant {
     pub cross_camera_threshold: Option<f32>,
     pub linkage_top: Option<usize>,
     pub min_margin: Option<f32>,
-    /// The merge pass's threshold, run once after every tracklet was observed.
-    pub merge_threshold: Option<f32>,
+    /// The merge pass's threshold (`Some(None)`: no pass), run once after every tracklet was
+    /// observed.
+    pub merge_threshold: Option<Option<f32>>,
 }
 
 impl Variant {
-    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7`, any of them.
+    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -39,7 +40,7 @@ impl Variant {
                 "threshold" => v.threshold = Some(number(value)?),
                 "cross" => v.cross_camera_threshold = Some(number(value)?),
                 "margin" => v.min_margin = Some(number(value)?),
-                "merge" => v.merge_threshold = Some(number(value)?),
+                "merge" => v.merge_threshold = Some(crate::demo::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
                 other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge)")),
             }
@@ -62,7 +63,7 @@ impl Variant {
             a.linkage = linkage(top);
         }
         if let Some(t) = self.merge_threshold {
-            a.merge_threshold = Some(t);
+            a.merge_threshold = t;
         }
         a
     }
@@ -83,8 +84,10 @@ impl std::fmt::Display for Variant {
         if let Some(m) = self.min_margin {
             parts.push(format!("margin={m}"));
         }
-        if let Some(t) = self.merge_threshold {
-            parts.push(format!("merge={t}"));
+        match self.merge_threshold {
+            Some(Some(t)) => parts.push(format!("merge={t}")),
+            Some(None) => parts.push("merge=off".into()),
+            None => {}
         }
         f.write_str(&parts.join(","))
     }
@@ -184,6 +187,9 @@ mod tests {
         assert_eq!((a.threshold, a.cross_camera_threshold, a.observe_min_margin), (Some(0.8), Some(0.7), 0.02));
         assert_eq!(Variant::parse("margin=0.1").map(|v| v.apply(&base).observe_min_margin), Ok(0.1));
         assert_eq!(Variant::parse("merge=0.7").map(|v| v.apply(&base).merge_threshold), Ok(Some(0.7)));
+        let merging = AssociationConfig { merge_threshold: Some(0.75), ..base.clone() };
+        assert_eq!(Variant::parse("merge=off").map(|v| v.apply(&merging).merge_threshold), Ok(None));
+        assert_eq!(Variant::parse("merge=off").map(|v| v.to_string()), Ok("merge=off".into()));
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
         assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));
