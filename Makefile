@@ -45,9 +45,9 @@ bench: release
 # two cameras, pseudo-identities clustered from their tracklets, camera-change augmentation,
 # 256x128 (configs/person-vtest.toml; about 15 minutes on 2 cores).
 person-model: release
-	rm -rf data/vtest2-tracklets runs/person-vtest
+	rm -rf data/vtest2-tracklets runs/person-vtest-v2
 	target/release/reid tracklets export --config configs/vtest-cameras.toml --out data/vtest2-tracklets
-	target/release/reid train --config configs/person-vtest.toml --run-id person-vtest --publish person-vtest --half
+	target/release/reid train --config configs/person-vtest.toml --run-id person-vtest-v2 --publish person-vtest --half
 
 # The seed's metric-learning experiment against pytorch-metric-learning: writes
 # docs/metric-learning.md and docs/img/ (about 25 minutes on 2 cores).
