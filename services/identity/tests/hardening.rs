@@ -262,7 +262,7 @@ async fn a_gallery_whose_collection_is_gone_is_rebuilt_at_the_next_start() {
     let gallery = service.identities.galleries()[0].collection.clone();
     service.stop().await;
     // Deleted while the service is down (the engine's folders are its own while it runs).
-    let store = reid_vector_store::EdgeStore::open(dir.path().join("qdrant")).unwrap();
+    let store = reopen_store(&dir.path().join("qdrant")).await;
     reid_vector_store::VectorStore::delete_collection(&store, &gallery).await.unwrap();
     drop(store);
 

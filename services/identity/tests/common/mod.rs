@@ -176,6 +176,23 @@ impl Service {
     }
 }
 
+/// Opens the embedded store a stopped service used. A store call the service had started on a
+/// blocking thread (an index build on an upkeep tick) may still hold a collection's write-ahead
+/// log for a moment after the service stopped: wait for it, up to ten seconds.
+pub async fn reopen_store(path: &std::path::Path) -> reid_vector_store::EdgeStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match reid_vector_store::EdgeStore::open(path) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "store still held; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{} stayed held for 10 s: {e}", path.display()),
+        }
+    }
+}
+
 pub fn ts(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
