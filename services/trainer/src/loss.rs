@@ -14,6 +14,9 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::config::LossKind;
+use crate::miner::Mined;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Distance {
@@ -41,6 +44,34 @@ pub fn pairwise(x: &Tensor, distance: Distance) -> Tensor {
             }
         }
     }
+}
+
+/// The per-triplet (or per-pair) losses of `kind` over what was mined, on the batch's
+/// differentiable distance matrix `dist`: the one place a loss kind is chosen. The contrastive
+/// loss takes mined triplets' distinct pairs; the triplet losses need triplets, and `None` is
+/// the answer for pairs (a configuration `RunConfig::validate` refuses).
+pub fn per_item(kind: LossKind, dist: &Tensor, mined: &Mined, margin: f64) -> Option<Tensor> {
+    let at = |a: &[i64], b: &[i64]| {
+        let device = dist.device();
+        dist.index(&[Some(Tensor::from_slice(a).to_device(device)), Some(Tensor::from_slice(b).to_device(device))])
+    };
+    let pairs = |a: &[i64], b: &[i64], similar: &[f32]| {
+        contrastive(&at(a, b), &Tensor::from_slice(similar).to_device(dist.device()), margin)
+    };
+    Some(match (kind, mined) {
+        (LossKind::Triplet, Mined::Triplets(t)) => {
+            triplet(&at(&t.anchors, &t.positives), &at(&t.anchors, &t.negatives), margin)
+        }
+        (LossKind::SoftTriplet, Mined::Triplets(t)) => {
+            soft_margin_triplet(&at(&t.anchors, &t.positives), &at(&t.anchors, &t.negatives))
+        }
+        (LossKind::Contrastive, Mined::Triplets(t)) => {
+            let p = t.pairs();
+            pairs(&p.a, &p.b, &p.similar)
+        }
+        (LossKind::Contrastive, Mined::Pairs(p)) => pairs(&p.a, &p.b, &p.similar),
+        (LossKind::Triplet | LossKind::SoftTriplet, Mined::Pairs(_)) => return None,
+    })
 }
 
 /// Row-wise L2 normalisation.

@@ -72,6 +72,45 @@ pub struct Pairs {
     pub similar: Vec<f32>,
 }
 
+/// What a batch's mining gave the loss: triplets (P x K batches) or labelled pairs (the pair
+/// sampler).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mined {
+    Triplets(Triplets),
+    Pairs(Pairs),
+}
+
+impl Mined {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Mined::Triplets(t) => t.is_empty(),
+            Mined::Pairs(p) => p.a.is_empty(),
+        }
+    }
+}
+
+/// Sampled pairs as positions in the batch `indices` (sorted, the images the batch embedded),
+/// each pair's second image replaced by the hardest of its negative candidates: the one nearest
+/// to the first image under `dist` (`n` x `n` over the batch), when nearer than the sampled one.
+pub fn hardest_pairs(pairs: &[crate::sampler::Pair], indices: &[usize], dist: &[f32]) -> Pairs {
+    let n = indices.len();
+    assert_eq!(dist.len(), n * n, "distance matrix shape");
+    let pos = |i: usize| indices.binary_search(&i).unwrap_or(0);
+    let mut out = Pairs::default();
+    for p in pairs {
+        let (a, mut b) = (pos(p.a), pos(p.b));
+        for c in p.candidates.iter().map(|&c| pos(c)) {
+            if dist[a * n + c] < dist[a * n + b] {
+                b = c;
+            }
+        }
+        out.a.push(a as i64);
+        out.b.push(b as i64);
+        out.similar.push(if p.similar { 1.0 } else { 0.0 });
+    }
+    out
+}
+
 /// Mines triplets from `dist` (`n` x `n`, row-major) for the batch's `labels`.
 pub fn mine(miner: Miner, dist: &[f32], labels: &[i64], margin: f32, rng: &mut StdRng) -> Triplets {
     let n = labels.len();
@@ -195,6 +234,25 @@ mod tests {
             let (a, p, n) = (a as usize, p as usize, n as usize);
             assert!(a != p && labels[a] == labels[p] && labels[a] != labels[n]);
         }
+    }
+
+    #[test]
+    fn a_pair_s_negative_is_its_hardest_candidate() {
+        use crate::sampler::Pair;
+        // Batch images 10, 20, 30, 40 on a line at 0, 1, 3, 3.5 (positions 0..3).
+        let (dist, _) = line();
+        let pair = |a, b, similar, candidates: Vec<usize>| Pair { a, b, similar, candidates };
+        let pairs = [
+            pair(10, 40, false, vec![30, 20]), // 20 (d 1) is nearer to 10 than 40 (d 3.5) and 30 (d 3)
+            pair(40, 10, false, vec![20]),     // 20 (d 2.5) is nearer than 10 (d 3.5)
+            pair(30, 40, true, vec![]),        // a positive keeps its partner
+            pair(20, 30, false, vec![10]),     // 10 (d 1) vs 30 (d 2): 10
+            pair(10, 20, false, vec![40]),     // 40 (d 3.5) is farther: the sampled one stays
+        ];
+        let p = hardest_pairs(&pairs, &[10, 20, 30, 40], &dist);
+        assert_eq!(p.a, vec![0, 3, 2, 1, 0]);
+        assert_eq!(p.b, vec![1, 1, 3, 0, 1]);
+        assert_eq!(p.similar, vec![0.0, 0.0, 1.0, 0.0, 0.0]);
     }
 
     #[test]

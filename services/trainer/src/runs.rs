@@ -215,6 +215,22 @@ impl Runs {
         Ok(id)
     }
 
+    /// Publishes run `id`'s best epoch as `model_dir/name` ([`crate::publish::publish`], off the
+    /// async threads); returns the published version and folder.
+    pub async fn publish(&self, id: &str, model_dir: &Path, name: &str) -> Result<(String, PathBuf), TrainError> {
+        if !reid_model::card::is_folder_name(id) {
+            return Err(TrainError::RunNotFound(id.to_owned()));
+        }
+        let run_dir = self.runs_dir.join(id);
+        if !run_dir.is_dir() {
+            return Err(TrainError::RunNotFound(id.to_owned()));
+        }
+        let (model_dir, name, dir) = (model_dir.to_owned(), name.to_owned(), run_dir.clone());
+        tokio::task::spawn_blocking(move || crate::publish::publish(&run_dir, &model_dir, &name))
+            .await
+            .map_err(|e| TrainError::io(dir)(std::io::Error::other(e)))?
+    }
+
     /// Resumes the run in `runs_dir/<id>` from its last checkpoint, with the config it was
     /// started with.
     pub fn resume(&self, id: &str) -> Result<(), TrainError> {

@@ -1,4 +1,4 @@
-//! The gRPC `TrainerService`: thin handlers over [`Runs`] and [`publish`].
+//! The gRPC `TrainerService`: thin handlers over [`Runs`].
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 use crate::config::RunConfig;
 use crate::error::TrainError;
 use crate::metrics::TrainerMetrics;
-use crate::publish::publish;
 use crate::runs::{Runs, is_terminal};
 
 /// The trainer service's configuration.
@@ -165,13 +164,6 @@ impl TrainerService for TrainerGrpc {
         request: Request<pb::PublishModelRequest>,
     ) -> Result<Response<pb::PublishModelResponse>, Status> {
         let req = request.into_inner();
-        if !reid_model::card::is_folder_name(&req.run_id) {
-            return Err(TrainError::RunNotFound(req.run_id).into());
-        }
-        let run_dir = self.config.runs_dir.join(&req.run_id);
-        if !run_dir.is_dir() {
-            return Err(TrainError::RunNotFound(req.run_id).into());
-        }
         let targets = if req.embedder_addrs.is_empty() {
             self.config.embedders.clone()
         } else if let Some(other) = req.embedder_addrs.iter().find(|a| !self.config.embedders.contains(a)) {
@@ -183,10 +175,7 @@ impl TrainerService for TrainerGrpc {
         } else {
             req.embedder_addrs.clone()
         };
-        let (model_dir, name) = (self.config.model_dir.clone(), req.name.clone());
-        let (version, path) = tokio::task::spawn_blocking(move || publish(&run_dir, &model_dir, &name))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let (version, path) = self.runs.publish(&req.run_id, &self.config.model_dir, &req.name).await?;
         let mut response = pb::PublishModelResponse { version, path: path.display().to_string(), ..Default::default() };
         // Only configured embedders are told (they get the deployment's key); one that cannot be
         // reached does not undo the publication: the reply says which ones loaded it.

@@ -25,13 +25,13 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adam::Adam;
 use crate::augment::PixelScale;
-use crate::config::{Keep, LossKind, Reduction, RunConfig, SamplerKind};
+use crate::config::{Keep, Reduction, RunConfig, SamplerKind};
 use crate::data::{Dataset, Split};
 use crate::error::TrainError;
 use crate::eval::{self, Protocol, Retrieval, Verification};
 use crate::loss;
 use crate::memory::ClusterMemory;
-use crate::miner::{self, Triplets};
+use crate::miner::{self, Mined};
 use crate::model::TrainModel;
 use crate::pseudo::{self, PseudoLabels};
 use crate::sampler::{PairSampler, PkSampler};
@@ -370,13 +370,15 @@ impl<'a> Run<'a> {
         rng: &mut StdRng,
         training: bool,
     ) -> Result<Option<BatchLoss>, TrainError> {
-        let (labels, losses) = match &self.sampler {
+        let lc = &self.config.loss;
+        let (labels, features, dist, mined) = match &self.sampler {
             BatchSampler::Pk(_) => {
                 let labels: Vec<i64> = batch.iter().map(|&i| pids[i]).collect();
-                let xs = self.augmented(train, &batch, rng)?;
-                let features = self.features(&xs, training);
-                let losses = self.mined_losses(&features, &labels, rng);
-                (labels, losses.map(|l| (l, features)))
+                let features = self.features(&self.augmented(train, &batch, rng)?, training);
+                let dist = loss::pairwise(&features, lc.distance);
+                let triplets =
+                    miner::mine(self.config.miner.kind, &host(&dist.detach()), &labels, lc.margin as f32, rng);
+                (labels, features, dist, Mined::Triplets(triplets))
             }
             BatchSampler::Pairs(sampler) => {
                 let pairs = sampler.sample(self.config.sampler.pairs_per_batch, rng);
@@ -384,36 +386,15 @@ impl<'a> Run<'a> {
                     pairs.iter().flat_map(|p| [p.a, p.b].into_iter().chain(p.candidates.iter().copied())).collect();
                 indices.sort_unstable();
                 indices.dedup();
-                let pos = |i: usize| indices.binary_search(&i).unwrap_or(0) as i64;
-                let xs = self.augmented(train, &indices, rng)?;
-                let features = self.features(&xs, training);
-                let dist = loss::pairwise(&features, self.config.loss.distance);
-                let dist_host = host(&dist.detach());
-                let n = indices.len();
-                let (mut a, mut b, mut similar) = (Vec::new(), Vec::new(), Vec::new());
-                for p in &pairs {
-                    let (ia, mut ib) = (pos(p.a), pos(p.b));
-                    // Hard negatives: the candidate nearest to the anchor under the current model.
-                    for &c in &p.candidates {
-                        if dist_host[ia as usize * n + pos(c) as usize] < dist_host[ia as usize * n + ib as usize] {
-                            ib = pos(c);
-                        }
-                    }
-                    a.push(ia);
-                    b.push(ib);
-                    similar.push(if p.similar { 1.0f32 } else { 0.0 });
-                }
-                let d = dist.index(&[Some(Tensor::from_slice(&a)), Some(Tensor::from_slice(&b))]);
-                let l = loss::contrastive(
-                    &d,
-                    &Tensor::from_slice(&similar).to_device(self.device),
-                    self.config.loss.margin,
-                );
+                let features = self.features(&self.augmented(train, &indices, rng)?, training);
+                let dist = loss::pairwise(&features, lc.distance);
+                let hardest = miner::hardest_pairs(&pairs, &indices, &host(&dist.detach()));
                 let labels = indices.iter().map(|&i| pids[i]).collect();
-                (labels, Some((l, features)))
+                (labels, features, dist, Mined::Pairs(hardest))
             }
         };
-        let Some((per_item, features)) = losses else {
+        let per_item = if mined.is_empty() { None } else { loss::per_item(lc.kind, &dist, &mined, lc.margin) };
+        let Some(per_item) = per_item else {
             return Ok(None);
         };
         let mined = per_item.size()[0] as usize;
@@ -454,34 +435,6 @@ impl<'a> Run<'a> {
         write_json(&self.dir.join("history.json"), &self.history)?;
         events(Event::Epoch(record));
         Ok(())
-    }
-
-    /// Per-triplet (or, for the contrastive loss, per-pair) losses of the mined set.
-    fn mined_losses(&self, features: &Tensor, labels: &[i64], rng: &mut StdRng) -> Option<Tensor> {
-        let lc = &self.config.loss;
-        let dist = loss::pairwise(features, lc.distance);
-        let triplets: Triplets =
-            miner::mine(self.config.miner.kind, &host(&dist.detach()), labels, lc.margin as f32, rng);
-        if triplets.is_empty() {
-            return None;
-        }
-        let at = |a: &[i64], b: &[i64]| dist.index(&[Some(Tensor::from_slice(a)), Some(Tensor::from_slice(b))]);
-        Some(match lc.kind {
-            LossKind::Triplet => loss::triplet(
-                &at(&triplets.anchors, &triplets.positives),
-                &at(&triplets.anchors, &triplets.negatives),
-                lc.margin,
-            ),
-            LossKind::SoftTriplet => loss::soft_margin_triplet(
-                &at(&triplets.anchors, &triplets.positives),
-                &at(&triplets.anchors, &triplets.negatives),
-            ),
-            LossKind::Contrastive => {
-                let pairs = triplets.pairs();
-                let similar = Tensor::from_slice(&pairs.similar).to_device(features.device());
-                loss::contrastive(&at(&pairs.a, &pairs.b), &similar, lc.margin)
-            }
-        })
     }
 
     fn evaluate(&self, dataset: &Dataset, rng: &mut StdRng) -> Result<Evaluation, TrainError> {
