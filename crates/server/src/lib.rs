@@ -2,6 +2,7 @@
 //! graceful shutdown that flips health to NOT_SERVING before draining in-flight calls, the
 //! Prometheus `/metrics` endpoint, and the ctrl-c / SIGTERM future that `main` passes to `run`.
 
+pub mod background;
 pub mod client;
 pub mod connections;
 pub mod duration;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod paths;
 pub mod security;
 
+pub use background::Background;
 pub use connections::ConnectionLimits;
 pub use security::{Channel, Role, Security, truncated};
 

@@ -15,9 +15,8 @@ pub mod service;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use reid_proto::v1::embedder_service_server::EmbedderServiceServer;
-use reid_server::GrpcServer;
+use reid_server::{Background, GrpcServer};
 use tokio::net::TcpListener;
 
 pub use config::{DEFAULT_MODEL, EmbedderConfig};
@@ -46,38 +45,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let watcher = (!embedder.config().watch_interval.is_zero()).then(|| {
-        let embedder = embedder.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(embedder.config().watch_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                embedder.check_for_new_version().await;
-            }
-        })
-    });
-    let metrics = match &embedder.config().metrics_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
-            let registry = embedder.metrics().registry.clone();
-            Some(tokio::spawn(reid_server::metrics::serve(listener, registry, std::future::pending())))
-        }
-        None => None,
-    };
+    let mut background = Background::new();
+    let period = embedder.config().watch_interval;
+    if !period.is_zero() {
+        let watched = embedder.clone();
+        background.every(period, move || {
+            let embedder = watched.clone();
+            async move { embedder.check_for_new_version().await }
+        });
+    }
+    background.metrics(embedder.config().metrics_listen.as_deref(), embedder.metrics().registry.clone()).await?;
     let limit = embedder.config().max_message_bytes;
     let grpc = EmbedderServiceServer::new(service::EmbedderGrpc::new(embedder.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
-    if let Some(watcher) = watcher {
-        watcher.abort();
-        let _ = watcher.await;
-    }
-    if let Some(metrics) = metrics {
-        metrics.abort();
-        let _ = metrics.await;
-    }
+    background.stop().await;
     // The server and watcher dropped their handles; this one goes last, with the thread.
     match Arc::try_unwrap(embedder) {
         Ok(embedder) => embedder.shutdown(),

@@ -1,6 +1,7 @@
 //! The embedder's Prometheus metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, Registry};
+use reid_server::metrics::{Metrics, exponential_buckets};
 
 #[derive(Clone)]
 pub struct EmbedderMetrics {
@@ -21,38 +22,25 @@ impl std::fmt::Debug for EmbedderMetrics {
 
 impl EmbedderMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("reid_embedder".into()), None).expect("valid prefix");
-        let batch_size = Histogram::with_opts(
-            HistogramOpts::new("batch_size", "Images per model batch")
-                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-        )
-        .expect("valid histogram");
-        let queue_wait_seconds = Histogram::with_opts(
-            HistogramOpts::new("queue_wait_seconds", "Time a request waited before its batch ran")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets")),
-        )
-        .expect("valid histogram");
-        let inference_seconds = Histogram::with_opts(
-            HistogramOpts::new("inference_seconds", "Model time per batch")
-                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
-        )
-        .expect("valid histogram");
-        let requests = IntCounterVec::new(Opts::new("requests_total", "Embed requests by gRPC status code"), &["code"])
-            .expect("valid counter");
-        let images = IntCounter::new("images_total", "Images embedded").expect("valid counter");
-        let model_swaps =
-            IntCounter::new("model_swaps_total", "Models swapped in while serving").expect("valid counter");
-        for m in [
-            Box::new(batch_size.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(queue_wait_seconds.clone()),
-            Box::new(inference_seconds.clone()),
-            Box::new(requests.clone()),
-            Box::new(images.clone()),
-            Box::new(model_swaps.clone()),
-        ] {
-            registry.register(m).expect("metrics registered once");
+        let m = Metrics::new("embedder");
+        let batch_sizes = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+        EmbedderMetrics {
+            batch_size: m.histogram("batch_size", "Images per model batch", batch_sizes),
+            queue_wait_seconds: m.histogram(
+                "queue_wait_seconds",
+                "Time a request waited before its batch ran",
+                exponential_buckets(0.0005, 2.0, 14),
+            ),
+            inference_seconds: m.histogram(
+                "inference_seconds",
+                "Model time per batch",
+                exponential_buckets(0.001, 2.0, 14),
+            ),
+            requests: m.counters("requests_total", "Embed requests by gRPC status code", &["code"]),
+            images: m.counter("images_total", "Images embedded"),
+            model_swaps: m.counter("model_swaps_total", "Models swapped in while serving"),
+            registry: m.registry(),
         }
-        EmbedderMetrics { registry, batch_size, queue_wait_seconds, inference_seconds, requests, images, model_swaps }
     }
 }
 

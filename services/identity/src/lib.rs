@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use reid_proto::v1::identity_service_server::IdentityServiceServer;
-use reid_server::GrpcServer;
+use reid_server::{Background, GrpcServer};
 use reid_vector_store::{EdgeStore, QdrantServerStore, ServerOptions, VectorStore};
 use tokio::net::TcpListener;
 
@@ -84,32 +84,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut background = vec![tokio::spawn(identities.clone().maintain())];
+    let mut background = Background::new();
+    background.spawn(identities.clone().maintain());
     let follower = identities.clone();
-    background.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(identities::FOLLOW_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
+    background.every(identities::FOLLOW_INTERVAL, move || {
+        let follower = follower.clone();
+        async move {
             match follower.follow_embedder().await {
                 Ok(Some(model)) => tracing::info!(%model, "followed the embedder to a new model"),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "embedder model check failed; will retry"),
             }
         }
-    }));
-    if let Some(addr) = &identities.config().metrics_listen {
-        background.push(reid_server::metrics::spawn(addr, identities.metrics().registry.clone()).await?);
-    }
+    });
+    background.metrics(identities.config().metrics_listen.as_deref(), identities.metrics().registry.clone()).await?;
     server.health().set_all(true).await;
     let limit = identities.config().max_message_bytes;
     let grpc = IdentityServiceServer::new(service::IdentityGrpc::new(identities.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
-    for task in background {
-        task.abort();
-        let _ = task.await;
-    }
+    background.stop().await;
     result
 }

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use reid_proto::v1::ingester_service_server::IngesterServiceServer;
-use reid_server::GrpcServer;
+use reid_server::{Background, GrpcServer};
 use tokio::net::TcpListener;
 
 pub use config::{CameraSpec, IngesterConfig, Shard};
@@ -78,10 +78,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut background = Vec::new();
-    if let Some(addr) = &ingester.config().metrics_listen {
-        background.push(reid_server::metrics::spawn(addr, ingester.metrics().registry.clone()).await?);
-    }
+    let mut background = Background::new();
+    background.metrics(ingester.config().metrics_listen.as_deref(), ingester.metrics().registry.clone()).await?;
     server.health().set_all(true).await;
     let limit = ingester.config().max_message_bytes;
     let grpc = IngesterServiceServer::new(service::IngesterGrpc::new(ingester.clone()))
@@ -89,9 +87,6 @@ pub async fn serve(
         .max_encoding_message_size(limit);
     let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
     ingester.shutdown().await;
-    for task in background {
-        task.abort();
-        let _ = task.await;
-    }
+    background.stop().await;
     result
 }

@@ -1,6 +1,7 @@
 //! The ingester's Prometheus metrics (`reid_ingester_*`).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry};
+use reid_server::metrics::{Metrics, exponential_buckets};
 
 #[derive(Clone)]
 pub struct IngesterMetrics {
@@ -30,41 +31,29 @@ impl Default for IngesterMetrics {
 
 impl IngesterMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("reid_ingester".into()), None).expect("valid prefix");
-        let frames = IntCounterVec::new(
-            Opts::new("frames_total", "Frames by camera and outcome (processed, or the drop reason)"),
-            &["camera", "outcome"],
-        )
-        .expect("valid counter");
-        let detect_seconds = HistogramVec::new(
-            HistogramOpts::new("detect_seconds", "Detector time per processed frame")
-                .buckets(prometheus::exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
-            &["detector"],
-        )
-        .expect("valid histogram");
-        let tracklets = IntCounterVec::new(
-            Opts::new("tracklets_total", "Tracklets by outcome: emitted, delivered, dropped, rejected"),
-            &["outcome"],
-        )
-        .expect("valid counter");
-        let outbox = IntGauge::new("outbox_tracklets", "Tracklets waiting for delivery").expect("valid gauge");
-        let embedded_crops = IntCounter::new("embedded_crops_total", "Crops embedded").expect("valid counter");
-        let delivery_retries =
-            IntCounter::new("delivery_retries_total", "Delivery attempts that failed and were retried")
-                .expect("valid counter");
-        let reconnects = IntCounterVec::new(Opts::new("reconnects_total", "Source reconnections"), &["camera"])
-            .expect("valid counter");
-        for c in [
-            Box::new(frames.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(detect_seconds.clone()),
-            Box::new(tracklets.clone()),
-            Box::new(outbox.clone()),
-            Box::new(embedded_crops.clone()),
-            Box::new(delivery_retries.clone()),
-            Box::new(reconnects.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+        let m = Metrics::new("ingester");
+        Self {
+            frames: m.counters(
+                "frames_total",
+                "Frames by camera and outcome (processed, or the drop reason)",
+                &["camera", "outcome"],
+            ),
+            detect_seconds: m.histograms(
+                "detect_seconds",
+                "Detector time per processed frame",
+                exponential_buckets(0.001, 2.0, 14),
+                &["detector"],
+            ),
+            tracklets: m.counters(
+                "tracklets_total",
+                "Tracklets by outcome: emitted, delivered, dropped, rejected",
+                &["outcome"],
+            ),
+            outbox: m.gauge("outbox_tracklets", "Tracklets waiting for delivery"),
+            embedded_crops: m.counter("embedded_crops_total", "Crops embedded"),
+            delivery_retries: m.counter("delivery_retries_total", "Delivery attempts that failed and were retried"),
+            reconnects: m.counters("reconnects_total", "Source reconnections", &["camera"]),
+            registry: m.registry(),
         }
-        Self { registry, frames, detect_seconds, tracklets, outbox, embedded_crops, delivery_retries, reconnects }
     }
 }

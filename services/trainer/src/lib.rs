@@ -31,7 +31,7 @@ pub mod train;
 use std::future::Future;
 
 use reid_proto::v1::trainer_service_server::TrainerServiceServer;
-use reid_server::GrpcServer;
+use reid_server::{Background, GrpcServer};
 use tokio::net::TcpListener;
 
 pub use config::RunConfig;
@@ -52,16 +52,12 @@ pub async fn run(
     config.security.validate().map_err(anyhow::Error::msg)?;
     let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let metrics = metrics::TrainerMetrics::new();
-    let endpoint = match &config.metrics_listen {
-        Some(addr) => Some(reid_server::metrics::spawn(addr, metrics.registry.clone()).await?),
-        None => None,
-    };
+    let mut background = Background::new();
+    background.metrics(config.metrics_listen.as_deref(), metrics.registry.clone()).await?;
     server.health().set_all(true).await;
     let grpc = TrainerServiceServer::new(service::TrainerGrpc::new(config, metrics));
     let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;
-    if let Some(endpoint) = endpoint {
-        endpoint.abort();
-    }
+    background.stop().await;
     result
 }
 

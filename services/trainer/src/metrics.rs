@@ -1,6 +1,7 @@
 //! The trainer's Prometheus metrics (`reid_trainer_*`).
 
-use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry};
+use reid_server::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct TrainerMetrics {
@@ -29,23 +30,14 @@ impl Default for TrainerMetrics {
 
 impl TrainerMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("reid_trainer".into()), None).expect("valid prefix");
-        let runs_ended =
-            IntCounterVec::new(Opts::new("runs_ended_total", "Runs that ended, by final state"), &["state"])
-                .expect("valid counter");
-        let runs_active = IntGauge::new("runs_active", "Runs training now").expect("valid gauge");
-        let epochs = IntCounter::new("epochs_total", "Training epochs completed").expect("valid counter");
-        let last_map = Gauge::new("last_eval_map", "mAP of the last evaluated epoch").expect("valid gauge");
-        let published = IntCounter::new("models_published_total", "Models published").expect("valid counter");
-        for c in [
-            Box::new(runs_ended.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(runs_active.clone()),
-            Box::new(epochs.clone()),
-            Box::new(last_map.clone()),
-            Box::new(published.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
+        let m = Metrics::new("trainer");
+        TrainerMetrics {
+            runs_ended: m.counters("runs_ended_total", "Runs that ended, by final state", &["state"]),
+            runs_active: m.gauge("runs_active", "Runs training now"),
+            epochs: m.counter("epochs_total", "Training epochs completed"),
+            last_map: m.float_gauge("last_eval_map", "mAP of the last evaluated epoch"),
+            published: m.counter("models_published_total", "Models published"),
+            registry: m.registry(),
         }
-        TrainerMetrics { registry, runs_ended, runs_active, epochs, last_map, published }
     }
 }
