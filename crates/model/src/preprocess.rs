@@ -2,8 +2,8 @@
 //! normalise, and lay out as CHW floats.
 
 use opencv::core::{Mat, Size};
+use opencv::imgproc;
 use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc};
 
 use crate::ModelError;
 use crate::card::{ColorOrder, InputSpec, Normalization};
@@ -11,28 +11,7 @@ use crate::card::{ColorOrder, InputSpec, Normalization};
 /// Decoded images larger than this many pixels are refused (about 8K x 4K).
 pub const DEFAULT_MAX_PIXELS: u64 = 33_177_600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PixelFormat {
-    Rgb8,
-    Bgr8,
-    Gray8,
-}
-
-impl PixelFormat {
-    pub fn channels(self) -> usize {
-        match self {
-            PixelFormat::Rgb8 | PixelFormat::Bgr8 => 3,
-            PixelFormat::Gray8 => 1,
-        }
-    }
-}
-
-/// An image as it arrives: encoded bytes, or raw pixels.
-#[derive(Debug, Clone, Copy)]
-pub enum ImageInput<'a> {
-    Encoded(&'a [u8]),
-    Raw { width: u32, height: u32, format: PixelFormat, pixels: &'a [u8] },
-}
+pub use reid_vision::{ImageInput, PixelFormat};
 
 /// One image ready for a model: `spec.numel()` floats in CHW order.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,61 +20,18 @@ pub struct Preprocessed {
     pub data: Vec<f32>,
 }
 
-/// Decodes `input` to an 8-bit Mat in BGR (3 channels) or gray, checking its size.
+/// Decodes `input` to an 8-bit BGR Mat, checking its size ([`reid_vision::decode`]).
 pub fn decode(input: ImageInput<'_>, max_pixels: u64) -> Result<Mat, ModelError> {
-    let mat = match input {
-        ImageInput::Encoded(bytes) => {
-            if bytes.is_empty() {
-                return Err(ModelError::Decode("no bytes".into()));
-            }
-            // The header's size is checked before the decoder allocates what it declares.
-            reid_vision::check_header(bytes, max_pixels).map_err(|e| match e {
-                reid_vision::HeaderError::TooLarge { width, height, limit } => {
-                    ModelError::TooLarge { width, height, limit }
-                }
-                unreadable => ModelError::Decode(unreadable.to_string()),
-            })?;
-            let buf = Mat::from_slice(bytes)?;
-            // OpenCV reports most corrupt data as an empty Mat, some as an error.
-            reid_vision::DECODES
-                .run(|| imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR))
-                .map_err(|e| ModelError::Decode(e.message))?
+    let encoded = matches!(input, ImageInput::Encoded(_));
+    reid_vision::decode(input, max_pixels).map_err(|e| match e {
+        reid_vision::DecodeError::Empty if encoded => ModelError::Decode("no bytes".into()),
+        reid_vision::DecodeError::Empty => ModelError::EmptyImage,
+        reid_vision::DecodeError::Corrupt(why) => ModelError::Decode(why),
+        reid_vision::DecodeError::WrongSize { width, height, format, expected, actual } => {
+            ModelError::PixelCount { width, height, format, expected, actual }
         }
-        ImageInput::Raw { width, height, format, pixels } => {
-            if width == 0 || height == 0 {
-                return Err(ModelError::EmptyImage);
-            }
-            check_pixels(width, height, max_pixels)?;
-            let expected = width as usize * height as usize * format.channels();
-            if pixels.len() != expected {
-                return Err(ModelError::PixelCount { width, height, format, expected, actual: pixels.len() });
-            }
-            let flat =
-                Mat::new_rows_cols_with_data(height as i32, (width as usize * format.channels()) as i32, pixels)?;
-            let shaped = flat.reshape(format.channels() as i32, height as i32)?;
-            let mut bgr = Mat::default();
-            match format {
-                PixelFormat::Bgr8 => shaped.copy_to(&mut bgr)?,
-                PixelFormat::Rgb8 => imgproc::cvt_color(&shaped, &mut bgr, imgproc::COLOR_RGB2BGR, 0)?,
-                PixelFormat::Gray8 => imgproc::cvt_color(&shaped, &mut bgr, imgproc::COLOR_GRAY2BGR, 0)?,
-            }
-            bgr
-        }
-    };
-    if mat.empty() || mat.cols() == 0 || mat.rows() == 0 {
-        return Err(match input {
-            ImageInput::Encoded(_) => {
-                ModelError::Decode("not a supported image (JPEG, PNG, BMP, WebP) or corrupt".into())
-            }
-            ImageInput::Raw { .. } => ModelError::EmptyImage,
-        });
-    }
-    check_pixels(mat.cols() as u32, mat.rows() as u32, max_pixels)?;
-    Ok(mat)
-}
-
-fn check_pixels(width: u32, height: u32, limit: u64) -> Result<(), ModelError> {
-    reid_vision::check_pixels(width, height, limit).map_err(|_| ModelError::TooLarge { width, height, limit })
+        reid_vision::DecodeError::TooLarge { width, height, limit } => ModelError::TooLarge { width, height, limit },
+    })
 }
 
 /// Turns a decoded BGR Mat into the model's input tensor data.
@@ -169,16 +105,14 @@ pub fn preprocess(
 
 /// Encodes raw RGB pixels as JPEG (quality 90): for tests, benchmarks and the demo.
 pub fn encode_jpeg(width: u32, height: u32, rgb: &[u8]) -> Result<Vec<u8>, ModelError> {
-    let input = ImageInput::Raw { width, height, format: PixelFormat::Rgb8, pixels: rgb };
-    let bgr = decode(input, u64::MAX)?;
-    let mut out = opencv::core::Vector::<u8>::new();
-    let params = opencv::core::Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, 90]);
-    imgcodecs::imencode(".jpg", &bgr, &mut out, &params)?;
-    Ok(out.to_vec())
+    let bgr = decode(ImageInput::Raw { width, height, format: PixelFormat::Rgb8, pixels: rgb }, u64::MAX)?;
+    Ok(reid_vision::encode_jpeg(&bgr, 90)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use opencv::imgcodecs;
+
     use super::*;
 
     const RGB: InputSpec = InputSpec { width: 2, height: 1, color: ColorOrder::Rgb };

@@ -1,4 +1,5 @@
-//! What every reid service checks before it decodes an image it was sent.
+//! Images as every reid service handles them: what it checks before it decodes an image it was
+//! sent, and the one decode and encode ([`decode`], [`encode_jpeg`]).
 //!
 //! A few hundred bytes of JPEG can declare 30000 x 30000 pixels, and a decoder allocates what the
 //! header declares: 2.6 GB for one such image. So an encoded image's dimensions are read from its
@@ -6,7 +7,11 @@
 //! is decoded, and decodes run a few at a time ([`DecodeSlots`]), so that the memory of decoding
 //! is bounded by (slots x limit) whatever arrives at once.
 
+mod codec;
+
 use std::sync::{Condvar, Mutex};
+
+pub use codec::{DecodeError, ImageInput, PixelFormat, decode, encode_jpeg};
 
 /// The encodings reid decodes: those whose header states the image size.
 pub const SUPPORTED: &str = "JPEG, PNG, BMP, WebP, TIFF, PNM";

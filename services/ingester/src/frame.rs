@@ -3,10 +3,11 @@
 
 use std::time::SystemTime;
 
-use opencv::core::{Mat, Rect, Vector};
+use opencv::core::{Mat, Rect};
+use opencv::imgproc;
 use opencv::prelude::*;
-use opencv::{imgcodecs, imgproc};
 use reid_proto::v1 as pb;
+use reid_vision::{DecodeError, ImageInput, PixelFormat};
 
 /// One decoded frame, BGR8.
 #[derive(Debug)]
@@ -103,32 +104,30 @@ impl FrameError {
     }
 }
 
-/// Decodes a wire image to BGR8. A truncated JPEG that OpenCV still decodes partly is accepted
-/// (the visible part is real); anything it cannot decode is `Corrupt`.
+/// Decodes a wire image to BGR8 ([`reid_vision::decode`]). A truncated JPEG that OpenCV still
+/// decodes partly is accepted (the visible part is real); anything it cannot decode is `Corrupt`.
 pub fn decode(image: &pb::Image, max_pixels: u64) -> Result<Mat, FrameError> {
-    match &image.data {
-        None => Err(FrameError::Empty),
-        Some(pb::image::Data::Encoded(bytes)) => {
-            if bytes.is_empty() {
-                return Err(FrameError::Empty);
-            }
-            // The size the header declares is checked before the decoder allocates it.
-            header_pixels(bytes, max_pixels)?;
-            let buf = Vector::<u8>::from_slice(bytes);
-            let mat = reid_vision::DECODES
-                .run(|| imgcodecs::imdecode(&buf, imgcodecs::IMREAD_COLOR))
-                .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
-            if mat.empty() {
-                return Err(FrameError::Corrupt("not an image OpenCV can decode".into()));
-            }
-            let (w, h) = (mat.cols() as u32, mat.rows() as u32);
-            if u64::from(w) * u64::from(h) > max_pixels {
-                return Err(FrameError::TooLarge { width: w, height: h, limit: max_pixels });
-            }
-            Ok(mat)
+    let input = match &image.data {
+        None => return Err(FrameError::Empty),
+        Some(pb::image::Data::Encoded(bytes)) => ImageInput::Encoded(bytes),
+        Some(pb::image::Data::Raw(raw)) => {
+            let format = match pb::PixelFormat::try_from(raw.format).unwrap_or(pb::PixelFormat::Unspecified) {
+                pb::PixelFormat::Rgb8 => PixelFormat::Rgb8,
+                pb::PixelFormat::Bgr8 => PixelFormat::Bgr8,
+                pb::PixelFormat::Gray8 => PixelFormat::Gray8,
+                pb::PixelFormat::Unspecified => {
+                    return Err(FrameError::WrongSize("pixel format unspecified".into()));
+                }
+            };
+            ImageInput::Raw { width: raw.width, height: raw.height, format, pixels: &raw.pixels }
         }
-        Some(pb::image::Data::Raw(raw)) => decode_raw(raw, max_pixels),
-    }
+    };
+    reid_vision::decode(input, max_pixels).map_err(|e| match e {
+        DecodeError::Empty => FrameError::Empty,
+        DecodeError::Corrupt(why) => FrameError::Corrupt(why),
+        wrong @ DecodeError::WrongSize { .. } => FrameError::WrongSize(wrong.to_string()),
+        DecodeError::TooLarge { width, height, limit } => FrameError::TooLarge { width, height, limit },
+    })
 }
 
 /// The pixels an encoded image declares in its header, refused over `max_pixels`.
@@ -158,55 +157,7 @@ pub fn declared_pixels(image: &pb::Image, max_pixels: u64) -> Result<u64, FrameE
     }
 }
 
-fn decode_raw(raw: &pb::RawImage, max_pixels: u64) -> Result<Mat, FrameError> {
-    let format = pb::PixelFormat::try_from(raw.format).unwrap_or(pb::PixelFormat::Unspecified);
-    let channels = match format {
-        pb::PixelFormat::Rgb8 | pb::PixelFormat::Bgr8 => 3,
-        pb::PixelFormat::Gray8 => 1,
-        pb::PixelFormat::Unspecified => return Err(FrameError::WrongSize("pixel format unspecified".into())),
-    };
-    if raw.width == 0 || raw.height == 0 {
-        return Err(FrameError::Empty);
-    }
-    if u64::from(raw.width) * u64::from(raw.height) > max_pixels {
-        return Err(FrameError::TooLarge { width: raw.width, height: raw.height, limit: max_pixels });
-    }
-    let expected = raw.width as usize * raw.height as usize * channels;
-    if raw.pixels.len() != expected {
-        return Err(FrameError::WrongSize(format!(
-            "{}x{}x{channels} needs {expected} bytes, got {}",
-            raw.width,
-            raw.height,
-            raw.pixels.len()
-        )));
-    }
-    let flat = Mat::from_slice(&raw.pixels).map_err(|e| FrameError::Corrupt(e.message.clone()))?;
-    let shaped = flat
-        .reshape(channels as i32, raw.height as i32)
-        .and_then(|m| m.try_clone())
-        .map_err(|e| FrameError::Corrupt(e.message.clone()))?;
-    let code = match format {
-        pb::PixelFormat::Rgb8 => Some(imgproc::COLOR_RGB2BGR),
-        pb::PixelFormat::Gray8 => Some(imgproc::COLOR_GRAY2BGR),
-        _ => None,
-    };
-    match code {
-        None => Ok(shaped),
-        Some(code) => {
-            let mut bgr = Mat::default();
-            imgproc::cvt_color_def(&shaped, &mut bgr, code).map_err(|e| FrameError::Corrupt(e.message.clone()))?;
-            Ok(bgr)
-        }
-    }
-}
-
-/// Encodes a BGR crop as JPEG.
-pub fn encode_jpeg(image: &Mat, quality: i32) -> opencv::Result<Vec<u8>> {
-    let mut buf = Vector::<u8>::new();
-    let params = Vector::<i32>::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]);
-    imgcodecs::imencode(".jpg", image, &mut buf, &params)?;
-    Ok(buf.to_vec())
-}
+pub use reid_vision::encode_jpeg;
 
 /// Encodes a crop for delivery, shrunk first (keeping its aspect) when it has more than
 /// `crops.max_pixels` pixels.
