@@ -1,5 +1,6 @@
 //! `reid`: runs the services and talks to them. `main` parses, sets up logging and dispatches.
 
+mod adapt;
 mod bench;
 mod bench_identity;
 mod bench_ingest;
@@ -69,6 +70,9 @@ enum Command {
     Tracklets(ingester::TrackletsCommand),
     /// Trains an embedding model (in-process, or on a trainer service with --addr).
     Train(train::TrainArgs),
+    /// Adapts the served model to the cameras' exported tracklets and replaces it only if the
+    /// operators' feedback pairs say the candidate is better.
+    Adapt(adapt::AdaptArgs),
     /// Experiments that write their figures into docs/.
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -172,6 +176,7 @@ fn main() -> std::process::ExitCode {
             Command::Cameras(cmd) => ingester::cameras(cmd).await,
             Command::Tracklets(cmd) => ingester::tracklets(cmd).await,
             Command::Train(args) => train::run(args).await,
+            Command::Adapt(args) => adapt::run(args).await,
             Command::Experiment(cmd) => experiment::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Eval(cmd) => eval::run(cmd).await,

@@ -84,17 +84,17 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One status line, redrawn in place on a terminal and printed per epoch otherwise.
-struct ProgressBar {
+pub(crate) struct ProgressBar {
     epochs: u32,
     tty: bool,
 }
 
 impl ProgressBar {
-    fn new(epochs: u32) -> Self {
+    pub(crate) fn new(epochs: u32) -> Self {
         ProgressBar { epochs, tty: std::io::stderr().is_terminal() }
     }
 
-    fn show(&mut self, event: &Event) {
+    pub(crate) fn show(&mut self, event: &Event) {
         let mut err = std::io::stderr();
         match event {
             Event::Progress { epoch, step, loss, active_fraction } if self.tty => {

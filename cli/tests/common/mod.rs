@@ -1,4 +1,5 @@
 //! What the tests that drive the real `reid` binary with an API key share.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -6,10 +6,12 @@
 //!   memory that gives them an identity loss;
 //! - [`data`], [`augment`]: datasets in the layouts users have, and re-ID augmentations;
 //! - [`eval`]: CMC, mAP, mINP, ROC, TAR at FAR, EER, the recommended threshold;
+//! - [`adapt`]: judging an adapted candidate against the served model on operators' feedback;
 //! - [`train`]: runs with checkpoints, resume, the best model, history and [`plot`]s;
 //! - [`service`]: the gRPC `TrainerService`, and [`run`], what `reid serve trainer` calls.
 
 pub mod adam;
+pub mod adapt;
 pub mod augment;
 pub mod config;
 pub mod data;

@@ -19,7 +19,8 @@ pub struct FeedbackPair {
     pub b: String,
 }
 
-pub(super) fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
+/// Reads feedback pairs, one JSON object a line (blank lines skipped).
+pub fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
     let bytes = read_bounded(path, MAX_FEEDBACK_BYTES)?;
     let text =
         String::from_utf8(bytes).map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
 use crate::eval::Label;
-pub use folders::{FeedbackPair, apply_feedback};
-use folders::{folder_identities, held_out, read_feedback};
+pub use folders::{FeedbackPair, apply_feedback, read_feedback};
+use folders::{folder_identities, held_out};
 pub use idx::parse_idx;
 use idx::{find_idx, idx_dataset};
 pub use market::market_name;
@@ -279,7 +279,7 @@ impl DatasetConfig {
 }
 
 /// Largest image file a dataset may hold.
-const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 64 << 20;
 /// Largest idx file, compressed or not (Fashion-MNIST's largest is 47 MB).
 pub(super) const MAX_IDX_BYTES: u64 = 2 << 30;
 /// Largest feedback file.

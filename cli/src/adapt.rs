@@ -1,0 +1,129 @@
+//! `reid adapt`: the served model adapted to the deployment's own cameras without labels,
+//! judged against the served model on the operators' feedback, and put in its place only when
+//! it is better (`reid_trainer::adapt`, docs/training.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::Args;
+use reid_model::backend::LoadOptions;
+use reid_trainer::RunConfig;
+use reid_trainer::adapt::{JudgedPairs, Judgement, judge, replaces};
+use reid_trainer::data::DatasetConfig;
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// The training recipe; its dataset must be `kind = "tracklets"` (the default model's).
+    #[arg(long, default_value = "configs/person-vtest.toml")]
+    config: PathBuf,
+    /// The ingester's tracklet exports (its `export_dir`), in place of the recipe's dataset path.
+    #[arg(long)]
+    tracklets: Option<PathBuf>,
+    /// The identity service's stored crops (`DATA/crops`): each judged identity's pictures.
+    #[arg(long)]
+    crops: PathBuf,
+    /// The operators' feedback pairs, as `reid feedback` prints them: the judge.
+    #[arg(long)]
+    feedback: PathBuf,
+    /// Judged pairs needed of each kind (same person, different people) before anything trains.
+    #[arg(long, default_value_t = 5)]
+    min_pairs: usize,
+    /// AUC the candidate must gain over the served model to replace it.
+    #[arg(long, default_value_t = 0.0)]
+    min_gain: f64,
+    #[arg(long, default_value = "models")]
+    model_dir: PathBuf,
+    /// The served model's folder under --model-dir, replaced when the candidate wins; embedders
+    /// watching the folder load it by themselves.
+    #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
+    model: String,
+    #[arg(long, default_value = "runs")]
+    runs_dir: PathBuf,
+    /// Publish the weights in f16.
+    #[arg(long)]
+    half: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: AdaptArgs) -> anyhow::Result<ExitCode> {
+    let judged = JudgedPairs::read(&args.crops, &args.feedback)?;
+    let (same, different) = judged.counts();
+    anyhow::ensure!(
+        same >= args.min_pairs && different >= args.min_pairs,
+        "{same} same-person and {different} different-people pairs can be judged (both identities' crops under {}); \
+         --min-pairs {} of each are needed before a candidate is trained: record more feedback (reid feedback)",
+        args.crops.display(),
+        args.min_pairs
+    );
+    let mut config = RunConfig::from_file(&args.config)?;
+    match (&mut config.dataset, &args.tracklets) {
+        (DatasetConfig::Tracklets { path, .. }, Some(tracklets)) => *path = tracklets.clone(),
+        (DatasetConfig::Tracklets { .. }, None) => {}
+        _ => anyhow::bail!(
+            "{}: adaptation trains on exported tracklets (dataset kind = \"tracklets\")",
+            args.config.display()
+        ),
+    }
+    let stem = reid_trainer::run_id(&config.name);
+    let mut dir = args.runs_dir.join(&stem);
+    for n in 2.. {
+        if !dir.exists() {
+            break;
+        }
+        dir = args.runs_dir.join(format!("{stem}-{n}"));
+    }
+    println!("adapting on {} tracklets in {}", config.dataset.paths()[0].display(), dir.display());
+    let served_dir = args.model_dir.join(&args.model);
+    let (candidate, served, run_dir) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut bar = crate::train::ProgressBar::new(config.training.epochs);
+        let outcome = reid_trainer::train(&config, &dir, &mut |e| bar.show(&e), &AtomicBool::new(false))?;
+        let score = |path: &std::path::Path| -> anyhow::Result<Judgement> {
+            let mut model = reid_model::load_model(path, LoadOptions::default())?;
+            Ok(judge(model.as_mut(), &judged)?)
+        };
+        let candidate = score(&outcome.dir.join("best")).context("judging the candidate")?;
+        let served = if served_dir.join("model.json").is_file() {
+            Some(score(&served_dir).context("judging the served model")?)
+        } else {
+            None
+        };
+        Ok((candidate, served, outcome.dir))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("adaptation thread: {e}"))??;
+    let publish = replaces(candidate, served, args.min_gain);
+    let published = if publish {
+        let (version, path) = reid_trainer::publish::publish_with(&run_dir, &args.model_dir, &args.model, args.half)?;
+        Some((version, path))
+    } else {
+        None
+    };
+    if args.json {
+        let judgement =
+            |j: Judgement| json!({ "auc": j.auc, "same_mean": j.same_mean, "different_mean": j.different_mean });
+        println!(
+            "{}",
+            json!({
+                "run": run_dir, "pairs": { "same": same, "different": different },
+                "candidate": judgement(candidate), "served": served.map(judgement),
+                "published": published.as_ref().map(|(version, _)| version),
+            })
+        );
+    } else {
+        let served_text = served.map_or("no served model".to_owned(), |s| format!("served model AUC {:.4}", s.auc));
+        println!(
+            "judged on {same} same-person and {different} different-people pairs: candidate AUC {:.4}, {served_text}",
+            candidate.auc
+        );
+        match &published {
+            Some((version, path)) => println!("published {} version {version}", path.display()),
+            None => println!("kept the served model; the candidate stays in {}", run_dir.display()),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
