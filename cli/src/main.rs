@@ -1,16 +1,13 @@
 //! `reid`: runs the services and talks to them. `main` parses, sets up logging and dispatches.
 
 mod adapt;
-mod bench;
-mod bench_identity;
-mod bench_ingest;
 mod client;
-mod demo;
 mod eval;
-mod experiment;
 mod identity;
 mod ingester;
 mod keys;
+mod lab;
+mod playback;
 mod serve;
 mod train;
 mod up;
@@ -75,15 +72,15 @@ enum Command {
     Adapt(adapt::AdaptArgs),
     /// Experiments that write their figures into docs/.
     #[command(subcommand)]
-    Experiment(experiment::ExperimentCommand),
+    Experiment(lab::experiment::ExperimentCommand),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(lab::bench::BenchCommand),
     /// Scores the detector and tracker against MOTChallenge ground truth (docs/evaluation.md).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Runs what exists of the pipeline on this machine and prints what happened.
-    Demo(demo::DemoArgs),
+    Demo(lab::demo::DemoArgs),
 }
 
 /// `RUST_LOG` overrides it. qdrant-edge warns at every segment it opens that process-wide flags a
@@ -177,10 +174,10 @@ fn main() -> std::process::ExitCode {
             Command::Tracklets(cmd) => ingester::tracklets(cmd).await,
             Command::Train(args) => train::run(args).await,
             Command::Adapt(args) => adapt::run(args).await,
-            Command::Experiment(cmd) => experiment::run(cmd).await,
-            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Experiment(cmd) => lab::experiment::run(cmd).await,
+            Command::Bench(cmd) => lab::bench::run(cmd).await,
             Command::Eval(cmd) => eval::run(cmd).await,
-            Command::Demo(args) => demo::run(args).await,
+            Command::Demo(args) => lab::demo::run(args).await,
         }
     });
     match result {

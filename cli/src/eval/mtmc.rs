@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::replay::{Delivery, Variant, replay};
-use crate::demo::{EastCamera, Played, Seen, fresh_config, play};
+use crate::playback::{EastCamera, Played, Seen, fresh_config, play};
 
 #[derive(Debug, Args)]
 pub struct MtmcArgs {
@@ -49,20 +49,20 @@ pub struct MtmcArgs {
     #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
     model: String,
     /// Cosine threshold for a match (the demo's when unset).
-    #[arg(long, default_value_t = crate::demo::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = crate::playback::DEFAULT_THRESHOLD)]
     threshold: f32,
     /// Cosine threshold for a match with an identity seen on the other camera (the identity
     /// service's `association.cross_camera_threshold`); --threshold when unset.
     #[arg(long)]
     cross_camera_threshold: Option<f32>,
-    #[arg(long, default_value_t = crate::demo::DEFAULT_MIN_MARGIN)]
+    #[arg(long, default_value_t = crate::playback::DEFAULT_MIN_MARGIN)]
     min_margin: f32,
     /// The identity service's linkage: a tracklet is scored against an identity by the mean of
     /// its N closest sightings (1: the single nearest). Its default when unset.
     #[arg(long)]
     linkage_top: Option<usize>,
     #[command(flatten)]
-    merge: crate::demo::MergePass,
+    merge: crate::playback::MergePass,
     #[command(flatten)]
     east: EastCamera,
     /// Also re-group every delivered tracklet at once (average linkage at each of these cosine

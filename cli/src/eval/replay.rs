@@ -40,7 +40,7 @@ impl Variant {
                 "threshold" => v.threshold = Some(number(value)?),
                 "cross" => v.cross_camera_threshold = Some(number(value)?),
                 "margin" => v.min_margin = Some(number(value)?),
-                "merge" => v.merge_threshold = Some(crate::demo::merge_threshold(value)?),
+                "merge" => v.merge_threshold = Some(crate::playback::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
                 other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge)")),
             }

@@ -1,6 +1,9 @@
 //! `reid bench embed`: images/s through the gRPC embedder at several concurrencies, and, in the
 //! same run, the same weights' raw throughput in PyTorch eager (bench/embed_reference.py).
 
+mod identity;
+mod ingest;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,9 +21,9 @@ pub enum BenchCommand {
     /// Embedder throughput against raw PyTorch.
     Embed(EmbedBenchArgs),
     /// Identify latency and HNSW recall@1 at several gallery sizes.
-    Identity(crate::bench_identity::IdentityBenchArgs),
+    Identity(identity::IdentityBenchArgs),
     /// Ingester frames/s per core for each detector, and end to end.
-    Ingest(crate::bench_ingest::IngestBenchArgs),
+    Ingest(ingest::IngestBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,8 +51,8 @@ pub struct EmbedBenchArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Embed(args) => embed(args).await,
-        BenchCommand::Identity(args) => crate::bench_identity::run(args).await,
-        BenchCommand::Ingest(args) => crate::bench_ingest::run(args).await,
+        BenchCommand::Identity(args) => identity::run(args).await,
+        BenchCommand::Ingest(args) => ingest::run(args).await,
     }
 }
 
