@@ -12,6 +12,8 @@
 //! Every epoch reseeds its random streams from (seed, epoch), so a run resumed from the checkpoint
 //! of epoch N continues exactly as the uninterrupted run would have.
 
+mod files;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,7 +21,6 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use reid_model::{Backend, ModelCard};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -35,6 +36,7 @@ use crate::miner::{self, Mined};
 use crate::model::TrainModel;
 use crate::pseudo::{self, PseudoLabels};
 use crate::sampler::{PairSampler, PkSampler};
+use files::{read_json, write_csv, write_json};
 
 /// What a run reports while it goes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -500,35 +502,8 @@ impl<'a> Run<'a> {
         let best = self.dir.join("best");
         std::fs::create_dir_all(&best).map_err(TrainError::io(&best))?;
         self.model.save_backbone(&best.join("model.safetensors"))?;
-        let m = &self.config.model;
         let run = self.dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
-        let mut metrics = serde_json::Map::new();
-        for (k, v) in [
-            ("rank1", record.rank1),
-            ("rank5", record.rank5),
-            ("mAP", record.map),
-            ("mINP", record.minp),
-            ("tar_at_far_1e3", record.tar_at_far_1e3),
-            ("eer", record.eer),
-        ] {
-            metrics.insert(k.into(), serde_json::json!((v * 1e4).round() / 1e4));
-        }
-        metrics.insert("epoch".into(), record.epoch.into());
-        let card = ModelCard {
-            id: self.config.name.clone(),
-            version: format!("{run}-e{}", record.epoch),
-            backend: Backend::Native,
-            architecture: Some(m.architecture.clone()),
-            weights: "model.safetensors".into(),
-            input: m.input(),
-            normalization: m.normalization(),
-            embedding_dim: m.embedding_dim,
-            match_threshold: record.threshold.clamp(-1.0, 1.0) as f32,
-            output: None,
-            max_batch: None,
-            metrics,
-            source: format!("trained by reid-trainer, run {run}"),
-        };
+        let card = files::best_card(self.config, run, record);
         write_json(&best.join("model.json"), &card)
     }
 }
@@ -607,41 +582,4 @@ fn to_tensor(data: &[f32], n: usize, spec: reid_model::InputSpec) -> Tensor {
 pub(crate) fn host(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1i64].as_slice()))
         .unwrap_or_default()
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
-}
-
-fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
-    let mut out = String::from(
-        "epoch,loss,active_fraction,seconds,rank1,rank5,rank10,mAP,mINP,tar_at_far_1e2,tar_at_far_1e3,eer,threshold\n",
-    );
-    for r in history {
-        out.push_str(&format!(
-            "{},{:.6},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}\n",
-            r.epoch,
-            r.loss,
-            r.active_fraction,
-            r.seconds,
-            r.rank1,
-            r.rank5,
-            r.rank10,
-            r.map,
-            r.minp,
-            r.tar_at_far_1e2,
-            r.tar_at_far_1e3,
-            r.eer,
-            r.threshold
-        ));
-    }
-    std::fs::write(path, out).map_err(TrainError::io(path))
 }

@@ -1,0 +1,80 @@
+//! A run folder's files: the JSON and CSV history, the checkpoint's state, and the card of the
+//! best model.
+
+use std::path::Path;
+
+use reid_model::{Backend, ModelCard};
+use serde::Serialize;
+
+use super::EpochRecord;
+use crate::config::RunConfig;
+use crate::error::TrainError;
+
+/// The card of the model a run exports for `record`'s epoch: servable as is, its figures kept.
+pub(super) fn best_card(config: &RunConfig, run: &str, record: &EpochRecord) -> ModelCard {
+    let m = &config.model;
+    let mut metrics = serde_json::Map::new();
+    for (k, v) in [
+        ("rank1", record.rank1),
+        ("rank5", record.rank5),
+        ("mAP", record.map),
+        ("mINP", record.minp),
+        ("tar_at_far_1e3", record.tar_at_far_1e3),
+        ("eer", record.eer),
+    ] {
+        metrics.insert(k.into(), serde_json::json!((v * 1e4).round() / 1e4));
+    }
+    metrics.insert("epoch".into(), record.epoch.into());
+    ModelCard {
+        id: config.name.clone(),
+        version: format!("{run}-e{}", record.epoch),
+        backend: Backend::Native,
+        architecture: Some(m.architecture.clone()),
+        weights: "model.safetensors".into(),
+        input: m.input(),
+        normalization: m.normalization(),
+        embedding_dim: m.embedding_dim,
+        match_threshold: record.threshold.clamp(-1.0, 1.0) as f32,
+        output: None,
+        max_batch: None,
+        metrics,
+        source: format!("trained by reid-trainer, run {run}"),
+    }
+}
+
+pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), TrainError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::write(&tmp, text).map_err(TrainError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
+}
+
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+}
+
+pub(super) fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), TrainError> {
+    let mut out = String::from(
+        "epoch,loss,active_fraction,seconds,rank1,rank5,rank10,mAP,mINP,tar_at_far_1e2,tar_at_far_1e3,eer,threshold\n",
+    );
+    for r in history {
+        out.push_str(&format!(
+            "{},{:.6},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}\n",
+            r.epoch,
+            r.loss,
+            r.active_fraction,
+            r.seconds,
+            r.rank1,
+            r.rank5,
+            r.rank10,
+            r.map,
+            r.minp,
+            r.tar_at_far_1e2,
+            r.tar_at_far_1e3,
+            r.eer,
+            r.threshold
+        ));
+    }
+    std::fs::write(path, out).map_err(TrainError::io(path))
+}
