@@ -38,7 +38,7 @@ pub struct IngesterConfig {
     pub max_detections_per_message: usize,
     /// What cameras added over the API (`AddCamera`) may read and connect to; cameras listed here
     /// in `cameras` are trusted.
-    pub sources: crate::policy::SourcePolicy,
+    pub sources: crate::source::policy::SourcePolicy,
     /// Cameras this ingester runs at most (each is a thread and a decoder): `AddCamera` beyond it
     /// is refused with RESOURCE_EXHAUSTED.
     pub max_cameras: usize,
@@ -69,7 +69,7 @@ pub struct CameraSpec {
     pub detector: String,
     /// The part of the source this camera sees, and how (region, scale, colour, clock offset).
     #[serde(default)]
-    pub view: crate::view::View,
+    pub view: crate::pipeline::view::View,
 }
 
 /// One replica's part of the camera list: cameras whose id hashes (FNV-1a) to `index` modulo
@@ -97,7 +97,7 @@ impl CameraSpec {
             url: url.into(),
             target_fps: 0.0,
             detector: String::new(),
-            view: crate::view::View::default(),
+            view: crate::pipeline::view::View::default(),
         }
     }
 }
@@ -196,7 +196,7 @@ impl Default for IngesterConfig {
             max_frame_pixels: 16 << 20,
             max_message_bytes: 64 << 20,
             max_detections_per_message: 64,
-            sources: crate::policy::SourcePolicy::default(),
+            sources: crate::source::policy::SourcePolicy::default(),
             max_cameras: 64,
             cameras: Vec::new(),
             shard: None,

@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, watch};
 
-use crate::camera::{Camera, CameraStatus, PipelineContext};
 use crate::config::{CameraSpec, IngesterConfig};
-use crate::deliver::{Downstream, Outbox};
+use crate::delivery::deliver::{Downstream, Outbox};
 use crate::detect;
 use crate::error::{IngesterError, IngesterResult};
 use crate::metrics::IngesterMetrics;
+use crate::pipeline::camera::{Camera, CameraStatus, PipelineContext};
 use crate::source::SourceSpec;
 
 /// How long a removed or pushing camera may take to flush its open tracks.
@@ -66,7 +66,7 @@ impl Ingester {
         });
         let (stop_delivery, stop_rx) = watch::channel(false);
         let delivery = match (&outbox, downstream) {
-            (Some(outbox), Some(downstream)) => Some(tokio::spawn(crate::deliver::deliver(
+            (Some(outbox), Some(downstream)) => Some(tokio::spawn(crate::delivery::deliver::deliver(
                 outbox.clone(),
                 downstream,
                 config.delivery.clone(),
@@ -116,7 +116,7 @@ impl Ingester {
 
     /// Adds a camera named over the API: its source must pass the configured [`SourcePolicy`].
     ///
-    /// [`SourcePolicy`]: crate::policy::SourcePolicy
+    /// [`SourcePolicy`]: crate::source::policy::SourcePolicy
     pub async fn add_requested(&self, spec: CameraSpec) -> IngesterResult<CameraStatus> {
         check_camera_id(&spec.id)?;
         self.ctx.config.sources.check(&spec.url).await?;
@@ -210,7 +210,7 @@ impl Ingester {
         let Some(root) = self.ctx.config.export_dir.clone() else { return Ok((0, pending)) };
         let removed = tokio::task::spawn_blocking(move || {
             tracklets.iter().try_fold(0, |n, (camera, track)| {
-                crate::export::remove_tracklet(&root, camera, track).map(|removed| n + removed)
+                crate::delivery::export::remove_tracklet(&root, camera, track).map(|removed| n + removed)
             })
         })
         .await

@@ -1,31 +1,29 @@
 //! The camera ingester: camera feeds in, tracklets out.
 //!
-//! - [`source`]: where frames come from (files, streams, devices, folders, pushes) and the bounded
-//!   frame queue;
-//! - [`detect`]: the detectors behind one trait ([`ssd`]: the learned person detector; [`mtcnn`]:
-//!   faces with landmarks, and alignment);
-//! - [`track`]: the SORT-like tracker and the best crops of each track;
-//! - [`camera`]: one camera's reader and processing threads, with its status;
-//! - [`deliver`]: the outbox and the worker that embeds and observes tracklets;
-//! - [`export`]: tracklets as training data;
-//! - [`policy`]: what cameras added over the API may read and connect to;
+//! - [`source`]: where frames come from (files, streams, devices, folders, pushes), the bounded
+//!   frame queue, and [`policy`]: what cameras added over the API may read and connect to;
+//! - [`detect`]: the detectors behind one trait (one file each; [`detect::ssd`]: the learned
+//!   person detector; [`detect::mtcnn`]: faces with landmarks, and alignment);
+//! - [`pipeline`]: a camera's [`view`], [`frame`] decoding, the [`track`]er and its best crops, and
+//!   the [`camera`]'s reader and processing threads, with its status;
+//! - [`delivery`]: the outbox and the worker that embeds and observes tracklets ([`deliver`]),
+//!   and tracklets as training data ([`export`]);
 //! - [`ingester`]: the domain core; [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve ingester` and the tests call.
 
-pub mod camera;
 pub mod config;
-pub mod deliver;
+pub mod delivery;
 pub mod detect;
 pub mod error;
-pub mod export;
-pub mod frame;
 pub mod ingester;
 pub mod metrics;
-pub mod policy;
+pub mod pipeline;
 pub mod service;
 pub mod source;
-pub mod track;
-pub mod view;
+
+pub use delivery::{deliver, export};
+pub use pipeline::{camera, frame, track, view};
+pub use source::policy;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! The tonic handlers: validate, convert proto to domain, call the [`Ingester`], map the error.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use reid_proto::v1 as pb;
@@ -9,12 +8,12 @@ use reid_proto::v1::ingester_service_server::IngesterService;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::camera::{CameraState, CameraStatus, Work};
 use crate::config::CameraSpec;
 use crate::detect::Detection;
-use crate::frame::{self, BBox, Frame};
 use crate::ingester::{Ingester, PushGuard};
-use crate::view::View;
+use crate::pipeline::camera::{CameraState, CameraStatus, Work};
+use crate::pipeline::frame::{self, BBox, Frame};
+use crate::pipeline::view::View;
 
 #[derive(Debug, Clone)]
 pub struct IngesterGrpc {
@@ -119,7 +118,7 @@ async fn stream_camera(
     ingester: &Ingester,
     current: &mut Option<PushGuard>,
     camera_id: &str,
-) -> Result<Arc<crate::camera::Camera>, Status> {
+) -> Result<Arc<crate::pipeline::camera::Camera>, Status> {
     if let Some(guard) = current {
         if !camera_id.is_empty() && camera_id != guard.camera.spec.id {
             return Err(Status::invalid_argument(format!(
@@ -152,14 +151,7 @@ impl IngesterService for IngesterGrpc {
         while let Some(message) = stream.next().await {
             let message = message?;
             let camera = stream_camera(&self.ingester, &mut guard, &message.camera_id).await?;
-            let stats = &camera.stats;
-            before.get_or_insert_with(|| {
-                (
-                    stats.frames_processed.load(Ordering::Relaxed),
-                    stats.dropped("queue_full"),
-                    stats.tracklets.load(Ordering::Relaxed),
-                )
-            });
+            before.get_or_insert_with(|| camera.stats.counts());
             reply.frames_received += 1;
             let Some(f) = message.frame else {
                 camera.refuse("empty", "a message without a frame");
@@ -184,13 +176,13 @@ impl IngesterService for IngesterGrpc {
                 }
             }
         }
-        if let (Some(guard), Some((processed, dropped, tracklets))) = (&guard, before) {
+        if let (Some(guard), Some(before)) = (&guard, before) {
             // The client is gone: its open tracks end, and the reply says what became of its frames.
             guard.flush().await;
-            let stats = &guard.camera.stats;
-            reply.frames_processed = stats.frames_processed.load(Ordering::Relaxed) - processed;
-            reply.frames_dropped = stats.dropped("queue_full") - dropped;
-            reply.tracklets_emitted = stats.tracklets.load(Ordering::Relaxed) - tracklets;
+            let done = guard.camera.stats.counts().since(before);
+            reply.frames_processed = done.frames_processed;
+            reply.frames_dropped = done.frames_dropped;
+            reply.tracklets_emitted = done.tracklets;
         }
         Ok(Response::new(reply))
     }
@@ -207,7 +199,7 @@ impl IngesterService for IngesterGrpc {
         while let Some(message) = stream.next().await {
             let message = message?;
             let camera = stream_camera(&self.ingester, &mut guard, &message.camera_id).await?;
-            tracklets_before.get_or_insert_with(|| camera.stats.tracklets.load(Ordering::Relaxed));
+            tracklets_before.get_or_insert_with(|| camera.stats.counts());
             let captured_at = time_of(message.captured_at);
             let detections = message.detections;
             check_detections(&detections, self.ingester.config())?;
@@ -240,7 +232,7 @@ impl IngesterService for IngesterGrpc {
         }
         if let (Some(guard), Some(before)) = (&guard, tracklets_before) {
             guard.flush().await;
-            reply.tracklets_emitted = guard.camera.stats.tracklets.load(Ordering::Relaxed) - before;
+            reply.tracklets_emitted = guard.camera.stats.counts().since(before).tracklets;
         }
         Ok(Response::new(reply))
     }

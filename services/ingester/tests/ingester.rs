@@ -316,7 +316,7 @@ async fn shutdown_flushes_the_tracks_still_open() {
     let door = loop {
         assert!(Instant::now() < deadline, "the 40 frames were not processed");
         if let Ok(door) = ingester.camera("door").await
-            && door.stats.frames_processed.load(Ordering::Relaxed) + door.stats.dropped("queue_full") == 40
+            && door.stats.counts().frames_processed + door.stats.counts().frames_dropped == 40
         {
             break door;
         }
@@ -324,9 +324,9 @@ async fn shutdown_flushes_the_tracks_still_open() {
     };
     // The person is still in view: their track is open (a blip of the background model while it
     // learns the scene may have ended already).
-    let before = door.stats.tracklets.load(Ordering::Relaxed);
+    let before = door.stats.counts().tracklets;
     ingester.shutdown().await;
-    let after = door.stats.tracklets.load(Ordering::Relaxed);
+    let after = door.stats.counts().tracklets;
     assert_eq!(after, before + 1, "shutdown ended the open track");
     let exported = std::fs::read_dir(export.path().join("door")).map_or(0, |d| d.count());
     assert_eq!(exported as u64, after, "every tracklet, the flushed one too, is written");

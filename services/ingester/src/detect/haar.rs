@@ -8,7 +8,7 @@ use opencv::{imgproc, objdetect};
 use serde::Deserialize;
 
 use super::{Detection, Detector, Target};
-use crate::frame::BBox;
+use crate::pipeline::frame::BBox;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -16,7 +16,7 @@ use opencv::dnn;
 use serde::Deserialize;
 
 use crate::error::{IngesterError, IngesterResult};
-use crate::frame::BBox;
+use crate::pipeline::frame::BBox;
 
 mod background;
 mod haar;

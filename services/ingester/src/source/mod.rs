@@ -1,6 +1,9 @@
 //! Frame sources behind one seam: video files, streams (RTSP, HTTP(S), MJPEG) and capture devices
 //! through OpenCV's `VideoCapture`, folders of images, and cameras that push their frames. Also the
-//! bounded frame queue between a camera's reader and its detector, with its drop policy.
+//! bounded frame queue between a camera's reader and its detector, with its drop policy; and
+//! [`policy`], what a camera added over the API may read and connect to.
+
+pub mod policy;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use opencv::prelude::*;
 use opencv::{imgcodecs, videoio};
 
 use crate::error::{IngesterError, IngesterResult};
-use crate::frame::Frame;
+use crate::pipeline::frame::Frame;
 
 /// Where a camera's frames come from, parsed from its URL.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use serde::Deserialize;
 
-use crate::frame::{BBox, Frame};
+use crate::pipeline::frame::{BBox, Frame};
 
 /// Why a frame could not be seen through a view.
 #[derive(Debug, thiserror::Error)]

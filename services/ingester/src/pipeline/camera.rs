@@ -13,13 +13,13 @@ use opencv::core::Mat;
 use opencv::prelude::*;
 
 use crate::config::{CameraSpec, CropConfig, IngesterConfig, ReconnectConfig};
-use crate::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
+use crate::delivery::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
 use crate::detect::{Detection, Detector, Target};
-use crate::frame::{Frame, encode_crop};
 use crate::metrics::IngesterMetrics;
+use crate::pipeline::frame::{Frame, encode_crop};
+use crate::pipeline::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
+use crate::pipeline::view::ViewError;
 use crate::source::{FrameQueue, FrameSource, Pushed, Read, SourceSpec, StopSignal};
-use crate::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
-use crate::view::ViewError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -78,15 +78,35 @@ impl Rate {
 #[derive(Debug)]
 pub struct CameraStats {
     state: AtomicU8,
-    pub frames_processed: AtomicU64,
+    frames_processed: AtomicU64,
     drops: Mutex<BTreeMap<&'static str, u64>>,
-    pub tracklets: AtomicU64,
-    pub reconnects: AtomicU32,
+    tracklets: AtomicU64,
+    reconnects: AtomicU32,
     /// The reader reached the end of a file or folder.
     source_ended: AtomicBool,
     last_error: Mutex<String>,
     input_rate: Mutex<Rate>,
     processed_rate: Mutex<Rate>,
+}
+
+/// What a camera has done so far, counted: what a push stream reports as the difference of two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub frames_processed: u64,
+    /// Frames the full queue of a live camera dropped for newer ones.
+    pub frames_dropped: u64,
+    pub tracklets: u64,
+}
+
+impl Counts {
+    /// What was done between `before` and these counts.
+    pub fn since(self, before: Counts) -> Counts {
+        Counts {
+            frames_processed: self.frames_processed.saturating_sub(before.frames_processed),
+            frames_dropped: self.frames_dropped.saturating_sub(before.frames_dropped),
+            tracklets: self.tracklets.saturating_sub(before.tracklets),
+        }
+    }
 }
 
 /// A snapshot of a camera's status.
@@ -132,6 +152,14 @@ impl CameraStats {
 
     pub fn dropped(&self, reason: &str) -> u64 {
         lock(&self.drops).get(reason).copied().unwrap_or(0)
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            frames_processed: self.frames_processed.load(Ordering::Relaxed),
+            frames_dropped: self.dropped("queue_full"),
+            tracklets: self.tracklets.load(Ordering::Relaxed),
+        }
     }
 
     fn error(&self, e: impl Into<String>) {
@@ -192,14 +220,19 @@ impl Camera {
         let stop = Arc::new(StopSignal::default());
         let queue = Arc::new(FrameQueue::new(ctx.config.frame_queue, source.is_live()));
         if let Some(mut reader) = source.open_source() {
-            let (stats, stop, queue, reconnect) =
-                (stats.clone(), stop.clone(), queue.clone(), ctx.config.reconnect.clone());
+            let read = ReadLoop {
+                camera: spec.id.clone(),
+                live: source.is_live(),
+                reconnect: ctx.config.reconnect.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                queue: queue.clone(),
+                metrics: ctx.metrics.clone(),
+            };
             let failed = stats.clone();
-            let metrics = ctx.metrics.clone();
-            let (id, live) = (spec.id.clone(), source.is_live());
-            let spawned = std::thread::Builder::new().name(format!("cam-{id}-read")).spawn(move || {
-                read_loop(&id, reader.as_mut(), live, &reconnect, &stats, &stop, &queue, &metrics);
-                queue.close();
+            let spawned = std::thread::Builder::new().name(format!("cam-{}-read", spec.id)).spawn(move || {
+                read.run(reader.as_mut());
+                read.queue.close();
             });
             if let Err(e) = spawned {
                 failed.error(format!("cannot start reader thread: {e}"));
@@ -310,74 +343,81 @@ fn count_drop(camera: &str, stats: &CameraStats, metrics: &IngesterMetrics, reas
     metrics.frames.with_label_values(&[camera, reason]).inc();
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
-    id: &str,
-    source: &mut dyn FrameSource,
+/// A camera's reader thread: what it reads from and feeds, and how it reconnects.
+struct ReadLoop {
+    camera: String,
     live: bool,
-    reconnect: &ReconnectConfig,
-    stats: &CameraStats,
-    stop: &StopSignal,
-    queue: &FrameQueue<Work>,
-    metrics: &IngesterMetrics,
-) {
-    let mut failures: u32 = 0;
-    'connect: while !stop.is_stopped() {
-        if let Err(e) = source.open() {
-            failures += 1;
-            stats.error(format!("open: {e}"));
-            tracing::warn!(camera = %id, error = %e, attempt = failures, "cannot open source");
-            if !live || (reconnect.max_attempts > 0 && failures >= reconnect.max_attempts) {
-                stats.set_state(CameraState::Failed);
-                return;
-            }
-            stats.set_state(if stats.reconnects.load(Ordering::Relaxed) > 0 || failures > 1 {
-                CameraState::Reconnecting
-            } else {
-                CameraState::Connecting
-            });
-            if stop.sleep(backoff(reconnect.initial, reconnect.max, failures)) {
-                return;
-            }
-            continue;
-        }
-        if failures > 0 || stats.state() == CameraState::Reconnecting {
-            tracing::info!(camera = %id, "source reconnected");
-        }
-        stats.set_state(CameraState::Running);
-        loop {
-            if stop.is_stopped() {
-                return;
-            }
-            match source.read() {
-                Ok(Read::Frame(frame)) => {
-                    stats.frame_in();
-                    match queue.push(Work::Frame(frame)) {
-                        Pushed::Queued => {}
-                        Pushed::DroppedOldest => count_drop(id, stats, metrics, "queue_full"),
-                        Pushed::Closed => return,
-                    }
-                }
-                Ok(Read::Skipped(reason)) => {
-                    stats.frame_in();
-                    count_drop(id, stats, metrics, reason);
-                }
-                Ok(Read::End) => {
-                    // Finished once the processing thread has drained the queue and flushed.
-                    stats.source_ended.store(true, Ordering::Release);
+    reconnect: ReconnectConfig,
+    stats: Arc<CameraStats>,
+    stop: Arc<StopSignal>,
+    queue: Arc<FrameQueue<Work>>,
+    metrics: IngesterMetrics,
+}
+
+impl ReadLoop {
+    /// Opens `source` (again after a failure, with back-off, for live sources) and queues its
+    /// frames until the source ends, fails for good or the camera stops.
+    fn run(&self, source: &mut dyn FrameSource) {
+        let ReadLoop { camera: id, live, reconnect, stats, stop, queue, metrics } = self;
+        let (id, live) = (id.as_str(), *live);
+        let mut failures: u32 = 0;
+        'connect: while !stop.is_stopped() {
+            if let Err(e) = source.open() {
+                failures += 1;
+                stats.error(format!("open: {e}"));
+                tracing::warn!(camera = %id, error = %e, attempt = failures, "cannot open source");
+                if !live || (reconnect.max_attempts > 0 && failures >= reconnect.max_attempts) {
+                    stats.set_state(CameraState::Failed);
                     return;
                 }
-                Err(e) => {
-                    stats.error(format!("read: {e}"));
-                    stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    metrics.reconnects.with_label_values(&[id]).inc();
-                    stats.set_state(CameraState::Reconnecting);
-                    tracing::warn!(camera = %id, error = %e, "source lost; reconnecting");
-                    failures = 1;
-                    if stop.sleep(backoff(reconnect.initial, reconnect.max, failures)) {
+                stats.set_state(if stats.reconnects.load(Ordering::Relaxed) > 0 || failures > 1 {
+                    CameraState::Reconnecting
+                } else {
+                    CameraState::Connecting
+                });
+                if stop.sleep(backoff(reconnect.initial, reconnect.max, failures)) {
+                    return;
+                }
+                continue;
+            }
+            if failures > 0 || stats.state() == CameraState::Reconnecting {
+                tracing::info!(camera = %id, "source reconnected");
+            }
+            stats.set_state(CameraState::Running);
+            loop {
+                if stop.is_stopped() {
+                    return;
+                }
+                match source.read() {
+                    Ok(Read::Frame(frame)) => {
+                        stats.frame_in();
+                        match queue.push(Work::Frame(frame)) {
+                            Pushed::Queued => {}
+                            Pushed::DroppedOldest => count_drop(id, stats, metrics, "queue_full"),
+                            Pushed::Closed => return,
+                        }
+                    }
+                    Ok(Read::Skipped(reason)) => {
+                        stats.frame_in();
+                        count_drop(id, stats, metrics, reason);
+                    }
+                    Ok(Read::End) => {
+                        // Finished once the processing thread has drained the queue and flushed.
+                        stats.source_ended.store(true, Ordering::Release);
                         return;
                     }
-                    continue 'connect;
+                    Err(e) => {
+                        stats.error(format!("read: {e}"));
+                        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        metrics.reconnects.with_label_values(&[id]).inc();
+                        stats.set_state(CameraState::Reconnecting);
+                        tracing::warn!(camera = %id, error = %e, "source lost; reconnecting");
+                        failures = 1;
+                        if stop.sleep(backoff(reconnect.initial, reconnect.max, failures)) {
+                            return;
+                        }
+                        continue 'connect;
+                    }
                 }
             }
         }
@@ -557,7 +597,7 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         stats.tracklets.fetch_add(1, Ordering::Relaxed);
         ctx.metrics.tracklets.with_label_values(&["emitted"]).inc();
         if let Some(dir) = &ctx.config.export_dir
-            && let Err(e) = crate::export::write_tracklet(dir, &tracklet)
+            && let Err(e) = crate::delivery::export::write_tracklet(dir, &tracklet)
         {
             tracing::warn!(camera = %spec.id, error = %e, "cannot export a tracklet");
         }

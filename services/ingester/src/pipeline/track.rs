@@ -10,7 +10,7 @@ use opencv::{core, imgproc};
 
 use crate::config::{CropConfig, TrackerConfig};
 use crate::detect::{Detection, Target};
-use crate::frame::BBox;
+use crate::pipeline::frame::BBox;
 
 /// A crop cut from one frame for one detection.
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use tonic::{Code, Status};
 
 use crate::config::DeliveryConfig;
-use crate::frame::{BBox, encoded};
 use crate::metrics::IngesterMetrics;
+use crate::pipeline::frame::{BBox, encoded};
 
 /// One crop of a tracklet, encoded.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::deliver::Tracklet;
+use crate::delivery::deliver::Tracklet;
 
 fn millis(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()
@@ -75,8 +75,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::deliver::EncodedCrop;
-    use crate::frame::BBox;
+    use crate::delivery::deliver::EncodedCrop;
+    use crate::pipeline::frame::BBox;
 
     #[test]
     fn tracklets_land_in_the_trainer_layout_in_time_order() {
