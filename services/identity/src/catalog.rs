@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::error::IdentityResult;
 use crate::model::ModelKey;
-use crate::payload::{int_of, object, str_of};
+use crate::payload::{field, int_of, object, str_of};
 use crate::personal::PersonalKeys;
 
 /// The catalog collection of a namespace.
@@ -93,9 +93,9 @@ impl Catalog {
     pub async fn open(store: Arc<dyn VectorStore>, keys: Arc<PersonalKeys>, namespace: &str) -> IdentityResult<Self> {
         let collection = catalog_collection(namespace);
         let spec = CollectionSpec::new(&collection, 1)
-            .index("kind", FieldType::Keyword)
-            .index("identity", FieldType::Keyword)
-            .index("enrolled", FieldType::Bool)
+            .index(field::KIND, FieldType::Keyword)
+            .index(field::IDENTITY, FieldType::Keyword)
+            .index(field::ENROLLED, FieldType::Bool)
             .index("last_seen", FieldType::Integer)
             .index("a", FieldType::Keyword)
             .index("b", FieldType::Keyword);
@@ -132,7 +132,7 @@ impl Catalog {
     }
 
     pub async fn identity(&self, identity: &str) -> IdentityResult<Option<IdentityEntry>> {
-        let filter = Filter::all().keyword("kind", "identity").keyword("identity", identity);
+        let filter = Filter::all().keyword(field::KIND, "identity").keyword(field::IDENTITY, identity);
         let (records, _) = self.store.scroll(&self.collection, &filter, 1, None).await?;
         Ok(records.first().map(|r| self.entry(&r.payload)))
     }
@@ -141,7 +141,7 @@ impl Catalog {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let filter = Filter::all().keyword("kind", "identity").keyword_in("identity", ids);
+        let filter = Filter::all().keyword(field::KIND, "identity").keyword_in("identity", ids);
         let records = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
@@ -152,22 +152,25 @@ impl Catalog {
         size: usize,
         token: Option<PointId>,
     ) -> IdentityResult<(Vec<IdentityEntry>, Option<PointId>)> {
-        let filter = Filter::all().keyword("kind", "identity");
+        let filter = Filter::all().keyword(field::KIND, "identity");
         let (records, next) = self.store.scroll(&self.collection, &filter, size, token).await?;
         Ok((records.iter().map(|r| self.entry(&r.payload)).collect(), next))
     }
 
     /// Every enrolled identity.
     pub async fn enrolled(&self) -> IdentityResult<Vec<IdentityEntry>> {
-        let filter = Filter::all().keyword("kind", "identity").flag("enrolled", true);
+        let filter = Filter::all().keyword(field::KIND, "identity").flag(field::ENROLLED, true);
         let records: Vec<Record> = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
 
     /// Identities never enrolled and not seen since `before_ms`.
     pub async fn stale_anonymous(&self, before_ms: i64) -> IdentityResult<Vec<IdentityEntry>> {
-        let filter =
-            Filter::all().keyword("kind", "identity").flag("enrolled", false).range("last_seen", None, Some(before_ms));
+        let filter = Filter::all().keyword(field::KIND, "identity").flag(field::ENROLLED, false).range(
+            "last_seen",
+            None,
+            Some(before_ms),
+        );
         let records: Vec<Record> = self.store.scroll_all(&self.collection, &filter).await?;
         Ok(records.iter().map(|r| self.entry(&r.payload)).collect())
     }
@@ -175,7 +178,10 @@ impl Catalog {
     pub async fn remove_identity(&self, identity: &str) -> IdentityResult<()> {
         Ok(self
             .store
-            .delete(&self.collection, &Filter::all().keyword("kind", "identity").keyword("identity", identity))
+            .delete(
+                &self.collection,
+                &Filter::all().keyword(field::KIND, "identity").keyword(field::IDENTITY, identity),
+            )
             .await?)
     }
 
@@ -189,7 +195,7 @@ impl Catalog {
 
     /// Erasures begun and not finished: the identity and its tracklets (camera, track).
     pub async fn erasures(&self) -> IdentityResult<Vec<(String, Vec<(String, String)>)>> {
-        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "erasure")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword(field::KIND, "erasure")).await?;
         Ok(records
             .iter()
             .filter_map(|r| {
@@ -206,7 +212,7 @@ impl Catalog {
     pub async fn remove_erasure(&self, identity: &str) -> IdentityResult<()> {
         Ok(self
             .store
-            .delete(&self.collection, &Filter::all().keyword("kind", "erasure").keyword("identity", identity))
+            .delete(&self.collection, &Filter::all().keyword(field::KIND, "erasure").keyword(field::IDENTITY, identity))
             .await?)
     }
 
@@ -222,7 +228,7 @@ impl Catalog {
         let mut current = identity.to_owned();
         // A chain is short (each link is a merge); the bound only guards against a cycle.
         for _ in 0..16 {
-            let filter = Filter::all().keyword("kind", "merged").keyword("identity", &current);
+            let filter = Filter::all().keyword(field::KIND, "merged").keyword(field::IDENTITY, &current);
             let (records, _) = self.store.scroll(&self.collection, &filter, 1, None).await?;
             match records.first().and_then(|r| str_of(&r.payload, "into")) {
                 Some(into) if into != current => current = into,
@@ -235,7 +241,7 @@ impl Catalog {
     /// Removes merge records older than `before_ms`: no `Observe` that started before a merge is
     /// still running by then.
     pub async fn remove_merged_before(&self, before_ms: i64) -> IdentityResult<()> {
-        let filter = Filter::all().keyword("kind", "merged").range("at", None, Some(before_ms));
+        let filter = Filter::all().keyword(field::KIND, "merged").range("at", None, Some(before_ms));
         Ok(self.store.delete(&self.collection, &filter).await?)
     }
 
@@ -250,12 +256,12 @@ impl Catalog {
     /// Forgets a model's gallery (its collection is gone); the next use of that model builds it
     /// again.
     pub async fn remove_model(&self, collection: &str) -> IdentityResult<()> {
-        let filter = Filter::all().keyword("kind", "model").keyword("collection", collection);
+        let filter = Filter::all().keyword(field::KIND, "model").keyword("collection", collection);
         Ok(self.store.delete(&self.collection, &filter).await?)
     }
 
     pub async fn models(&self) -> IdentityResult<Vec<ModelEntry>> {
-        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "model")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword(field::KIND, "model")).await?;
         Ok(records
             .iter()
             .map(|r| ModelEntry {
@@ -280,7 +286,7 @@ impl Catalog {
     }
 
     pub async fn feedback(&self) -> IdentityResult<Vec<FeedbackPair>> {
-        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword("kind", "feedback")).await?;
+        let records = self.store.scroll_all(&self.collection, &Filter::all().keyword(field::KIND, "feedback")).await?;
         Ok(records
             .iter()
             .map(|r| FeedbackPair {
@@ -298,7 +304,7 @@ impl Catalog {
     pub async fn remove_feedback_of(&self, identity: &str) -> IdentityResult<u64> {
         let mut removed = 0;
         for side in ["a", "b"] {
-            let filter = Filter::all().keyword("kind", "feedback").keyword(side, identity);
+            let filter = Filter::all().keyword(field::KIND, "feedback").keyword(side, identity);
             removed += self.store.count(&self.collection, &filter).await?;
             self.store.delete(&self.collection, &filter).await?;
         }
@@ -308,7 +314,7 @@ impl Catalog {
     /// Points every feedback pair that names `from` at `to` (after a merge).
     pub async fn rename_in_feedback(&self, from: &str, to: &str) -> IdentityResult<()> {
         for side in ["a", "b"] {
-            let filter = Filter::all().keyword("kind", "feedback").keyword(side, from);
+            let filter = Filter::all().keyword(field::KIND, "feedback").keyword(side, from);
             self.store.set_payload(&self.collection, &filter, object(json!({ side: to }))).await?;
         }
         Ok(())

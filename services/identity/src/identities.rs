@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reid_proto::v1 as pb;
 use reid_proto::v1::Image;
 use reid_proto::v1::ingester_service_client::IngesterServiceClient;
-use reid_vector_store::{CollectionSpec, FieldType, Filter, Hit, Payload, Point, SearchQuery, VectorStore};
+use reid_vector_store::{CollectionSpec, FieldType, Filter, Hit, Point, SearchQuery, VectorStore};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -23,7 +23,7 @@ use crate::embedder::EmbedderClient;
 use crate::error::{IdentityError, IdentityResult};
 use crate::metrics::IdentityMetrics;
 use crate::model::ModelKey;
-use crate::payload::{float_of, int_of, object, str_of};
+use crate::payload::{ENROLLED, EnrolledPayload, GalleryPoint, SIGHTING, SightingPayload, field, fields};
 
 mod enroll;
 mod feedback;
@@ -221,18 +221,28 @@ impl std::fmt::Debug for Identities {
 }
 
 fn as_match(hit: &Hit) -> Option<Match> {
+    let (identity, seen) = match GalleryPoint::from_payload(&hit.payload)? {
+        GalleryPoint::Sighting(s) => (s.identity, Some((s.camera, s.start_ms, s.end_ms))),
+        GalleryPoint::Enrolled(e) => (e.identity, None),
+    };
     Some(Match {
-        identity: str_of(&hit.payload, "identity")?,
+        identity,
         score: hit.score,
-        camera: str_of(&hit.payload, "camera"),
-        start_ms: int_of(&hit.payload, "time"),
-        end_ms: int_of(&hit.payload, "end"),
+        camera: seen.as_ref().map(|(camera, ..)| camera.clone()),
+        start_ms: seen.as_ref().map(|s| s.1),
+        end_ms: seen.as_ref().map(|s| s.2),
     })
 }
 
 fn enrolled_point(identity: &str, crop: &str, vector: Vec<f32>) -> Point {
-    let payload = object(json!({ "kind": "enrolled", "identity": identity, "enrolled": true, "crop": crop }));
-    Point { id: derived_id(&["enrolled", identity, crop]), vector, payload }
+    let payload = GalleryPoint::Enrolled(EnrolledPayload {
+        identity: identity.to_owned(),
+        enrolled: true,
+        crop: Some(crop.to_owned()),
+        merged_from: None,
+    })
+    .to_payload();
+    Point { id: derived_id(&[ENROLLED, identity, crop]), vector, payload }
 }
 
 /// Longest name, external id, camera or track id a request may carry: a 48 MB name would make
@@ -349,7 +359,7 @@ impl Identities {
     async fn vectors_of(&self, identity: &str) -> IdentityResult<u64> {
         let mut n = 0;
         for g in self.galleries() {
-            n += self.store.count(&g.collection, &Filter::all().keyword("identity", identity)).await?;
+            n += self.store.count(&g.collection, &Filter::all().keyword(field::IDENTITY, identity)).await?;
         }
         Ok(n)
     }

@@ -65,8 +65,8 @@ impl Identities {
                 self.store
                     .set_payload(
                         &g.collection,
-                        &Filter::all().keyword("identity", &identity),
-                        object(json!({ "enrolled": true })),
+                        &Filter::all().keyword(field::IDENTITY, &identity),
+                        fields([(field::ENROLLED, json!(true))]),
                     )
                     .await?;
             }

@@ -58,10 +58,10 @@ impl Identities {
             return Err(IdentityError::invalid("split needs the camera_id and track_id to move out"));
         }
         let of_track = Filter::all()
-            .keyword("kind", "sighting")
-            .keyword("identity", &a.identity)
-            .keyword("camera", &f.camera)
-            .keyword("track", &f.track);
+            .keyword(field::KIND, SIGHTING)
+            .keyword(field::IDENTITY, &a.identity)
+            .keyword(field::CAMERA, &f.camera)
+            .keyword(field::TRACK, &f.track);
         let mut moved_points = Vec::new();
         for g in self.galleries() {
             moved_points.extend(self.store.scroll_all(&g.collection, &of_track).await?);
@@ -73,13 +73,15 @@ impl Identities {
             )));
         }
         let new_identity = derived_id(&["split", &a.identity, &f.camera, &f.track]).to_string();
-        let thumbnails: Vec<String> = moved_points.iter().filter_map(|r| str_of(&r.payload, "crop")).collect();
+        let moved_sightings: Vec<SightingPayload> =
+            moved_points.iter().filter_map(|r| SightingPayload::from_payload(&r.payload)).collect();
+        let thumbnails: Vec<String> = moved_sightings.iter().filter_map(|s| s.crop.clone()).collect();
         for g in self.galleries() {
-            let moved = object(json!({ "identity": new_identity, "enrolled": false }));
+            let moved = fields([(field::IDENTITY, json!(new_identity)), (field::ENROLLED, json!(false))]);
             self.store.set_payload(&g.collection, &of_track, moved).await?;
         }
         self.crops.move_crops(&a.identity, &new_identity, Some(&thumbnails))?;
-        let end = moved_points.iter().filter_map(|r| int_of(&r.payload, "end")).max().unwrap_or(at_ms);
+        let end = moved_sightings.iter().map(|s| s.end_ms).max().unwrap_or(at_ms);
         let entry = IdentityEntry {
             identity: new_identity.clone(),
             name: String::new(),
@@ -108,17 +110,21 @@ impl Identities {
     pub(super) async fn absorb(&self, keep: &IdentityEntry, gone: &IdentityEntry, at_ms: i64) -> IdentityResult<()> {
         self.catalog.put_merged(&gone.identity, &keep.identity, at_ms).await?;
         let enrolled = keep.enrolled || gone.enrolled;
-        let moved = object(json!({ "identity": keep.identity, "enrolled": enrolled, "merged_from": gone.identity }));
+        let moved = fields([
+            (field::IDENTITY, json!(keep.identity)),
+            (field::ENROLLED, json!(enrolled)),
+            (field::MERGED_FROM, json!(gone.identity)),
+        ]);
         for g in self.galleries() {
             self.store
-                .set_payload(&g.collection, &Filter::all().keyword("identity", &gone.identity), moved.clone())
+                .set_payload(&g.collection, &Filter::all().keyword(field::IDENTITY, &gone.identity), moved.clone())
                 .await?;
             if enrolled {
                 self.store
                     .set_payload(
                         &g.collection,
-                        &Filter::all().keyword("identity", &keep.identity),
-                        object(json!({ "enrolled": true })),
+                        &Filter::all().keyword(field::IDENTITY, &keep.identity),
+                        fields([(field::ENROLLED, json!(true))]),
                     )
                     .await?;
             }

@@ -10,7 +10,7 @@ impl Identities {
     pub async fn forget(&self, identity: &str) -> IdentityResult<Erasure> {
         check_identity_id(identity)?;
         let _associating = self.associating.lock().await;
-        let filter = Filter::all().keyword("identity", identity);
+        let filter = Filter::all().keyword(field::IDENTITY, identity);
         let mut stored = self.catalog.identity(identity).await?.is_some()
             || self.crops.count(identity) > 0
             || self.catalog.keys().has_key(identity);
@@ -37,7 +37,7 @@ impl Identities {
 
     /// The steps of an erasure in this service, each one safe to repeat.
     pub(super) async fn erase(&self, identity: &str) -> IdentityResult<Erasure> {
-        let filter = Filter::all().keyword("identity", identity);
+        let filter = Filter::all().keyword(field::IDENTITY, identity);
         let mut vectors = 0;
         for g in self.galleries() {
             vectors += self.store.count(&g.collection, &filter).await?;

@@ -15,14 +15,14 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(5);
 fn gallery_spec(g: &Gallery, index: reid_vector_store::IndexParams) -> CollectionSpec {
     CollectionSpec::new(&g.collection, g.model.dimension)
         .index_params(index)
-        .index("kind", FieldType::Keyword)
-        .index("identity", FieldType::Keyword)
-        .index("camera", FieldType::Keyword)
-        .index("track", FieldType::Keyword)
-        .index("time", FieldType::Integer)
-        .index("end", FieldType::Integer)
-        .index("observed", FieldType::Integer)
-        .index("enrolled", FieldType::Bool)
+        .index(field::KIND, FieldType::Keyword)
+        .index(field::IDENTITY, FieldType::Keyword)
+        .index(field::CAMERA, FieldType::Keyword)
+        .index(field::TRACK, FieldType::Keyword)
+        .index(field::TIME, FieldType::Integer)
+        .index(field::END, FieldType::Integer)
+        .index(field::OBSERVED, FieldType::Integer)
+        .index(field::ENROLLED, FieldType::Bool)
 }
 
 impl Identities {
@@ -214,7 +214,13 @@ impl Identities {
                     last_seen_ms: now,
                 });
             }
-            let payload = object(json!({ "kind": "enrolled", "identity": identity, "enrolled": true }));
+            let payload = GalleryPoint::Enrolled(EnrolledPayload {
+                identity: identity.clone(),
+                enrolled: true,
+                crop: None,
+                merged_from: None,
+            })
+            .to_payload();
             points.push(Point {
                 id: derived_id(&["imported", &identity, &i.to_string(), &now.to_string()]),
                 vector,

@@ -42,7 +42,7 @@ impl Identities {
         for (vector, gallery) in resolved.into_iter().flatten() {
             let mut filter = Filter::all();
             if !options.cameras.is_empty() {
-                filter = filter.keyword_in("camera", options.cameras.clone());
+                filter = filter.keyword_in(field::CAMERA, options.cameras.clone());
             }
             let limit = self.config.association.search_limit.max(top_k);
             let query = SearchQuery {

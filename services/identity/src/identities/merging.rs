@@ -81,23 +81,21 @@ impl Identities {
         different: &HashSet<(String, String)>,
         now_ms: i64,
     ) -> IdentityResult<u64> {
-        let recent_filter = Filter::all().keyword("kind", "sighting").range("observed", Some(since), None);
+        let recent_filter = Filter::all().keyword(field::KIND, SIGHTING).range(field::OBSERVED, Some(since), None);
         let records = self.store.scroll_all_with_vectors(&gallery.collection, &recent_filter).await?;
         let mut names: Vec<String> = Vec::new();
         let mut index_of: HashMap<String, usize> = HashMap::new();
         let mut recent: Vec<Recent> = Vec::new();
         for r in records {
-            let p = &r.payload;
-            let (Some(identity), Some(camera), Some(vector)) = (str_of(p, "identity"), str_of(p, "camera"), r.vector)
-            else {
+            let (Some(s), Some(vector)) = (SightingPayload::from_payload(&r.payload), r.vector) else {
                 continue;
             };
-            let identity = *index_of.entry(identity.clone()).or_insert_with(|| {
-                names.push(identity);
+            let identity = *index_of.entry(s.identity.clone()).or_insert_with(|| {
+                names.push(s.identity);
                 names.len() - 1
             });
-            let span = (int_of(p, "time").unwrap_or_default(), int_of(p, "end").unwrap_or_default());
-            recent.push(Recent { identity, camera, span, observed: int_of(p, "observed").unwrap_or_default(), vector });
+            let span = (s.start_ms, s.end_ms);
+            recent.push(Recent { identity, camera: s.camera, span, observed: s.observed, vector });
         }
         if recent.len() > MAX_MERGE_SIGHTINGS {
             recent.sort_by_key(|s| std::cmp::Reverse(s.observed));

@@ -41,17 +41,17 @@ impl Identities {
             crops.iter().enumerate().max_by(|a, b| a.1.quality.total_cmp(&b.1.quality)).map(|(i, _)| i).unwrap_or(0);
 
         let _associating = self.associating.lock().await;
-        let point_id = derived_id(&["sighting", &camera, &track]);
+        let point_id = derived_id(&[SIGHTING, &camera, &track]);
         let same_tracklet =
-            Filter::all().keyword("kind", "sighting").keyword("camera", &camera).keyword("track", &track);
+            Filter::all().keyword(field::KIND, SIGHTING).keyword(field::CAMERA, &camera).keyword(field::TRACK, &track);
         let (already, _) = self.store.scroll(&gallery.collection, &same_tracklet, 1, None).await?;
-        if let Some(record) = already.first() {
+        if let Some(earlier) = already.first().and_then(|r| SightingPayload::from_payload(&r.payload)) {
             // A retried Observe: answer what was decided the first time.
             return Ok(Observation {
-                identity: str_of(&record.payload, "identity").unwrap_or_default(),
+                identity: earlier.identity,
                 created: false,
-                score: float_of(&record.payload, "score"),
-                margin: float_of(&record.payload, "margin"),
+                score: earlier.score,
+                margin: earlier.margin,
             });
         }
         let searched_ms = now_ms();
@@ -83,17 +83,24 @@ impl Identities {
             (Some(image), true) => self.crops.put(&identity, &format!("{SIGHTING_PREFIX}{point_id}"), image)?,
             _ => None,
         };
-        let mut payload = object(json!({
-            "kind": "sighting", "identity": identity, "enrolled": entry.enrolled, "camera": camera, "track": track,
-            "time": start, "end": end, "crops": crops.len(), "quality": crops[best].quality, "score": score,
-            "margin": margin, "model_version": gallery.model.version, "observed": now_ms(),
-        }));
-        if let Some(b) = crops[best].bbox {
-            payload.insert("box".into(), json!(b));
-        }
-        if let Some(t) = &thumbnail {
-            payload.insert("crop".into(), json!(t));
-        }
+        let payload = GalleryPoint::Sighting(SightingPayload {
+            identity: identity.clone(),
+            enrolled: entry.enrolled,
+            camera: camera.clone(),
+            track: track.clone(),
+            start_ms: start,
+            end_ms: end,
+            crops: crops.len() as u64,
+            quality: crops[best].quality,
+            score,
+            margin,
+            model_version: gallery.model.version.clone(),
+            observed: now_ms(),
+            bbox: crops[best].bbox,
+            crop: thumbnail.clone(),
+            merged_from: None,
+        })
+        .to_payload();
         self.store
             .upsert(&gallery.collection, vec![Point { id: point_id, vector: embedding.clone(), payload }])
             .await?;
@@ -157,14 +164,14 @@ impl Identities {
                 continue;
             }
             let together = Filter::all()
-                .keyword("kind", "sighting")
-                .keyword("identity", &candidate.identity)
-                .keyword("camera", camera)
-                .range("time", None, Some(span.1 - min + 1))
-                .range("end", Some(span.0 + min), None);
+                .keyword(field::KIND, SIGHTING)
+                .keyword(field::IDENTITY, &candidate.identity)
+                .keyword(field::CAMERA, camera)
+                .range(field::TIME, None, Some(span.1 - min + 1))
+                .range(field::END, Some(span.0 + min), None);
             let (records, _) = self.store.scroll(collection, &together, 16, None).await?;
             let clash = records.iter().any(|r| {
-                let (t, e) = (int_of(&r.payload, "time").unwrap_or(0), int_of(&r.payload, "end").unwrap_or(0));
+                let (t, e) = SightingPayload::from_payload(&r.payload).map_or((0, 0), |s| (s.start_ms, s.end_ms));
                 association::overlap_ms((t, e), span) >= min
             });
             if clash {

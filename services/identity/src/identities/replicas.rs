@@ -26,7 +26,7 @@ use super::{Gallery, Identities, now_ms};
 use crate::association::Match;
 use crate::catalog::IdentityEntry;
 use crate::error::IdentityResult;
-use crate::payload::{int_of, object};
+use crate::payload::{SIGHTING, SightingPayload, field, fields};
 
 /// How far apart two replicas' clocks may be for a write to count as concurrent.
 const CLOCK_SKEW_MS: i64 = 5_000;
@@ -75,7 +75,9 @@ impl Identities {
             .candidates(gallery, embedding)
             .await?
             .into_iter()
-            .filter(|h| !known.contains(&h.id) && int_of(&h.payload, "observed").is_some_and(|t| t >= since))
+            .filter(|h| {
+                !known.contains(&h.id) && SightingPayload::from_payload(&h.payload).is_some_and(|s| s.observed >= since)
+            })
             .collect();
         let mut identity = self.catalog.resolve(&written.identity).await?;
         if !fresh.is_empty() {
@@ -130,11 +132,11 @@ impl Identities {
         identity: &str,
     ) -> IdentityResult<()> {
         let ours = Filter::all()
-            .keyword("kind", "sighting")
-            .keyword("camera", seen.camera)
-            .keyword("track", &written.track)
-            .keyword("identity", &written.identity);
-        self.store.set_payload(&gallery.collection, &ours, object(json!({ "identity": identity }))).await?;
+            .keyword(field::KIND, SIGHTING)
+            .keyword(field::CAMERA, seen.camera)
+            .keyword(field::TRACK, &written.track)
+            .keyword(field::IDENTITY, &written.identity);
+        self.store.set_payload(&gallery.collection, &ours, fields([(field::IDENTITY, json!(identity))])).await?;
         if let Some(thumbnail) = &written.thumbnail {
             self.crops.move_crops(&written.identity, identity, Some(std::slice::from_ref(thumbnail)))?;
         }

@@ -13,13 +13,18 @@ impl Identities {
         }
         let cutoff = now_ms - ttl.as_millis() as i64;
         let _associating = self.associating.lock().await;
-        let expired =
-            Filter::all().keyword("kind", "sighting").flag("enrolled", false).range("end", None, Some(cutoff));
+        let expired = Filter::all().keyword(field::KIND, SIGHTING).flag(field::ENROLLED, false).range(
+            field::END,
+            None,
+            Some(cutoff),
+        );
         let mut report = SweepReport::default();
         for g in self.galleries() {
             let records = self.store.scroll_all(&g.collection, &expired).await?;
             for r in &records {
-                if let (Some(identity), Some(crop)) = (str_of(&r.payload, "identity"), str_of(&r.payload, "crop")) {
+                if let Some(SightingPayload { identity, crop: Some(crop), .. }) =
+                    SightingPayload::from_payload(&r.payload)
+                {
                     self.crops.remove(&identity, &crop);
                 }
             }

@@ -2,11 +2,6 @@
 
 use super::*;
 
-fn bbox_of(p: &Payload) -> Option<[f32; 4]> {
-    let v: Vec<f32> = p.get("box")?.as_array()?.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect();
-    v.try_into().ok()
-}
-
 impl Identities {
     pub async fn sightings(&self, query: SightingQuery) -> IdentityResult<Vec<Sighting>> {
         check_identity_id(&query.identity)?;
@@ -19,30 +14,30 @@ impl Identities {
 
     /// The sightings of an identity known to exist, in every gallery, in time order.
     pub(super) async fn timeline(&self, query: &SightingQuery) -> IdentityResult<Vec<Sighting>> {
-        let mut filter = Filter::all().keyword("kind", "sighting").keyword("identity", &query.identity);
+        let mut filter = Filter::all().keyword(field::KIND, SIGHTING).keyword(field::IDENTITY, &query.identity);
         if !query.cameras.is_empty() {
-            filter = filter.keyword_in("camera", query.cameras.clone());
+            filter = filter.keyword_in(field::CAMERA, query.cameras.clone());
         }
         if let Some(to) = query.to_ms {
-            filter = filter.range("time", None, Some(to));
+            filter = filter.range(field::TIME, None, Some(to));
         }
         if let Some(from) = query.from_ms {
-            filter = filter.range("end", Some(from), None);
+            filter = filter.range(field::END, Some(from), None);
         }
         let mut out = Vec::new();
         for g in self.galleries() {
             for r in self.store.scroll_all(&g.collection, &filter).await? {
-                let p = &r.payload;
+                let Some(s) = SightingPayload::from_payload(&r.payload) else { continue };
                 out.push(Sighting {
-                    camera: str_of(p, "camera").unwrap_or_default(),
-                    track: str_of(p, "track").unwrap_or_default(),
-                    start_ms: int_of(p, "time").unwrap_or_default(),
-                    end_ms: int_of(p, "end").unwrap_or_default(),
-                    bbox: bbox_of(p),
-                    score: float_of(p, "score"),
-                    model_version: str_of(p, "model_version").unwrap_or_default(),
-                    thumbnail: str_of(p, "crop").map(|c| format!("{}/{c}", query.identity)),
-                    merged_from: str_of(p, "merged_from"),
+                    thumbnail: s.crop.map(|c| format!("{}/{c}", query.identity)),
+                    camera: s.camera,
+                    track: s.track,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                    bbox: s.bbox,
+                    score: s.score,
+                    model_version: s.model_version,
+                    merged_from: s.merged_from,
                 });
             }
         }
