@@ -210,3 +210,68 @@ mod tests {
         assert!(Target::parse(" , ").is_err());
     }
 }
+
+/// The one client of the embedder service, for every service that calls it (the ingester's
+/// delivery, the identity service): lazily connected and balanced over the replicas `url` names,
+/// carrying the deployment's key and TLS, a deadline per call, the message size limits, and the
+/// reply checked (one embedding per image, the model that made them named).
+#[derive(Debug, Clone)]
+pub struct Embedder {
+    client: reid_proto::v1::embedder_service_client::EmbedderServiceClient<Channel>,
+    attempts: u32,
+}
+
+impl Embedder {
+    pub fn connect_lazy(
+        url: &str,
+        security: &Security,
+        timeout: Duration,
+        max_message_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let channel =
+            security.connect_lazy(url, move |e| e.connect_timeout(Duration::from_secs(5)).timeout(timeout))?;
+        let client = reid_proto::v1::embedder_service_client::EmbedderServiceClient::new(channel)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        Ok(Self { client, attempts: 1 })
+    }
+
+    /// Tries each call up to `attempts` times while it fails with UNAVAILABLE
+    /// ([`retry_unavailable`]); once by default.
+    pub fn retrying_unavailable(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Embeds `images` in one call, so that every embedding comes from the same model.
+    pub async fn embed(
+        &self,
+        images: Vec<reid_proto::v1::Image>,
+    ) -> Result<(Vec<Vec<f32>>, reid_proto::v1::ModelRef), tonic::Status> {
+        let n = images.len();
+        let reply = retry_unavailable(self.attempts, || {
+            let (mut client, images) = (self.client.clone(), images.clone());
+            async move { client.embed(reid_proto::v1::EmbedRequest { images, request_id: String::new() }).await }
+        })
+        .await?
+        .into_inner();
+        if reply.embeddings.len() != n {
+            return Err(tonic::Status::internal(format!(
+                "the embedder answered {} embeddings for {n} images",
+                reply.embeddings.len()
+            )));
+        }
+        let model = reply.model.ok_or_else(|| tonic::Status::internal("the embedder's reply names no model"))?;
+        Ok((reply.embeddings.into_iter().map(|e| e.values).collect(), model))
+    }
+
+    /// The model the embedder serves now.
+    pub async fn model(&self) -> Result<reid_proto::v1::ModelInfo, tonic::Status> {
+        let reply = retry_unavailable(self.attempts, || {
+            let mut client = self.client.clone();
+            async move { client.get_model(reid_proto::v1::GetModelRequest {}).await }
+        })
+        .await?;
+        Ok(reply.into_inner().model.unwrap_or_default())
+    }
+}

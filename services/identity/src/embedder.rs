@@ -2,9 +2,8 @@
 //! gRPC client ([`GrpcEmbedder`]); tests may put any other implementation behind it.
 
 use async_trait::async_trait;
-use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
-use reid_proto::v1::{EmbedRequest, GetModelRequest, Image};
-use reid_server::{Channel, Security};
+use reid_proto::v1::Image;
+use reid_server::Security;
 
 use crate::error::{IdentityError, IdentityResult};
 use crate::model::ModelKey;
@@ -29,10 +28,11 @@ pub trait EmbedderClient: Send + Sync + 'static {
 /// last wait is 0.4 s, so a caller learns within about 0.75 s that no embedder is up.
 const ATTEMPTS: u32 = 5;
 
-/// The embedder service over gRPC (connects lazily, so the identity service starts without it).
+/// The embedder service over gRPC ([`reid_server::client::Embedder`]; it connects lazily, so the
+/// identity service starts without it).
 #[derive(Debug, Clone)]
 pub struct GrpcEmbedder {
-    client: EmbedderServiceClient<Channel>,
+    client: reid_server::client::Embedder,
 }
 
 impl GrpcEmbedder {
@@ -45,12 +45,9 @@ impl GrpcEmbedder {
         security: &Security,
         timeout: std::time::Duration,
     ) -> IdentityResult<Self> {
-        let channel = security
-            .connect_lazy(url, move |e| e.connect_timeout(std::time::Duration::from_secs(5)).timeout(timeout))
-            .map_err(|e| IdentityError::invalid(format!("embedder url {url:?}: {e:#}")))?;
-        let client = EmbedderServiceClient::new(channel)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
+        let client = reid_server::client::Embedder::connect_lazy(url, security, timeout, max_message_bytes)
+            .map_err(|e| IdentityError::invalid(format!("embedder url {url:?}: {e:#}")))?
+            .retrying_unavailable(ATTEMPTS);
         Ok(Self { client })
     }
 }
@@ -58,33 +55,12 @@ impl GrpcEmbedder {
 #[async_trait]
 impl EmbedderClient for GrpcEmbedder {
     async fn embed(&self, images: Vec<Image>) -> IdentityResult<(Vec<Vec<f32>>, ModelKey)> {
-        let expected = images.len();
-        let response = reid_server::client::retry_unavailable(ATTEMPTS, || {
-            let (mut client, images) = (self.client.clone(), images.clone());
-            async move { client.embed(EmbedRequest { images, request_id: String::new() }).await }
-        })
-        .await
-        .map_err(IdentityError::Embedder)?
-        .into_inner();
-        let model =
-            response.model.ok_or_else(|| IdentityError::Embedder(tonic::Status::internal("no model in reply")))?;
-        if response.embeddings.len() != expected {
-            return Err(IdentityError::Embedder(tonic::Status::internal(format!(
-                "asked for {expected} embeddings, got {}",
-                response.embeddings.len()
-            ))));
-        }
-        Ok((response.embeddings.into_iter().map(|e| e.values).collect(), ModelKey::from(&model)))
+        let (embeddings, model) = self.client.embed(images).await.map_err(IdentityError::Embedder)?;
+        Ok((embeddings, ModelKey::from(&model)))
     }
 
     async fn model(&self) -> IdentityResult<ModelDescription> {
-        let response = reid_server::client::retry_unavailable(ATTEMPTS, || {
-            let mut client = self.client.clone();
-            async move { client.get_model(GetModelRequest {}).await }
-        })
-        .await
-        .map_err(IdentityError::Embedder)?;
-        let info = response.into_inner().model.unwrap_or_default();
+        let info = self.client.model().await.map_err(IdentityError::Embedder)?;
         let key = info.r#ref.as_ref().map(ModelKey::from).unwrap_or_default();
         Ok(ModelDescription { key, match_threshold: info.match_threshold })
     }

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use prometheus::IntCounter;
 use rand::Rng;
 use reid_proto::v1 as pb;
-use reid_proto::v1::embedder_service_client::EmbedderServiceClient;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
 use reid_server::{Channel, Security};
 use tokio::sync::Notify;
@@ -182,7 +181,7 @@ pub trait Downstream: Send + Sync {
 /// start-up is retried, not fatal).
 #[derive(Debug, Clone)]
 pub struct GrpcDownstream {
-    embedder: Option<EmbedderServiceClient<Channel>>,
+    embedder: Option<reid_server::client::Embedder>,
     identity: Option<IdentityServiceClient<Channel>>,
 }
 
@@ -200,11 +199,10 @@ impl GrpcDownstream {
             security.connect_lazy(url, move |e| e.connect_timeout(Duration::from_secs(5)).timeout(timeout))
         };
         Ok(Self {
-            embedder: embedder_url.map(channel).transpose()?.map(|c| {
-                EmbedderServiceClient::new(c)
-                    .max_decoding_message_size(max_message_bytes)
-                    .max_encoding_message_size(max_message_bytes)
-            }),
+            // No retry inside a call: the worker requeues transient failures with its back-off.
+            embedder: embedder_url
+                .map(|url| reid_server::client::Embedder::connect_lazy(url, security, timeout, max_message_bytes))
+                .transpose()?,
             identity: identity_url.map(channel).transpose()?.map(|c| {
                 IdentityServiceClient::new(c)
                     .max_decoding_message_size(max_message_bytes)
@@ -217,17 +215,8 @@ impl GrpcDownstream {
 #[async_trait]
 impl Downstream for GrpcDownstream {
     async fn embed(&self, images: Vec<pb::Image>) -> Result<Option<(Vec<Vec<f32>>, pb::ModelRef)>, Status> {
-        let Some(mut client) = self.embedder.clone() else { return Ok(None) };
-        let n = images.len();
-        let reply = client.embed(pb::EmbedRequest { images, request_id: String::new() }).await?.into_inner();
-        if reply.embeddings.len() != n {
-            return Err(Status::internal(format!(
-                "embedder answered {} embeddings for {n} images",
-                reply.embeddings.len()
-            )));
-        }
-        let model = reply.model.ok_or_else(|| Status::internal("embedder reply names no model"))?;
-        Ok(Some((reply.embeddings.into_iter().map(|e| e.values).collect(), model)))
+        let Some(client) = &self.embedder else { return Ok(None) };
+        client.embed(images).await.map(Some)
     }
 
     async fn observe(&self, request: pb::ObserveRequest) -> Result<pb::ObserveResponse, Status> {
