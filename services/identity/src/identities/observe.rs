@@ -37,8 +37,16 @@ impl Identities {
         let now = now_ms();
         let start = crops.iter().filter_map(|c| c.at_ms).min().unwrap_or(now);
         let end = crops.iter().filter_map(|c| c.at_ms).max().unwrap_or(now);
-        let best =
-            crops.iter().enumerate().max_by(|a, b| a.1.quality.total_cmp(&b.1.quality)).map(|(i, _)| i).unwrap_or(0);
+        // The best crop that carries its picture is the thumbnail (a caller that embedded its
+        // crops sends only that one); without pictures, the best crop.
+        let by_quality = |a: &(usize, &TrackletCrop), b: &(usize, &TrackletCrop)| a.1.quality.total_cmp(&b.1.quality);
+        let best = crops
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.image.is_some())
+            .max_by(by_quality)
+            .or_else(|| crops.iter().enumerate().max_by(by_quality))
+            .map_or(0, |(i, _)| i);
 
         let _associating = self.associating.lock().await;
         let point_id = derived_id(&[SIGHTING, &camera, &track]);

@@ -236,14 +236,18 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
+/// The Observe call for a tracklet. Embedded crops carry their embeddings, and only the best
+/// crop its picture (the identity service keeps it as the thumbnail): a crop's JPEG crosses the
+/// network once, to the embedder. Without an embedder every crop carries its picture.
 fn observe_request(p: &Pending) -> pb::ObserveRequest {
     let t = &p.tracklet;
+    let best = t.crops.iter().enumerate().max_by(|a, b| a.1.quality.total_cmp(&b.1.quality)).map(|(i, _)| i);
     let crops = t
         .crops
         .iter()
         .enumerate()
         .map(|(i, c)| pb::TrackletCrop {
-            image: Some(encoded(c.jpeg.clone())),
+            image: (p.embedded.is_none() || Some(i) == best).then(|| encoded(c.jpeg.clone())),
             r#box: Some(c.bbox.into()),
             captured_at: Some(timestamp(c.captured_at)),
             quality: c.quality,
@@ -522,6 +526,36 @@ mod tests {
             let exp = (i * (1 << (attempt - 1))).min(m);
             assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
         }
+    }
+
+    #[test]
+    fn an_embedded_tracklet_sends_only_its_best_crop_s_picture() {
+        let mut t = tracklet("a", 3);
+        for (crop, (quality, jpeg)) in t.crops.iter_mut().zip([(0.2, 1u8), (0.9, 2), (0.4, 3)]) {
+            crop.quality = quality;
+            crop.jpeg = vec![jpeg];
+        }
+        let pictures = |request: &pb::ObserveRequest| -> Vec<Option<Vec<u8>>> {
+            let bytes = |i: &pb::Image| match &i.data {
+                Some(pb::image::Data::Encoded(b)) => b.clone(),
+                _ => Vec::new(),
+            };
+            request.crops.iter().map(|c| c.image.as_ref().map(bytes)).collect()
+        };
+        let unembedded = Pending { tracklet: t.clone(), embedded: None, attempts: 0 };
+        let request = observe_request(&unembedded);
+        assert_eq!(pictures(&request), [Some(vec![1]), Some(vec![2]), Some(vec![3])], "the service embeds them all");
+        assert!(request.crops.iter().all(|c| c.embedding.is_none()) && request.model.is_none());
+
+        let vectors = vec![vec![1.0], vec![2.0], vec![3.0]];
+        let embedded = Pending { tracklet: t, embedded: Some((vectors, pb::ModelRef::default())), attempts: 0 };
+        let request = observe_request(&embedded);
+        assert_eq!(pictures(&request), [None, Some(vec![2]), None], "only the thumbnail's picture");
+        assert_eq!(
+            request.crops.iter().map(|c| c.embedding.as_ref().map(|e| e.values[0])).collect::<Vec<_>>(),
+            [Some(1.0), Some(2.0), Some(3.0)]
+        );
+        assert!(request.model.is_some());
     }
 
     /// Refuses to embed any batch holding the "huge" tracklet, and fails every `Observe` of the
