@@ -14,10 +14,9 @@ use anyhow::Context;
 use clap::Args;
 use opencv::prelude::*;
 use opencv::videoio;
-use reid_cluster::{Rerank, rerank};
+use reid_cluster::Rerank;
 use reid_eval::Box2;
 use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc};
-use reid_eval::retrieval::cosine_distances;
 use reid_ingester::frame::BBox;
 use reid_ingester::view::View;
 use reid_proto::v1 as pb;
@@ -199,13 +198,11 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<_>>()?;
         let seen_together = |i: usize, j: usize| reid_cluster::seen_together(&items[i], &items[j]);
         let embeddings: Vec<Vec<f32>> = items.iter().map(|t| t.embedding.clone()).collect();
-        let distances = cosine_distances(&embeddings, &embeddings);
-        let distances = if args.regroup_rerank {
-            rerank(&distances, 0..items.len(), 0..items.len(), Rerank::default())
+        let similarity = if args.regroup_rerank {
+            reid_cluster::reranked_similarities(&embeddings, Rerank::default())
         } else {
-            distances
+            reid_cluster::cosine_similarities(&embeddings)
         };
-        let similarity: Vec<Vec<f64>> = distances.iter().map(|row| row.iter().map(|d| 1.0 - d).collect()).collect();
         let initial: Vec<usize> = if args.regroup_merge {
             let mut numbers = BTreeMap::new();
             tracklets

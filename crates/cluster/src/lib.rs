@@ -10,7 +10,7 @@ pub mod regroup;
 pub mod rerank;
 
 pub use regroup::{Tracklet, cosine_similarities, regroup, regroup_by, regroup_from, seen_together};
-pub use rerank::{Rerank, rerank};
+pub use rerank::{Rerank, rerank, reranked_similarities};
 
 /// How long two time spans `[start, end]` overlap (0 when they do not).
 pub fn overlap_ms((a_start, a_end): (i64, i64), (b_start, b_end): (i64, i64)) -> i64 {

@@ -93,6 +93,18 @@ pub fn rerank(all: &[Vec<f64>], queries: Range<usize>, gallery: Range<usize>, r:
         .collect()
 }
 
+/// Similarities of L2-normalised `embeddings` among themselves after re-ranking: one minus the
+/// re-ranked cosine distance, averaged over the two directions (re-ranking is not exactly
+/// symmetric), for grouping by [`crate::regroup_by`]. Re-ranked similarities run lower than
+/// cosine ones, and so do the thresholds used with them.
+pub fn reranked_similarities(embeddings: &[Vec<f32>], r: Rerank) -> Vec<Vec<f64>> {
+    let n = embeddings.len();
+    let distance: Vec<Vec<f64>> =
+        crate::cosine_similarities(embeddings).iter().map(|row| row.iter().map(|s| 1.0 - s).collect()).collect();
+    let reranked = rerank(&distance, 0..n, 0..n, r);
+    (0..n).map(|i| (0..n).map(|j| 1.0 - (reranked[i][j] + reranked[j][i]) / 2.0).collect()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +160,12 @@ mod tests {
         let (ap_after, first_after) = ranked(&reranked[0], &same);
         assert!(first_after, "{reranked:?}");
         assert!(ap_after > ap_before, "{ap_after} vs {ap_before}");
+        // The same chain as unit vectors, 0.2 rad a step: re-ranked similarities are symmetric
+        // and put the query's own next picture above the closer look-alike.
+        let unit: Vec<Vec<f32>> = xs.iter().map(|&x| vec![(0.2 * x as f32).cos(), (0.2 * x as f32).sin()]).collect();
+        let s = reranked_similarities(&unit, Rerank { k1: 3, k2: 1, lambda: 0.3 });
+        assert!((0..10).all(|i| (0..10).all(|j| (s[i][j] - s[j][i]).abs() < 1e-12)));
+        assert!(s[0][5] > s[0][6], "{} vs {}", s[0][5], s[0][6]);
         // A set searched against itself: every item is at distance 0 from itself.
         let square = rerank(&d, 0..10, 0..10, Rerank { k1: 3, k2: 2, lambda: 0.3 });
         assert!((0..10).all(|i| square[i][i].abs() < 1e-12), "{square:?}");

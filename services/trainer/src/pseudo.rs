@@ -9,7 +9,7 @@
 //! cameras. Two tracklets of one camera that overlap in time are never grouped: they are two
 //! people in one frame.
 
-use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_by, rerank};
+use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_by, reranked_similarities};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Span;
@@ -55,15 +55,11 @@ impl PseudoLabels {
     /// Groups tracklets given each one's L2-normalised mean embedding (`embeddings[t]`) and
     /// span: a group label per tracklet, 0, 1, ... in order of first appearance.
     pub fn group(&self, embeddings: &[Vec<f32>], spans: &[Span]) -> Vec<i64> {
-        let n = embeddings.len();
-        let mut similarity = cosine_similarities(embeddings);
-        if self.rerank {
-            let distance: Vec<Vec<f64>> = similarity.iter().map(|row| row.iter().map(|s| 1.0 - s).collect()).collect();
-            let reranked = rerank(&distance, 0..n, 0..n, Rerank::default());
-            // Re-ranking is not exactly symmetric: average the two directions.
-            similarity =
-                (0..n).map(|i| (0..n).map(|j| 1.0 - (reranked[i][j] + reranked[j][i]) / 2.0).collect()).collect();
-        }
+        let similarity = if self.rerank {
+            reranked_similarities(embeddings, Rerank::default())
+        } else {
+            cosine_similarities(embeddings)
+        };
         let together = |i: usize, j: usize| {
             let (a, b) = (spans[i], spans[j]);
             a.camera == b.camera && overlap_ms((a.start_ms, a.end_ms), (b.start_ms, b.end_ms)) > 0
