@@ -9,6 +9,7 @@ mod keys;
 mod lab;
 mod playback;
 mod serve;
+mod settings;
 mod train;
 mod up;
 

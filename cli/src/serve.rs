@@ -1,5 +1,7 @@
-//! `reid serve NAME`: configuration from a TOML file, then `REID_<SERVICE>_*` environment
-//! variables, then flags; a listener; and ctrl-c / SIGTERM for graceful shutdown.
+//! `reid serve NAME`: configuration from a TOML file, then `REID_<SERVICE>__SECTION__KEY`
+//! variables and `--set section.key=value` for any field ([`crate::settings`]), then the named
+//! flags and their `REID_<SERVICE>_*` variables; a listener; and ctrl-c / SIGTERM for graceful
+//! shutdown.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,10 @@ pub struct IngesterArgs {
     /// environment override it.
     #[arg(long, env = "REID_INGESTER_CONFIG")]
     config: Option<PathBuf>,
+    /// Any configuration field, as in the file: `section.key=value` (repeatable). Environment
+    /// variables `REID_INGESTER__SECTION__KEY` do the same; named flags win over both.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[arg(long, env = "REID_INGESTER_LISTEN", default_value = reid_proto::ports::INGESTER)]
     listen: String,
     /// The embedder (host:port or URL); without one the identity service embeds the crops.
@@ -75,7 +81,8 @@ pub(crate) fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String>
 
 impl IngesterArgs {
     fn config(&self) -> anyhow::Result<reid_ingester::IngesterConfig> {
-        let mut config: reid_ingester::IngesterConfig = read_toml(self.config.as_deref())?;
+        let mut config: reid_ingester::IngesterConfig =
+            crate::settings::read_config(self.config.as_deref(), "REID_INGESTER", std::env::vars(), &self.set)?;
         if let Some(v) = &self.embedder {
             config.embedder_url = Some(reid_server::grpc_url(v));
         }
@@ -153,6 +160,10 @@ pub struct IdentityArgs {
     /// TOML file with any `IdentityConfig` field; flags and environment override it.
     #[arg(long, env = "REID_IDENTITY_CONFIG")]
     config: Option<PathBuf>,
+    /// Any configuration field, as in the file: `section.key=value` (repeatable). Environment
+    /// variables `REID_IDENTITY__SECTION__KEY` do the same; named flags win over both.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[arg(long, env = "REID_IDENTITY_LISTEN", default_value = reid_proto::ports::IDENTITY)]
     listen: String,
     /// Local state: the embedded engine's files and the stored crops.
@@ -185,7 +196,8 @@ pub struct IdentityArgs {
 
 impl IdentityArgs {
     fn config(&self) -> anyhow::Result<reid_identity::IdentityConfig> {
-        let mut config: reid_identity::IdentityConfig = read_toml(self.config.as_deref())?;
+        let mut config: reid_identity::IdentityConfig =
+            crate::settings::read_config(self.config.as_deref(), "REID_IDENTITY", std::env::vars(), &self.set)?;
         if let Some(v) = &self.data {
             config.data_dir = v.clone();
         }
@@ -222,6 +234,10 @@ pub struct TrainerArgs {
     /// TOML file with any `TrainerConfig` field; flags and environment override it.
     #[arg(long, env = "REID_TRAINER_CONFIG")]
     config: Option<PathBuf>,
+    /// Any configuration field, as in the file: `section.key=value` (repeatable). Environment
+    /// variables `REID_TRAINER__SECTION__KEY` do the same; named flags win over both.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[arg(long, env = "REID_TRAINER_LISTEN", default_value = reid_proto::ports::TRAINER)]
     listen: String,
     /// Where runs keep their folders.
@@ -245,7 +261,8 @@ pub struct TrainerArgs {
 
 impl TrainerArgs {
     fn config(&self) -> anyhow::Result<reid_trainer::TrainerConfig> {
-        let mut config: reid_trainer::TrainerConfig = read_toml(self.config.as_deref())?;
+        let mut config: reid_trainer::TrainerConfig =
+            crate::settings::read_config(self.config.as_deref(), "REID_TRAINER", std::env::vars(), &self.set)?;
         if let Some(v) = &self.runs_dir {
             config.runs_dir = v.clone();
         }
@@ -286,6 +303,10 @@ pub struct EmbedderArgs {
     /// TOML file with any `EmbedderConfig` field; flags and environment override it.
     #[arg(long, env = "REID_EMBEDDER_CONFIG")]
     config: Option<PathBuf>,
+    /// Any configuration field, as in the file: `section.key=value` (repeatable). Environment
+    /// variables `REID_EMBEDDER__SECTION__KEY` do the same; named flags win over both.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[arg(long, env = "REID_EMBEDDER_LISTEN", default_value = reid_proto::ports::EMBEDDER)]
     listen: String,
     /// Serve Prometheus metrics on this address (GET /metrics).
@@ -313,7 +334,8 @@ pub struct EmbedderArgs {
 
 impl EmbedderArgs {
     fn config(&self) -> anyhow::Result<EmbedderConfig> {
-        let mut config: EmbedderConfig = read_toml(self.config.as_deref())?;
+        let mut config: EmbedderConfig =
+            crate::settings::read_config(self.config.as_deref(), "REID_EMBEDDER", std::env::vars(), &self.set)?;
         if let Some(v) = &self.model_dir {
             config.model_dir = v.clone();
         }

@@ -93,3 +93,27 @@ async fn health_embed_and_graceful_sigterm() {
     let after = reid(&["health", "--addr", &addr]);
     assert!(!after.status.success(), "nothing serves after shutdown");
 }
+
+/// Every configuration field is reachable from `--set` and `REID_<SERVICE>__...` variables, with
+/// the file's spelling: what they set reaches the service's own validation, and a misspelt key is
+/// refused before anything starts.
+#[test]
+fn any_config_field_can_be_set_from_flags_and_the_environment() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |sets: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["serve", "identity", "--listen", "127.0.0.1:0", "--data", data.path().to_str().unwrap()];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_reid")).args(&args).envs(env.iter().copied()).output().unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["association.threshhold=0.5"], &[]);
+    assert!(err.contains("threshhold"), "{err}");
+    let err = run(&[], &[("REID_IDENTITY__ASSOCIATION__MERGE_THRESHOLD", "2")]);
+    assert!(err.contains("association.merge_threshold 2 is not a cosine similarity"), "{err}");
+    // A named flag wins over both.
+    let err = run(&["association.threshold=0.5"], &[("REID_IDENTITY_THRESHOLD", "3")]);
+    assert!(err.contains("association.threshold 3 is not a cosine similarity"), "{err}");
+}
