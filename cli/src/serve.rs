@@ -81,8 +81,12 @@ pub(crate) fn parse_camera(s: &str) -> Result<reid_ingester::CameraSpec, String>
 
 impl IngesterArgs {
     fn config(&self) -> anyhow::Result<reid_ingester::IngesterConfig> {
-        let mut config: reid_ingester::IngesterConfig =
-            crate::settings::read_config(self.config.as_deref(), "REID_INGESTER", std::env::vars(), &self.set)?;
+        let mut config: reid_ingester::IngesterConfig = crate::settings::read_config(
+            self.config.as_deref(),
+            "REID_INGESTER",
+            crate::settings::environment(),
+            &self.set,
+        )?;
         if let Some(v) = &self.embedder {
             config.embedder_url = Some(reid_server::grpc_url(v));
         }
@@ -196,8 +200,12 @@ pub struct IdentityArgs {
 
 impl IdentityArgs {
     fn config(&self) -> anyhow::Result<reid_identity::IdentityConfig> {
-        let mut config: reid_identity::IdentityConfig =
-            crate::settings::read_config(self.config.as_deref(), "REID_IDENTITY", std::env::vars(), &self.set)?;
+        let mut config: reid_identity::IdentityConfig = crate::settings::read_config(
+            self.config.as_deref(),
+            "REID_IDENTITY",
+            crate::settings::environment(),
+            &self.set,
+        )?;
         if let Some(v) = &self.data {
             config.data_dir = v.clone();
         }
@@ -261,8 +269,12 @@ pub struct TrainerArgs {
 
 impl TrainerArgs {
     fn config(&self) -> anyhow::Result<reid_trainer::TrainerConfig> {
-        let mut config: reid_trainer::TrainerConfig =
-            crate::settings::read_config(self.config.as_deref(), "REID_TRAINER", std::env::vars(), &self.set)?;
+        let mut config: reid_trainer::TrainerConfig = crate::settings::read_config(
+            self.config.as_deref(),
+            "REID_TRAINER",
+            crate::settings::environment(),
+            &self.set,
+        )?;
         if let Some(v) = &self.runs_dir {
             config.runs_dir = v.clone();
         }
@@ -334,8 +346,12 @@ pub struct EmbedderArgs {
 
 impl EmbedderArgs {
     fn config(&self) -> anyhow::Result<EmbedderConfig> {
-        let mut config: EmbedderConfig =
-            crate::settings::read_config(self.config.as_deref(), "REID_EMBEDDER", std::env::vars(), &self.set)?;
+        let mut config: EmbedderConfig = crate::settings::read_config(
+            self.config.as_deref(),
+            "REID_EMBEDDER",
+            crate::settings::environment(),
+            &self.set,
+        )?;
         if let Some(v) = &self.model_dir {
             config.model_dir = v.clone();
         }

@@ -11,6 +11,12 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+/// This process's environment, skipping variables that are not UTF-8 (`std::env::vars` would
+/// panic on them).
+pub fn environment() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 /// Reads `T` from `path` (defaults when `None`) with the overrides of `env` (variables named
 /// `PREFIX__...`) and `sets` (`key.path=value`) applied in that order.
 pub fn read_config<T: DeserializeOwned>(
