@@ -138,15 +138,7 @@ fn split_identities(trained: &[Identity], evaluated: &[Identity]) -> Dataset {
             spans: Vec::new(),
         }
     } else {
-        let eval = Split { samples: eval, images: None };
-        Dataset {
-            train,
-            query: eval.clone(),
-            gallery: eval,
-            protocol: crate::eval::Protocol::LeaveOneOut,
-            hard_negatives: Vec::new(),
-            spans: Vec::new(),
-        }
+        Dataset::leave_one_out(train, Split { samples: eval, images: None })
     }
 }
 

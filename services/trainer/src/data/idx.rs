@@ -94,14 +94,7 @@ pub(super) fn idx_dataset(
     // on unseen images; disjoint classes (the default) are the open-set one re-ID needs.
     let train = idx_split(train.0, train.1, &classes.train_classes, classes.train_per_class)?;
     let eval = idx_split(eval.0, eval.1, &classes.eval_classes, classes.eval_per_class)?;
-    Ok(Dataset {
-        train,
-        query: eval.clone(),
-        gallery: eval,
-        protocol: crate::eval::Protocol::LeaveOneOut,
-        hard_negatives: Vec::new(),
-        spans: Vec::new(),
-    })
+    Ok(Dataset::leave_one_out(train, eval))
 }
 
 #[cfg(test)]

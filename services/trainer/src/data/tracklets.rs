@@ -114,14 +114,8 @@ fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> R
     // A tracklet is seen by one camera: its images query one another (leave-one-out), whatever
     // cameras the others come from.
     let eval = Split { samples: samples_of(&eval, train.len()), images: None };
-    Ok(Dataset {
-        train: Split { samples: samples_of(&train, 0), images: None },
-        query: eval.clone(),
-        gallery: eval,
-        protocol: crate::eval::Protocol::LeaveOneOut,
-        hard_negatives: Vec::new(),
-        spans,
-    })
+    let train = Split { samples: samples_of(&train, 0), images: None };
+    Ok(Dataset { spans, ..Dataset::leave_one_out(train, eval) })
 }
 
 #[cfg(test)]
