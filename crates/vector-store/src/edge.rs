@@ -89,36 +89,6 @@ impl EdgeStore {
             .ok_or_else(|| StoreError::CollectionNotFound(name.into()))
     }
 
-    async fn scroll_page(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-        with_vectors: bool,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        let c = self.collection(collection)?;
-        let mut request = ScrollRequestBuilder::new()
-            .limit(limit.max(1))
-            .with_payload(WithPayloadInterface::Bool(true))
-            .with_vector(WithVector::Bool(with_vectors));
-        if let Some(filter) = to_engine_filter(filter)? {
-            request = request.filter(filter);
-        }
-        if let Some(offset) = offset {
-            request = request.offset(qdrant_edge::PointId::Uuid(offset));
-        }
-        let request = request.build();
-        let (records, next) = blocking(move || c.shard.scroll(request).map_err(engine)).await?;
-        let records = records
-            .into_iter()
-            .map(|r| {
-                Ok(Record { id: point_id(&r.id)?, vector: r.vector.and_then(dense), payload: payload_of(r.payload) })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((records, next.as_ref().map(point_id).transpose()?))
-    }
-
     fn write_aliases(&self, aliases: &BTreeMap<String, String>) -> StoreResult<()> {
         let path = self.root.join(ALIASES_FILE);
         let tmp = self.root.join(format!("{ALIASES_FILE}.tmp"));
@@ -348,24 +318,34 @@ impl VectorStore for EdgeStore {
             .collect()
     }
 
-    async fn scroll(
+    async fn scroll_page(
         &self,
         collection: &str,
         filter: &Filter,
         limit: usize,
         offset: Option<PointId>,
+        with_vectors: bool,
     ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.scroll_page(collection, filter, limit, offset, false).await
-    }
-
-    async fn scroll_with_vectors(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.scroll_page(collection, filter, limit, offset, true).await
+        let c = self.collection(collection)?;
+        let mut request = ScrollRequestBuilder::new()
+            .limit(limit.max(1))
+            .with_payload(WithPayloadInterface::Bool(true))
+            .with_vector(WithVector::Bool(with_vectors));
+        if let Some(filter) = to_engine_filter(filter)? {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(qdrant_edge::PointId::Uuid(offset));
+        }
+        let request = request.build();
+        let (records, next) = blocking(move || c.shard.scroll(request).map_err(engine)).await?;
+        let records = records
+            .into_iter()
+            .map(|r| {
+                Ok(Record { id: point_id(&r.id)?, vector: r.vector.and_then(dense), payload: payload_of(r.payload) })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((records, next.as_ref().map(point_id).transpose()?))
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {

@@ -44,24 +44,28 @@ pub trait VectorStore: Send + Sync + 'static {
     /// The `limit` nearest points by cosine similarity among those matching the filter.
     async fn search(&self, collection: &str, query: &SearchQuery) -> StoreResult<Vec<Hit>>;
 
-    /// One page of the points matching the filter, in id order, starting at `offset`. Returns the
-    /// page and the offset of the next page, if any.
+    /// One page of the points matching the filter, in id order, starting at `offset`, each
+    /// record with its vector when `with_vectors`. Returns the page and the offset of the next
+    /// page, if any.
+    async fn scroll_page(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        limit: usize,
+        offset: Option<PointId>,
+        with_vectors: bool,
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)>;
+
+    /// [`VectorStore::scroll_page`] without vectors.
     async fn scroll(
         &self,
         collection: &str,
         filter: &Filter,
         limit: usize,
         offset: Option<PointId>,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)>;
-
-    /// [`VectorStore::scroll`], each record with its vector.
-    async fn scroll_with_vectors(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)>;
+    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
+        self.scroll_page(collection, filter, limit, offset, false).await
+    }
 
     /// Exact number of points matching the filter.
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64>;
@@ -87,12 +91,12 @@ pub trait VectorStore: Send + Sync + 'static {
 
     /// Scrolls through every point matching the filter.
     async fn scroll_all(&self, collection: &str, filter: &Filter) -> StoreResult<Vec<Record>> {
-        every_page(|offset| self.scroll(collection, filter, PAGE, offset)).await
+        every_page(|offset| self.scroll_page(collection, filter, PAGE, offset, false)).await
     }
 
     /// Scrolls through every point matching the filter, with their vectors.
     async fn scroll_all_with_vectors(&self, collection: &str, filter: &Filter) -> StoreResult<Vec<Record>> {
-        every_page(|offset| self.scroll_with_vectors(collection, filter, PAGE, offset)).await
+        every_page(|offset| self.scroll_page(collection, filter, PAGE, offset, true)).await
     }
 }
 

@@ -157,37 +157,6 @@ impl QdrantServerStore {
         self.dimensions.write().await.insert(collection.into(), dimension);
         Ok(dimension)
     }
-
-    async fn scroll_page(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-        with_vectors: bool,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        let mut request = ScrollPointsBuilder::new(collection)
-            .limit(limit.max(1) as u32)
-            .with_payload(true)
-            .with_vectors(with_vectors);
-        if let Some(filter) = to_filter(filter) {
-            request = request.filter(filter);
-        }
-        if let Some(offset) = offset {
-            request = request.offset(qdrant::PointId::from(offset.to_string()));
-        }
-        let response = self.client.scroll(request).await.map_err(failed)?;
-        let records = response
-            .result
-            .into_iter()
-            .map(|p| {
-                let vector = p.vectors.as_ref().and_then(dense);
-                Ok(Record { id: from_point_id(p.id)?, payload: from_payload(p.payload), vector })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let next = response.next_page_offset.map(|id| from_point_id(Some(id))).transpose()?;
-        Ok((records, next))
-    }
 }
 
 fn to_filter(filter: &Filter) -> Option<qdrant::Filter> {
@@ -354,24 +323,35 @@ impl VectorStore for QdrantServerStore {
             .collect()
     }
 
-    async fn scroll(
+    async fn scroll_page(
         &self,
         collection: &str,
         filter: &Filter,
         limit: usize,
         offset: Option<PointId>,
+        with_vectors: bool,
     ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.scroll_page(collection, filter, limit, offset, false).await
-    }
-
-    async fn scroll_with_vectors(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.scroll_page(collection, filter, limit, offset, true).await
+        let mut request = ScrollPointsBuilder::new(collection)
+            .limit(limit.max(1) as u32)
+            .with_payload(true)
+            .with_vectors(with_vectors);
+        if let Some(filter) = to_filter(filter) {
+            request = request.filter(filter);
+        }
+        if let Some(offset) = offset {
+            request = request.offset(qdrant::PointId::from(offset.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(failed)?;
+        let records = response
+            .result
+            .into_iter()
+            .map(|p| {
+                let vector = p.vectors.as_ref().and_then(dense);
+                Ok(Record { id: from_point_id(p.id)?, payload: from_payload(p.payload), vector })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = response.next_page_offset.map(|id| from_point_id(Some(id))).transpose()?;
+        Ok((records, next))
     }
 
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {

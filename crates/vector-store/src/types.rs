@@ -27,7 +27,8 @@ pub struct Hit {
 }
 
 /// A point read back by a scroll: its payload, and its vector when asked for
-/// ([`crate::VectorStore::scroll_with_vectors`]; cosine collections keep vectors L2-normalised).
+/// ([`crate::VectorStore::scroll_page`] `with_vectors`; cosine collections keep vectors
+/// L2-normalised).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub id: PointId,

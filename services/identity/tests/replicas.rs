@@ -42,23 +42,15 @@ impl VectorStore for SlowWrites {
     async fn search(&self, collection: &str, query: &SearchQuery) -> StoreResult<Vec<Hit>> {
         self.0.search(collection, query).await
     }
-    async fn scroll(
+    async fn scroll_page(
         &self,
         collection: &str,
         filter: &Filter,
         limit: usize,
         offset: Option<PointId>,
+        with_vectors: bool,
     ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.0.scroll(collection, filter, limit, offset).await
-    }
-    async fn scroll_with_vectors(
-        &self,
-        collection: &str,
-        filter: &Filter,
-        limit: usize,
-        offset: Option<PointId>,
-    ) -> StoreResult<(Vec<Record>, Option<PointId>)> {
-        self.0.scroll_with_vectors(collection, filter, limit, offset).await
+        self.0.scroll_page(collection, filter, limit, offset, with_vectors).await
     }
     async fn count(&self, collection: &str, filter: &Filter) -> StoreResult<u64> {
         self.0.count(collection, filter).await
