@@ -100,9 +100,10 @@ impl GalleryPoint {
         object(serde_json::to_value(self).unwrap_or(Value::Null))
     }
 
-    /// A stored payload read back; `None` for a point of another kind or shape.
+    /// A stored payload read back (without copying it: every search hit goes through here);
+    /// `None` for a point of another kind or shape.
     pub fn from_payload(p: &Payload) -> Option<Self> {
-        serde_json::from_value(Value::Object(p.clone())).ok()
+        Self::deserialize(p).ok()
     }
 
     pub fn sighting(self) -> Option<SightingPayload> {

@@ -30,15 +30,6 @@ use super::*;
 /// in memory and time.
 pub const MAX_MERGE_SIGHTINGS: usize = 2_000;
 
-/// A recent sighting as the pass sees it.
-struct Recent {
-    identity: usize,
-    camera: String,
-    span: (i64, i64),
-    observed: i64,
-    vector: Vec<f32>,
-}
-
 impl Identities {
     /// Runs the merge pass once over every gallery; returns how many identities were merged
     /// away. Does nothing unless `association.merge_threshold` is set.
@@ -83,58 +74,67 @@ impl Identities {
     ) -> IdentityResult<u64> {
         let recent_filter = Filter::all().keyword(field::KIND, SIGHTING).range(field::OBSERVED, Some(since), None);
         let records = self.store.scroll_all_with_vectors(&gallery.collection, &recent_filter).await?;
-        let mut names: Vec<String> = Vec::new();
-        let mut index_of: HashMap<String, usize> = HashMap::new();
-        let mut recent: Vec<Recent> = Vec::new();
-        for r in records {
-            let (Some(s), Some(vector)) = (SightingPayload::from_payload(&r.payload), r.vector) else {
-                continue;
-            };
-            let identity = *index_of.entry(s.identity.clone()).or_insert_with(|| {
-                names.push(s.identity);
-                names.len() - 1
-            });
-            let span = (s.start_ms, s.end_ms);
-            recent.push(Recent { identity, camera: s.camera, span, observed: s.observed, vector });
-        }
+        let mut recent: Vec<(SightingPayload, Vec<f32>)> =
+            records.into_iter().filter_map(|r| Some((SightingPayload::from_payload(&r.payload)?, r.vector?))).collect();
         if recent.len() > MAX_MERGE_SIGHTINGS {
-            recent.sort_by_key(|s| std::cmp::Reverse(s.observed));
+            recent.sort_by_key(|(s, _)| std::cmp::Reverse(s.observed));
             recent.truncate(MAX_MERGE_SIGHTINGS);
         }
-        if index_of.len() < 2 {
+        let (sightings, vectors): (Vec<SightingPayload>, Vec<Vec<f32>>) = recent.into_iter().unzip();
+        // Identities by index, and each sighting's identity's index.
+        let mut names: Vec<&str> = Vec::new();
+        let mut index_of: HashMap<&str, usize> = HashMap::new();
+        let initial: Vec<usize> = sightings
+            .iter()
+            .map(|s| {
+                *index_of.entry(s.identity.as_str()).or_insert_with(|| {
+                    names.push(&s.identity);
+                    names.len() - 1
+                })
+            })
+            .collect();
+        if names.len() < 2 {
             return Ok(0);
         }
         let mut entries: Vec<Option<IdentityEntry>> = Vec::with_capacity(names.len());
         for name in &names {
             entries.push(self.catalog.identity(name).await?);
         }
-        let enrolled = |i: usize| entries[i].as_ref().is_some_and(|e| e.enrolled);
+        let enrolled: Vec<bool> = entries.iter().map(|e| e.as_ref().is_some_and(|e| e.enrolled)).collect();
+        let apart: HashSet<(usize, usize)> = different
+            .iter()
+            .filter_map(|(a, b)| Some((*index_of.get(a.as_str())?, *index_of.get(b.as_str())?)))
+            .collect();
         let rules = &self.config.association.transit;
-        let as_seen = |s: &Recent| Match {
-            identity: names[s.identity].clone(),
-            score: 0.0,
-            camera: Some(s.camera.clone()),
-            start_ms: Some(s.span.0),
-            end_ms: Some(s.span.1),
-        };
+        // Made once: the pair test below runs for every two sightings.
+        let seen: Vec<Match> = sightings
+            .iter()
+            .zip(&initial)
+            .map(|(s, &i)| Match {
+                identity: names[i].to_owned(),
+                score: 0.0,
+                camera: Some(s.camera.clone()),
+                start_ms: Some(s.start_ms),
+                end_ms: Some(s.end_ms),
+            })
+            .collect();
         let cannot_link = |i: usize, j: usize| {
-            let (a, b) = (&recent[i], &recent[j]);
-            if a.identity == b.identity {
+            let (a, b) = (initial[i], initial[j]);
+            if a == b {
                 return false;
             }
-            (a.camera == b.camera && overlap_ms(a.span, b.span) > 0)
-                || !association::transit_allows(rules, &as_seen(a), &b.camera, b.span.0, b.span.1)
-                || different.contains(&(names[a.identity].clone(), names[b.identity].clone()))
-                || (enrolled(a.identity) && enrolled(b.identity))
+            let (si, sj) = (&sightings[i], &sightings[j]);
+            (si.camera == sj.camera && overlap_ms((si.start_ms, si.end_ms), (sj.start_ms, sj.end_ms)) > 0)
+                || !association::transit_allows(rules, &seen[i], &sj.camera, sj.start_ms, sj.end_ms)
+                || apart.contains(&(a, b))
+                || (enrolled[a] && enrolled[b])
         };
-        let vectors: Vec<Vec<f32>> = recent.iter().map(|s| s.vector.clone()).collect();
-        let initial: Vec<usize> = recent.iter().map(|s| s.identity).collect();
         let groups = regroup_from(&cosine_similarities(&vectors), &initial, f64::from(threshold), cannot_link);
         let mut together: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (s, group) in recent.iter().zip(groups) {
+        for (&identity, group) in initial.iter().zip(groups) {
             let members = together.entry(group).or_default();
-            if !members.contains(&s.identity) {
-                members.push(s.identity);
+            if !members.contains(&identity) {
+                members.push(identity);
             }
         }
         let mut merged = 0;
