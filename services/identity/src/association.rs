@@ -151,10 +151,11 @@ pub fn rerank_identities(query: &[f32], hits: &[(Match, Vec<f32>)], settings: re
     let n = hits.len() + 1;
     let mut q = query.to_vec();
     normalise(&mut q);
-    let vectors: Vec<&[f32]> = std::iter::once(q.as_slice()).chain(hits.iter().map(|(_, v)| v.as_slice())).collect();
-    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum::<f64>();
-    let distance: Vec<Vec<f64>> =
-        vectors.iter().map(|a| vectors.iter().map(|b| (1.0 - dot(a, b)).max(0.0)).collect()).collect();
+    let vectors: Vec<Vec<f32>> = std::iter::once(q).chain(hits.iter().map(|(_, v)| v.clone())).collect();
+    let distance: Vec<Vec<f64>> = reid_cluster::cosine_similarities(&vectors)
+        .into_iter()
+        .map(|row| row.into_iter().map(|s| (1.0 - s).max(0.0)).collect())
+        .collect();
     let reranked = &reid_cluster::rerank(&distance, 0..1, 1..n, settings)[0];
     // Per identity: (best re-ranked distance, best cosine match).
     let mut best: Vec<(f64, Match)> = Vec::new();
