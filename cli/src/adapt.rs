@@ -69,14 +69,7 @@ pub async fn run(args: AdaptArgs) -> anyhow::Result<ExitCode> {
             args.config.display()
         ),
     }
-    let stem = reid_trainer::run_id(&config.name);
-    let mut dir = args.runs_dir.join(&stem);
-    for n in 2.. {
-        if !dir.exists() {
-            break;
-        }
-        dir = args.runs_dir.join(format!("{stem}-{n}"));
-    }
+    let dir = args.runs_dir.join(reid_trainer::fresh_run_id(&args.runs_dir, &config.name, |_| false));
     println!("adapting on {} tracklets in {}", config.dataset.paths()[0].display(), dir.display());
     let served_dir = args.model_dir.join(&args.model);
     let (candidate, served, run_dir) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -96,13 +89,9 @@ pub async fn run(args: AdaptArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("adaptation thread: {e}"))??;
-    let publish = replaces(candidate, served, args.min_gain);
-    let published = if publish {
-        let (version, path) = reid_trainer::publish::publish_with(&run_dir, &args.model_dir, &args.model, args.half)?;
-        Some((version, path))
-    } else {
-        None
-    };
+    let published = replaces(candidate, served, args.min_gain)
+        .then(|| reid_trainer::publish::publish_with(&run_dir, &args.model_dir, &args.model, args.half))
+        .transpose()?;
     if args.json {
         let judgement =
             |j: Judgement| json!({ "auc": j.auc, "same_mean": j.same_mean, "different_mean": j.different_mean });

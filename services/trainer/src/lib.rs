@@ -68,6 +68,19 @@ pub fn run_id(name: &str) -> String {
     run_id_at(name, std::time::SystemTime::now())
 }
 
+/// A run id of `name` whose folder under `runs_dir` does not exist yet and that `taken` does not
+/// claim: [`run_id`], with `-2`, `-3`, ... when runs of that name start in the same second.
+pub fn fresh_run_id(runs_dir: &std::path::Path, name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let stem = run_id(name);
+    let mut id = stem.clone();
+    let mut n = 1;
+    while runs_dir.join(&id).exists() || taken(&id) {
+        n += 1;
+        id = format!("{stem}-{n}");
+    }
+    id
+}
+
 fn run_id_at(name: &str, at: std::time::SystemTime) -> String {
     // RFC 3339 (`2026-12-06T06:27:45Z`) without its separators.
     let digits: String =

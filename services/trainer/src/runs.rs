@@ -203,14 +203,8 @@ impl Runs {
     /// runs of that name start in the same second). Returns the id.
     pub fn start_new(&self, config: RunConfig) -> Result<String, TrainError> {
         let mut runs = self.lock();
-        let stem = crate::run_id(&config.name);
-        let mut id = stem.clone();
         // Chosen and registered under one lock, so two starts in one second get two folders.
-        let mut n = 1;
-        while self.runs_dir.join(&id).exists() || runs.contains_key(&id) {
-            n += 1;
-            id = format!("{stem}-{n}");
-        }
+        let id = crate::fresh_run_id(&self.runs_dir, &config.name, |id| runs.contains_key(id));
         self.launch(&mut runs, id.clone(), config)?;
         Ok(id)
     }
