@@ -91,6 +91,10 @@ pub struct MtmcArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also print what each identity holds: its tracklets with their ground-truth person, camera,
+    /// frames and purity (identities of two people are where precision goes).
+    #[arg(long)]
+    explain: bool,
 }
 
 /// The part of an exported `tracklet.json` read here.
@@ -270,14 +274,14 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", json!({ "run": run, "mtmc": m, "regrouped": regrouped, "replayed": replayed }));
     } else {
-        print_figures(&m, played.seen.len(), unobserved);
+        print_figures(&m, played.seen.len(), unobserved, args.explain);
         for (m, groups, threshold) in regrouped {
             println!("\nre-grouped at once, average linkage at {threshold}: {groups} groups");
-            print_figures(&m, groups, unobserved);
+            print_figures(&m, groups, unobserved, args.explain);
         }
         for (m, made, variant) in replayed {
             println!("\nreplayed with {variant}: {made} identities");
-            print_figures(&m, made, unobserved);
+            print_figures(&m, made, unobserved, args.explain);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -307,7 +311,7 @@ async fn embed_crops(args: &MtmcArgs, delivered: &[(Exported, i64)]) -> anyhow::
     Ok(embedded)
 }
 
-fn print_figures(m: &Mtmc, identities: usize, unobserved: usize) {
+fn print_figures(m: &Mtmc, identities: usize, unobserved: usize, explain: bool) {
     println!(
         "\n{} tracklets on {} cameras ({} not delivered), {} on a labelled person; {} identities in all",
         m.tracklets, m.cameras, unobserved, m.matched_tracklets, identities
@@ -328,6 +332,19 @@ fn print_figures(m: &Mtmc, identities: usize, unobserved: usize) {
     };
     line("all pairs", &m.all);
     line("cross-camera", &m.cross_camera);
+    if explain {
+        for (identity, members) in &m.composition {
+            let people: std::collections::BTreeSet<i64> = members.iter().map(|t| t.person).collect();
+            let mark = if people.len() > 1 { "  (mixed)" } else { "" };
+            println!("  identity {identity}{mark}");
+            for t in members {
+                println!(
+                    "    person {:>3}  {:<5} {:<14} frames {:>4}-{:<4} purity {:.2}",
+                    t.person, t.camera, t.track, t.frames.0, t.frames.1, t.purity
+                );
+            }
+        }
+    }
 }
 
 fn frame_size(video: &Path) -> anyhow::Result<(i32, i32)> {

@@ -78,6 +78,22 @@ pub struct Mtmc {
     pub cameras: usize,
     pub all: Pairs,
     pub cross_camera: Pairs,
+    /// What each identity holds: its tracklets with a person. An identity of two people is
+    /// where precision goes; one person over several identities is where recall goes.
+    pub composition: BTreeMap<String, Vec<Member>>,
+}
+
+/// A tracklet with a person, as one identity holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    pub camera: String,
+    pub track: String,
+    /// The ground-truth person most of its matched boxes match.
+    pub person: i64,
+    /// The share of its matched boxes on that person.
+    pub purity: f64,
+    /// Its first and last frame.
+    pub frames: (u64, u64),
 }
 
 /// The person a box matches in the ground truth, if any.
@@ -90,6 +106,7 @@ fn person(gt: &Sequence, frame: u64, b: &Box2, iou: f64) -> Option<i64> {
 
 pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
     let mut labelled: Vec<(&Tracklet, i64)> = Vec::new();
+    let mut composition: BTreeMap<String, Vec<Member>> = BTreeMap::new();
     let (mut boxes, mut matched_boxes, mut pure_boxes) = (0, 0, 0);
     for t in tracklets {
         let mut votes: BTreeMap<i64, usize> = BTreeMap::new();
@@ -106,9 +123,18 @@ pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
         }) else {
             continue;
         };
-        matched_boxes += votes.values().sum::<usize>();
+        let matched = votes.values().sum::<usize>();
+        matched_boxes += matched;
         pure_boxes += n;
         labelled.push((t, id));
+        let frames = t.boxes.iter().map(|(f, _)| *f);
+        composition.entry(t.identity.clone()).or_default().push(Member {
+            camera: t.camera.clone(),
+            track: t.track.clone(),
+            person: id,
+            purity: n as f64 / matched as f64,
+            frames: (frames.clone().min().unwrap_or(0), frames.max().unwrap_or(0)),
+        });
     }
     let (mut all, mut cross) = (Pairs::default(), Pairs::default());
     for (i, (a, pa)) in labelled.iter().enumerate() {
@@ -135,6 +161,7 @@ pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
         cameras: cameras.len(),
         all: all.finish(),
         cross_camera: cross.finish(),
+        composition,
     }
 }
 
@@ -198,6 +225,15 @@ mod tests {
             (m.cross_camera.pairs, m.cross_camera.same_person, m.cross_camera.same_identity, m.cross_camera.both),
             (6, 2, 2, 1)
         );
+        // Identity B holds person 2 on west and person 3 on east: the false merge above.
+        let of = |identity: &str| -> Vec<(i64, &str, u64, u64)> {
+            m.composition[identity].iter().map(|t| (t.person, t.camera.as_str(), t.frames.0, t.frames.1)).collect()
+        };
+        assert_eq!(of("A"), [(1, "west", 1, 6), (1, "east", 11, 11)]);
+        assert_eq!(of("B"), [(2, "west", 1, 11), (3, "east", 11, 11)]);
+        assert_eq!(of("C"), [(3, "west", 6, 6)]);
+        assert!((m.composition["B"][0].purity - 2.0 / 3.0).abs() < 1e-12);
+        assert!(!m.composition.contains_key("D"), "no box of D is on a person");
     }
 
     #[test]
