@@ -101,7 +101,7 @@ static SECURITY: std::sync::OnceLock<SecurityArgs> = std::sync::OnceLock::new();
 /// Records the command line's security settings, once (`main`); the key file is read here.
 pub fn set_security(args: &SecurityArgs) -> anyhow::Result<()> {
     let args = SecurityArgs { api_key: args.key()?, ..args.clone() };
-    args.over(Security::default()).validate().map_err(anyhow::Error::msg)?;
+    args.over(Security::default()).validate()?;
     let _ = SECURITY.set(args);
     Ok(())
 }

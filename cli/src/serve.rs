@@ -112,7 +112,7 @@ impl IngesterArgs {
             config.shard = Some(reid_ingester::Shard { index, count });
         }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -232,7 +232,7 @@ impl IdentityArgs {
             config.metrics_listen = Some(v.clone());
         }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         Ok(config)
     }
 }
@@ -294,7 +294,7 @@ impl TrainerArgs {
             config.embedders.clone_from(&self.embedders);
         }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
-        config.security.validate().map_err(anyhow::Error::msg)?;
+        config.security.validate().map_err(|e| e.within("security"))?;
         Ok(config)
     }
 }
@@ -377,7 +377,7 @@ impl EmbedderArgs {
             config.threads = v;
         }
         config.security = crate::client::security_over(std::mem::take(&mut config.security));
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         Ok(config)
     }
 }

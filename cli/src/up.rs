@@ -163,8 +163,8 @@ impl Pipeline {
         config.ingester.identity_url = Some(identity_url);
         // Forget erases the ingester's exports of the person's tracklets too.
         config.identity.ingester_url = Some(url(&ingester_l)?);
-        config.identity.validate().map_err(anyhow::Error::msg)?;
-        config.ingester.validate().map_err(anyhow::Error::msg)?;
+        config.identity.validate()?;
+        config.ingester.validate()?;
 
         let embedder = spawn("embedder", |s| reid_embedder::run(config.embedder, embedder_l, when(s)));
         let trainer = spawn("trainer", |s| reid_trainer::run(config.trainer, trainer_l, when(s)));

@@ -112,8 +112,8 @@ fn any_config_field_can_be_set_from_flags_and_the_environment() {
     let err = run(&["association.threshhold=0.5"], &[]);
     assert!(err.contains("threshhold"), "{err}");
     let err = run(&[], &[("REID_IDENTITY__ASSOCIATION__MERGE_THRESHOLD", "2")]);
-    assert!(err.contains("association.merge_threshold 2 is not a cosine similarity"), "{err}");
+    assert!(err.contains("association.merge_threshold: 2 is not a cosine similarity"), "{err}");
     // A named flag wins over both.
     let err = run(&["association.threshold=0.5"], &[("REID_IDENTITY_THRESHOLD", "3")]);
-    assert!(err.contains("association.threshold 3 is not a cosine similarity"), "{err}");
+    assert!(err.contains("association.threshold: 3 is not a cosine similarity"), "{err}");
 }

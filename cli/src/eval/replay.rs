@@ -143,7 +143,7 @@ pub async fn replay(
         keep_thumbnails: false,
         ..IdentityConfig::default()
     };
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     let store = reid_identity::open_store(&config).await?;
     let recorded = Recorded(ModelDescription { key: model.clone(), match_threshold: 0.0 });
     let identities =

@@ -25,6 +25,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::invalid::{Invalid, ensure, positive};
+
 /// Bytes a connection must send before it counts as established: the HTTP/2 client preface is 24
 /// bytes, a TLS ClientHello more.
 const HANDSHAKE_BYTES: usize = 24;
@@ -66,15 +68,19 @@ impl Default for ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
-            return Err("connections.max_connections and max_concurrent_streams must be positive".into());
-        }
-        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return Err("connections.handshake_timeout and idle_timeout must be positive".into());
-        }
-        if self.keepalive_interval.is_zero() || self.keepalive_timeout.is_zero() {
-            return Err("connections.keepalive_interval and keepalive_timeout must be positive".into());
+    /// Keys are named within the `connections` table.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        positive(&[
+            ("max_connections", self.max_connections as u64),
+            ("max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+        ])?;
+        for (key, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            ensure(!d.is_zero(), key, || "must be positive".into())?;
         }
         Ok(())
     }

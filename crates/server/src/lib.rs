@@ -6,12 +6,14 @@ pub mod background;
 pub mod client;
 pub mod connections;
 pub mod duration;
+pub mod invalid;
 pub mod metrics;
 pub mod paths;
 pub mod security;
 
 pub use background::Background;
 pub use connections::ConnectionLimits;
+pub use invalid::Invalid;
 pub use security::{Channel, Role, Security, truncated};
 
 use std::future::Future;

@@ -27,6 +27,8 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
+use crate::invalid::{Invalid, ensure};
+
 /// Health checks stay open: they reveal nothing and probes cannot carry a key.
 const OPEN_PREFIX: &str = "/grpc.health.v1.Health/";
 
@@ -75,11 +77,11 @@ impl std::fmt::Debug for Security {
 /// every call (and every call refused), so it is refused loudly at start-up instead.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.trim().is_empty() {
-        return Err("api_key is empty: leave it unset to accept calls without a key".into());
+        return Err("is empty: leave it unset to accept calls without a key".into());
     }
     if let Some(bad) = key.chars().find(|c| !(' '..='~').contains(c)) {
         return Err(format!(
-            "api_key holds {bad:?}, which cannot be sent in a gRPC header: only printable ASCII \
+            "holds {bad:?}, which cannot be sent in a gRPC header: only printable ASCII \
              (a key captured with `docker compose exec` without -T ends in \\r)"
         ));
     }
@@ -92,29 +94,37 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 
 impl Security {
     /// Checks that what is given goes together; called by each service's config validation.
-    pub fn validate(&self) -> Result<(), String> {
-        for key in [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten() {
-            check_key(key)?;
+    /// Keys are named within this table (`api_key`, `connections.max_connections`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let keys = [
+            ("api_key", &self.api_key),
+            ("edge_api_key", &self.edge_api_key),
+            ("viewer_api_key", &self.viewer_api_key),
+        ];
+        for (name, key) in keys {
+            if let Some(key) = key {
+                check_key(key).map_err(|reason| Invalid::new(name, reason))?;
+            }
         }
-        if self.api_key.is_none() && (self.edge_api_key.is_some() || self.viewer_api_key.is_some()) {
-            return Err("edge_api_key and viewer_api_key need api_key (the administrator's) too".into());
-        }
-        let keys: Vec<&String> =
-            [&self.api_key, &self.edge_api_key, &self.viewer_api_key].into_iter().flatten().collect();
-        if keys.iter().enumerate().any(|(i, a)| keys[..i].contains(a)) {
-            return Err("api_key, edge_api_key and viewer_api_key must differ".into());
-        }
-        self.connections.validate()?;
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("tls_cert and tls_key go together".into());
-        }
-        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
-            return Err("tls_client_ca (mutual TLS) needs tls_cert and tls_key".into());
-        }
-        if self.tls_client_cert.is_some() != self.tls_client_key.is_some() {
-            return Err("tls_client_cert and tls_client_key go together".into());
-        }
-        Ok(())
+        ensure(
+            self.api_key.is_some() || (self.edge_api_key.is_none() && self.viewer_api_key.is_none()),
+            "api_key",
+            || "must be set (the administrator's) when edge_api_key or viewer_api_key is".into(),
+        )?;
+        let given: Vec<&String> = keys.iter().filter_map(|(_, k)| k.as_ref()).collect();
+        ensure(!given.iter().enumerate().any(|(i, a)| given[..i].contains(a)), "api_key", || {
+            "api_key, edge_api_key and viewer_api_key must differ".into()
+        })?;
+        self.connections.validate().map_err(|e| e.within("connections"))?;
+        ensure(self.tls_cert.is_some() == self.tls_key.is_some(), "tls_key", || {
+            "goes with tls_cert: set both or neither".into()
+        })?;
+        ensure(self.tls_client_ca.is_none() || self.tls_cert.is_some(), "tls_client_ca", || {
+            "(mutual TLS) needs tls_cert and tls_key".into()
+        })?;
+        ensure(self.tls_client_cert.is_some() == self.tls_client_key.is_some(), "tls_client_key", || {
+            "goes with tls_client_cert: set both or neither".into()
+        })
     }
 
     /// The server's TLS settings, `None` for plaintext.
@@ -407,15 +417,24 @@ mod tests {
     #[test]
     fn settings_that_do_not_go_together_are_refused() {
         let half = Security { tls_cert: Some("c.pem".into()), ..Security::default() };
-        assert!(half.validate().unwrap_err().contains("tls_key"));
+        assert_eq!(half.validate().unwrap_err().key, "tls_key");
         let mtls = Security { tls_client_ca: Some("ca.pem".into()), ..Security::default() };
-        assert!(mtls.validate().unwrap_err().contains("needs tls_cert"));
+        assert!(mtls.validate().unwrap_err().reason.contains("needs tls_cert"));
         let empty = Security { api_key: Some(" ".into()), ..Security::default() };
-        assert!(empty.validate().is_err());
-        let tty = Security { api_key: Some("abc\r\n".into()), ..Security::default() };
-        assert!(tty.validate().unwrap_err().contains("-T"), "a key with a carriage return is refused loudly");
+        assert_eq!(empty.validate().unwrap_err().key, "api_key");
+        let tty = Security { edge_api_key: Some("abc\r\n".into()), api_key: Some("a".into()), ..Security::default() };
+        let refused = tty.validate().unwrap_err();
+        assert_eq!(refused.key, "edge_api_key");
+        assert!(refused.reason.contains("-T"), "a key with a carriage return is refused loudly");
         let tab = Security { api_key: Some("two\twords".into()), ..Security::default() };
         assert!(tab.validate().is_err());
+        let alone = Security { viewer_api_key: Some("v".into()), ..Security::default() };
+        assert_eq!(alone.validate().unwrap_err().key, "api_key");
+        let same = Security { api_key: Some("k".into()), edge_api_key: Some("k".into()), ..Security::default() };
+        assert!(same.validate().unwrap_err().reason.contains("must differ"));
+        let limits = crate::ConnectionLimits { max_connections: 0, ..Default::default() };
+        let idle = Security { connections: limits, ..Security::default() };
+        assert_eq!(idle.validate().unwrap_err().key, "connections.max_connections");
         let spaced = Security { api_key: Some("correct horse battery staple".into()), ..Security::default() };
         assert!(spaced.validate().is_ok(), "spaces can be sent in a header");
         let fine = Security { api_key: Some("0123abcdef-_.~+/=".into()), ..Security::default() };

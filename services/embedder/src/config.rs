@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reid_model::DevicePreference;
+use reid_server::invalid::{Invalid, ensure, positive};
 use serde::Deserialize;
 
 /// reid's default person model, committed under `models/`: MobileNetV2 fine-tuned on the
@@ -71,15 +72,16 @@ impl Default for EmbedderConfig {
 }
 
 impl EmbedderConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.security.validate()?;
-        if self.max_batch == 0 || self.queue_capacity == 0 || self.max_images_per_request == 0 {
-            return Err("max_batch, queue_capacity and max_images_per_request must be positive".into());
-        }
-        if self.max_image_bytes > self.max_message_bytes {
-            return Err("max_image_bytes cannot exceed max_message_bytes".into());
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.security.validate().map_err(|e| e.within("security"))?;
+        positive(&[
+            ("max_batch", self.max_batch as u64),
+            ("queue_capacity", self.queue_capacity as u64),
+            ("max_images_per_request", self.max_images_per_request as u64),
+        ])?;
+        ensure(self.max_image_bytes <= self.max_message_bytes, "max_image_bytes", || {
+            format!("{} cannot exceed max_message_bytes ({})", self.max_image_bytes, self.max_message_bytes)
+        })
     }
 }
 
@@ -95,5 +97,9 @@ mod tests {
         assert_eq!(c.model, "facenet");
         assert_eq!(c.queue_capacity, EmbedderConfig::default().queue_capacity);
         assert!(toml::from_str::<EmbedderConfig>("max_btch = 8").is_err(), "typos are errors");
+        assert!(c.validate().is_ok());
+        assert_eq!(EmbedderConfig { queue_capacity: 0, ..c.clone() }.validate().unwrap_err().key, "queue_capacity");
+        let big = EmbedderConfig { max_image_bytes: c.max_message_bytes + 1, ..c };
+        assert_eq!(big.validate().unwrap_err().key, "max_image_bytes");
     }
 }

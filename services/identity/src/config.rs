@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reid_server::invalid::{Invalid, ensure, positive};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,43 +197,44 @@ impl Default for RetentionConfig {
 pub const DEFAULT_NAMESPACE: &str = "reid";
 
 impl IdentityConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.security.validate()?;
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.security.validate().map_err(|e| e.within("security"))?;
         let ns = &self.namespace;
-        if ns.is_empty() || ns.len() > 48 || !ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("namespace {ns:?}: use 1 to 48 letters, digits, '_' and '-'"));
-        }
-        self.index.validate().map_err(|e| format!("index: {e}"))?;
+        let fits =
+            !ns.is_empty() && ns.len() <= 48 && ns.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        ensure(fits, "namespace", || format!("{ns:?}: use 1 to 48 letters, digits, '_' and '-'"))?;
+        self.index.validate().map_err(|reason| Invalid::new("index", reason))?;
         let a = &self.association;
-        for (name, threshold) in [
-            ("threshold", a.threshold),
-            ("cross_camera_threshold", a.cross_camera_threshold),
-            ("merge_threshold", a.merge_threshold),
+        for (key, threshold) in [
+            ("association.threshold", a.threshold),
+            ("association.cross_camera_threshold", a.cross_camera_threshold),
+            ("association.merge_threshold", a.merge_threshold),
         ] {
-            if let Some(t) = threshold
-                && !(-1.0..=1.0).contains(&t)
-            {
-                return Err(format!("association.{name} {t} is not a cosine similarity in [-1, 1]"));
+            if let Some(t) = threshold {
+                ensure((-1.0..=1.0).contains(&t), key, || format!("{t} is not a cosine similarity in [-1, 1]"))?;
             }
         }
-        for (name, margin) in [("min_margin", a.min_margin), ("observe_min_margin", a.observe_min_margin)] {
-            if !(0.0..=2.0).contains(&margin) {
-                return Err(format!("association.{name} {margin} must lie in [0, 2]"));
-            }
+        for (key, margin) in
+            [("association.min_margin", a.min_margin), ("association.observe_min_margin", a.observe_min_margin)]
+        {
+            ensure((0.0..=2.0).contains(&margin), key, || format!("{margin} must lie in [0, 2]"))?;
         }
-        if a.search_limit == 0 || a.default_top_k == 0 || self.max_items_per_request == 0 {
-            return Err("search_limit, default_top_k and max_items_per_request must be positive".into());
-        }
+        positive(&[
+            ("association.search_limit", a.search_limit as u64),
+            ("association.default_top_k", a.default_top_k as u64),
+            ("association.rerank.k1", a.rerank.k1 as u64),
+            ("association.rerank.k2", a.rerank.k2 as u64),
+            ("max_items_per_request", self.max_items_per_request as u64),
+        ])?;
         if let Some(rule) = a.transit.iter().find(|r| r.min_seconds.is_nan() || r.min_seconds < 0.0) {
-            return Err(format!("transit {} -> {}: min_seconds must be >= 0", rule.from, rule.to));
+            return Err(Invalid::new(
+                "association.transit.min_seconds",
+                format!("{} -> {}: must be >= 0", rule.from, rule.to),
+            ));
         }
-        if a.rerank.k1 == 0 || a.rerank.k2 == 0 || !(0.0..=1.0).contains(&a.rerank.lambda) {
-            return Err("association.rerank: k1 and k2 must be positive and lambda in [0, 1]".into());
-        }
-        if self.retention.sweep_interval.is_zero() {
-            return Err("retention.sweep_interval must be positive".into());
-        }
-        Ok(())
+        let lambda = a.rerank.lambda;
+        ensure((0.0..=1.0).contains(&lambda), "association.rerank.lambda", || format!("{lambda} must lie in [0, 1]"))?;
+        ensure(!self.retention.sweep_interval.is_zero(), "retention.sweep_interval", || "must be positive".into())
     }
 }
 
@@ -257,19 +259,25 @@ mod tests {
             association: AssociationConfig { threshold: Some(1.5), ..Default::default() },
             ..Default::default()
         };
-        assert!(bad.validate().is_err());
+        assert_eq!(bad.validate().unwrap_err().key, "association.threshold");
         for namespace in ["", "a b", "../x"] {
             let bad = IdentityConfig { namespace: namespace.into(), ..Default::default() };
-            assert!(bad.validate().is_err(), "{namespace:?}");
+            assert_eq!(bad.validate().unwrap_err().key, "namespace", "{namespace:?}");
         }
+        let rerank = RerankConfig { k2: 0, ..Default::default() };
+        let bad =
+            IdentityConfig { association: AssociationConfig { rerank, ..Default::default() }, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().key, "association.rerank.k2");
         let c: IdentityConfig =
             toml::from_str("namespace = \"site_b\"\n[index]\nm = 32\nquantization = \"int8\"").unwrap();
         assert_eq!(c.index.m, Some(32));
         assert!(c.validate().is_ok());
-        assert!(
+        assert_eq!(
             IdentityConfig { index: reid_vector_store::IndexParams { m: Some(1), ..Default::default() }, ..c }
                 .validate()
-                .is_err()
+                .unwrap_err()
+                .key,
+            "index"
         );
     }
 }

@@ -61,7 +61,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
+    config.validate()?;
     let store = open_store(&config).await?;
     let embedder = match &config.embedder_url {
         Some(url) => Some(Arc::new(embedder::GrpcEmbedder::new(

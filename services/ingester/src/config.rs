@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use reid_server::invalid::{Invalid, ensure, positive};
 use serde::Deserialize;
 
 use crate::detect::DetectorsConfig;
@@ -248,38 +249,31 @@ impl Default for ReconnectConfig {
 }
 
 impl IngesterConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        self.security.validate()?;
-        let t = &self.tracker;
-        if !(0.0..=1.0).contains(&t.min_iou) || t.min_iou == 0.0 {
-            return Err(format!("tracker.min_iou {} must lie in (0, 1]", t.min_iou));
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.security.validate().map_err(|e| e.within("security"))?;
+        let min_iou = self.tracker.min_iou;
+        ensure(min_iou > 0.0 && min_iou <= 1.0, "tracker.min_iou", || format!("{min_iou} must lie in (0, 1]"))?;
+        positive(&[
+            ("crops.per_tracklet", self.crops.per_tracklet as u64),
+            ("crops.max_pixels", self.crops.max_pixels),
+            ("delivery.buffer_tracklets", self.delivery.buffer_tracklets as u64),
+            ("delivery.embed_batch", self.delivery.embed_batch as u64),
+            ("delivery.max_attempts", u64::from(self.delivery.max_attempts)),
+            ("max_cameras", self.max_cameras as u64),
+            ("max_detections_per_message", self.max_detections_per_message as u64),
+            ("frame_queue", self.frame_queue as u64),
+        ])?;
+        if let Some(s) = self.shard {
+            ensure(s.count > 0 && s.index < s.count, "shard.index", || {
+                format!("{} must be below the shard count {}", s.index, s.count)
+            })?;
         }
-        if self.crops.per_tracklet == 0 || self.delivery.buffer_tracklets == 0 || self.delivery.embed_batch == 0 {
-            return Err(
-                "crops.per_tracklet, delivery.buffer_tracklets and delivery.embed_batch must be positive".into()
-            );
-        }
-        if let Some(s) = self.shard
-            && (s.count == 0 || s.index >= s.count)
-        {
-            return Err(format!("shard index {} must be below the shard count {}", s.index, s.count));
-        }
-        if self.max_cameras == 0 || self.max_detections_per_message == 0 {
-            return Err("max_cameras and max_detections_per_message must be positive".into());
-        }
-        if self.delivery.max_attempts == 0 || self.crops.max_pixels == 0 {
-            return Err("delivery.max_attempts and crops.max_pixels must be positive".into());
-        }
-        if self.frame_queue == 0 {
-            return Err("frame_queue must be positive".into());
-        }
-        if !(0..=100).contains(&self.crops.jpeg_quality) {
-            return Err(format!("crops.jpeg_quality {} must lie in [0, 100]", self.crops.jpeg_quality));
-        }
-        if self.reconnect.initial.is_zero() || self.reconnect.max < self.reconnect.initial {
-            return Err("reconnect.initial must be positive and at most reconnect.max".into());
-        }
-        Ok(())
+        let quality = self.crops.jpeg_quality;
+        ensure((0..=100).contains(&quality), "crops.jpeg_quality", || format!("{quality} must lie in [0, 100]"))?;
+        ensure(!self.reconnect.initial.is_zero(), "reconnect.initial", || "must be positive".into())?;
+        ensure(self.reconnect.max >= self.reconnect.initial, "reconnect.max", || {
+            "must be at least reconnect.initial".into()
+        })
     }
 }
 

@@ -58,7 +58,7 @@ impl Ingester {
         downstream: Option<Arc<dyn Downstream>>,
         metrics: IngesterMetrics,
     ) -> anyhow::Result<Self> {
-        config.validate().map_err(anyhow::Error::msg)?;
+        config.validate()?;
         let config = Arc::new(config);
         let outbox = downstream.as_ref().map(|_| {
             let dropped = metrics.tracklets.with_label_values(&["dropped"]);
@@ -130,7 +130,7 @@ impl Ingester {
             return Err(IngesterError::invalid(format!("target_fps {} must be >= 0", spec.target_fps)));
         }
         let source = SourceSpec::parse(&spec.url)?;
-        spec.view.validate().map_err(IngesterError::invalid)?;
+        spec.view.validate().map_err(|e| IngesterError::invalid(e.to_string()))?;
         if spec.detector.is_empty() {
             spec.detector = self.ctx.config.default_detector.clone();
         }

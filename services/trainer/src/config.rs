@@ -297,7 +297,7 @@ impl RunConfig {
             return bad("sampler.pairs_per_batch and negative_candidates must be positive".into());
         }
         if let Some(pseudo) = &self.pseudo_labels {
-            pseudo.validate().or_else(bad)?;
+            pseudo.validate().map_err(|e| TrainError::Config(e.to_string()))?;
             if !matches!(self.dataset, DatasetConfig::Tracklets { .. }) {
                 return bad("pseudo_labels cluster tracklets: the dataset must be kind = \"tracklets\"".into());
             }

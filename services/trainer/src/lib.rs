@@ -51,7 +51,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.security.validate().map_err(anyhow::Error::msg)?;
+    config.security.validate().map_err(|e| e.within("security"))?;
     let server = GrpcServer::new(vec![SERVICE_NAME]).secured(&config.security);
     let metrics = metrics::TrainerMetrics::new();
     let mut background = Background::new();

@@ -17,6 +17,7 @@
 //! Unlike the triplet loss, which sees the P identities of a batch, every image here is compared
 //! with every pseudo-identity at once, so no negative is ever left out because it was not sampled.
 
+use reid_server::invalid::{Invalid, ensure};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -40,18 +41,14 @@ impl Default for MemoryConfig {
 }
 
 impl MemoryConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = |x: f64| x.is_finite() && x > 0.0;
-        if !positive(self.weight) || !positive(self.temperature) {
-            return Err(format!(
-                "pseudo_labels.memory: weight ({}) and temperature ({}) must be positive",
-                self.weight, self.temperature
-            ));
+    pub fn validate(&self) -> Result<(), Invalid> {
+        for (key, x) in
+            [("pseudo_labels.memory.weight", self.weight), ("pseudo_labels.memory.temperature", self.temperature)]
+        {
+            ensure(x.is_finite() && x > 0.0, key, || format!("{x} must be positive"))?;
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!("pseudo_labels.memory.momentum {} is not in [0, 1)", self.momentum));
-        }
-        Ok(())
+        let m = self.momentum;
+        ensure((0.0..1.0).contains(&m), "pseudo_labels.memory.momentum", || format!("{m} is not in [0, 1)"))
     }
 }
 
@@ -180,8 +177,9 @@ mod tests {
     #[test]
     fn bounds() {
         assert!(MemoryConfig::default().validate().is_ok());
-        assert!(MemoryConfig { temperature: 0.0, ..Default::default() }.validate().is_err());
-        assert!(MemoryConfig { weight: -1.0, ..Default::default() }.validate().is_err());
-        assert!(MemoryConfig { momentum: 1.0, ..Default::default() }.validate().is_err());
+        let key = |m: MemoryConfig| m.validate().unwrap_err().key;
+        assert_eq!(key(MemoryConfig { temperature: 0.0, ..Default::default() }), "pseudo_labels.memory.temperature");
+        assert_eq!(key(MemoryConfig { weight: -1.0, ..Default::default() }), "pseudo_labels.memory.weight");
+        assert_eq!(key(MemoryConfig { momentum: 1.0, ..Default::default() }), "pseudo_labels.memory.momentum");
     }
 }

@@ -10,6 +10,7 @@
 //! people in one frame.
 
 use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_by, reranked_similarities};
+use reid_server::invalid::{Invalid, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Span;
@@ -37,13 +38,11 @@ impl Default for PseudoLabels {
 }
 
 impl PseudoLabels {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.every == 0 {
-            return Err("pseudo_labels.every must be at least 1".into());
-        }
-        if !(-1.0..=1.0).contains(&self.threshold) {
-            return Err(format!("pseudo_labels.threshold {} is not in [-1, 1]", self.threshold));
-        }
+    /// Keys are named as the recipe writes them (`pseudo_labels.every`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        ensure(self.every > 0, "pseudo_labels.every", || "must be at least 1".into())?;
+        let t = self.threshold;
+        ensure((-1.0..=1.0).contains(&t), "pseudo_labels.threshold", || format!("{t} is not in [-1, 1]"))?;
         self.memory.as_ref().map_or(Ok(()), MemoryConfig::validate)
     }
 
@@ -139,8 +138,9 @@ mod tests {
     fn schedule_and_bounds() {
         let every_two = PseudoLabels { every: 2, ..Default::default() };
         assert_eq!((1..=5).map(|e| every_two.due(e)).collect::<Vec<_>>(), [true, false, true, false, true]);
-        assert!(PseudoLabels { every: 0, ..Default::default() }.validate().is_err());
-        assert!(PseudoLabels { threshold: 1.5, ..Default::default() }.validate().is_err());
+        assert_eq!(PseudoLabels { every: 0, ..Default::default() }.validate().unwrap_err().key, "pseudo_labels.every");
+        let far = PseudoLabels { threshold: 1.5, ..Default::default() };
+        assert_eq!(far.validate().unwrap_err().key, "pseudo_labels.threshold");
         assert!(PseudoLabels::default().validate().is_ok());
     }
 }

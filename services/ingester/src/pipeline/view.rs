@@ -8,6 +8,7 @@ use std::time::Duration;
 use opencv::core::{Mat, Rect, Scalar, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
+use reid_server::invalid::{Invalid, ensure};
 use serde::Deserialize;
 
 use crate::pipeline::frame::{BBox, Frame};
@@ -48,32 +49,28 @@ impl View {
         self == &View::default()
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    /// Keys are named as a camera's TOML writes them (`view.scale`).
+    pub fn validate(&self) -> Result<(), Invalid> {
         if let Some([x, y, w, h]) = self.region {
             let inside = |v: f32| (0.0..=1.0).contains(&v);
-            if !(inside(x) && inside(y) && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6) {
-                return Err(format!("view.region {:?} must lie inside the frame, in fractions", [x, y, w, h]));
-            }
+            let fits = inside(x) && inside(y) && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6;
+            ensure(fits, "view.region", || format!("{:?} must lie inside the frame, in fractions", [x, y, w, h]))?;
         }
-        if !(0.05..=8.0).contains(&self.scale) {
-            return Err(format!("view.scale {} must lie in [0.05, 8]", self.scale));
-        }
+        let scale = self.scale;
+        ensure((0.05..=8.0).contains(&scale), "view.scale", || format!("{scale} must lie in [0.05, 8]"))?;
         // A view may enlarge its region, but never past the source frame's own pixel count: the
         // source's frame-size limit then bounds what the view makes too.
-        if self.pixel_factor() > 1.0 + 1e-6 {
-            return Err(format!(
-                "view.scale {} makes {:.2}x the pixels of the source frame; at most 1x (scale a smaller region)",
-                self.scale,
-                self.pixel_factor()
-            ));
-        }
-        if self.gains.iter().any(|g| !(0.0..=8.0).contains(g)) {
-            return Err(format!("view.gains {:?} must lie in [0, 8]", self.gains));
-        }
-        if !(-255.0..=255.0).contains(&self.brightness) {
-            return Err(format!("view.brightness {} must lie in [-255, 255]", self.brightness));
-        }
-        Ok(())
+        let factor = self.pixel_factor();
+        ensure(factor <= 1.0 + 1e-6, "view.scale", || {
+            format!("{scale} makes {factor:.2}x the pixels of the source frame; at most 1x (scale a smaller region)")
+        })?;
+        ensure(self.gains.iter().all(|g| (0.0..=8.0).contains(g)), "view.gains", || {
+            format!("{:?} must lie in [0, 8]", self.gains)
+        })?;
+        let brightness = self.brightness;
+        ensure((-255.0..=255.0).contains(&brightness), "view.brightness", || {
+            format!("{brightness} must lie in [-255, 255]")
+        })
     }
 
     /// The view's pixels over the source frame's: region area times scale squared.
@@ -191,8 +188,10 @@ mod tests {
         let view = View { region: Some([0.5, 0.0, 0.5, 1.0]), ..View::default() };
         let seen = view.apply(frame(), u64::MAX).unwrap();
         assert_eq!(seen.image.at_2d::<Vec3b>(50, 50).unwrap().0, [10, 20, 30]);
-        assert!(View { region: Some([0.6, 0.0, 0.5, 1.0]), ..View::default() }.validate().is_err());
-        assert!(View { scale: 0.0, ..View::default() }.validate().is_err());
+        let outside = View { region: Some([0.6, 0.0, 0.5, 1.0]), ..View::default() };
+        assert_eq!(outside.validate().unwrap_err().key, "view.region");
+        assert_eq!(View { scale: 0.0, ..View::default() }.validate().unwrap_err().key, "view.scale");
+        assert_eq!(View { gains: [1.0, 9.0, 1.0], ..View::default() }.validate().unwrap_err().key, "view.gains");
         // Enlarging is allowed up to the source's own pixel count, not beyond.
         assert!(View { scale: 8.0, ..View::default() }.validate().is_err());
         assert!(View { region: Some([0.0, 0.0, 0.25, 0.25]), scale: 4.0, ..View::default() }.validate().is_ok());
