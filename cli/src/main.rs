@@ -12,6 +12,7 @@ mod serve;
 mod settings;
 mod train;
 mod up;
+mod watch;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -60,6 +61,9 @@ enum Command {
     Identities(identity::IdentitiesArgs),
     /// Prints the feedback pairs (same / different) as JSON lines, for training.
     Feedback(identity::FeedbackArgs),
+    /// Follows the identity service's events (sightings, merges, splits, enrollments, erasures)
+    /// as they happen, one JSON object per line; reconnects after the last one printed.
+    Watch(watch::WatchArgs),
     /// Adds, lists and removes the cameras of a running ingester.
     #[command(subcommand)]
     Cameras(ingester::CamerasCommand),
@@ -171,6 +175,7 @@ fn main() -> std::process::ExitCode {
             Command::Sightings(args) => identity::sightings(args).await,
             Command::Identities(args) => identity::identities(args).await,
             Command::Feedback(args) => identity::feedback(args).await,
+            Command::Watch(args) => watch::run(args).await,
             Command::Cameras(cmd) => ingester::cameras(cmd).await,
             Command::Tracklets(cmd) => ingester::tracklets(cmd).await,
             Command::Train(args) => train::run(args).await,

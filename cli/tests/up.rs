@@ -1,6 +1,7 @@
 //! `reid up`, the real binary: four services on four consecutive ports with one key, wired to each
 //! other (an enrollment goes through the identity service to the embedder), stopped cleanly by
-//! ctrl-c, and what they stored under `--data` is there after a restart.
+//! ctrl-c, and what they stored under `--data` is there after a restart; `reid watch` prints the
+//! identity events.
 
 #![allow(clippy::unwrap_used)]
 
@@ -67,6 +68,11 @@ fn four_services_on_four_ports_one_key_and_state_under_data() {
     let id = enrolled["identity"].as_str().unwrap().to_owned();
     assert_eq!(enrolled["model"], "person-vtest", "the identity service embedded through the embedder");
     assert_eq!(ok(&["identify", "--addr", &identity, photo])[0]["identity"], id.as_str());
+    // The event stream tells what happened: the enrollment, as one JSON line.
+    let events = ok(&["watch", "--addr", &identity, "--from-oldest", "--count", "1"]);
+    assert_eq!((events[0]["kind"].as_str(), events[0]["identity_id"].as_str()), (Some("enrolled"), Some(id.as_str())));
+    assert_eq!(events[0]["name"], "Barack");
+    let cursor = events[0]["cursor"].as_str().unwrap().to_owned();
     assert!(ok(&["cameras", "list", "--addr", &ingester]).is_empty());
     let refused = Command::new(env!("CARGO_BIN_EXE_reid")).args(["identities", "--addr", &identity]).output().unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"), "{refused:?}");
@@ -75,6 +81,10 @@ fn four_services_on_four_ports_one_key_and_state_under_data() {
     assert!(data.join("identity/qdrant").is_dir(), "the embedded engine stores under --data");
 
     let child = up(&data, port, &log);
+    // Events are kept in memory: a cursor from before the restart is refused, not skipped over.
+    let stale = reid(&["watch", "--addr", &identity, "--after", &cursor, "--count", "1"]);
+    assert!(!stale.status.success());
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("restarted"), "{stale:?}");
     let listed = ok(&["identities", "--addr", &identity]);
     assert!(listed.iter().any(|l| l["identity"] == id.as_str() && l["name"] == "Barack"), "{listed:?}");
     assert!(interrupt(child).success());

@@ -228,6 +228,7 @@ const VIEWER_CALLS: &[&str] = &[
     "/reid.v1.IdentityService/Identify",
     "/reid.v1.IdentityService/ListIdentities",
     "/reid.v1.IdentityService/Sightings",
+    "/reid.v1.IdentityService/Watch",
     "/reid.v1.IngesterService/ListCameras",
     "/reid.v1.TrainerService/ListRuns",
     "/reid.v1.TrainerService/WatchRun",

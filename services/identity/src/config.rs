@@ -36,6 +36,8 @@ pub struct IdentityConfig {
     pub embedder_timeout: Duration,
     pub association: AssociationConfig,
     pub retention: RetentionConfig,
+    /// The event stream (`Watch`) and its webhook.
+    pub events: EventsConfig,
     /// Keep the best crop of each observed tracklet as its thumbnail (erased by `Forget` and TTL).
     pub keep_thumbnails: bool,
     /// Most images or embeddings in one request.
@@ -132,6 +134,56 @@ pub struct TransitRule {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How many of the latest events are kept for watchers that reconnect (in memory; a restart
+    /// starts afresh).
+    pub capacity: usize,
+    /// POST every event to this HTTP endpoint too.
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { capacity: 10_000, webhook: None }
+    }
+}
+
+/// A webhook: each event is POSTed as JSON, signed, retried with backoff until it is accepted
+/// (2xx) or `max_attempts` fail; events are delivered one at a time, in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// HMAC-SHA256 key: each request carries `x-reid-signature: sha256=HEX` of its body. Unset:
+    /// requests are not signed.
+    pub secret: Option<String>,
+    /// Deliveries tried per event before it is dropped (logged and counted).
+    pub max_attempts: u32,
+    /// Deadline of each attempt.
+    #[serde(with = "reid_server::duration::millis")]
+    pub timeout: Duration,
+    /// Only events about enrolled identities.
+    pub enrolled_only: bool,
+    /// Only sightings on these cameras (empty: all).
+    pub cameras: Vec<String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret: None,
+            max_attempts: 8,
+            timeout: Duration::from_secs(5),
+            enrolled_only: false,
+            cameras: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Anonymous sightings (of identities never enrolled) older than this are deleted, with their
     /// thumbnails. Zero keeps them forever.
@@ -156,6 +208,7 @@ impl Default for IdentityConfig {
             ingester_url: None,
             association: AssociationConfig::default(),
             retention: RetentionConfig::default(),
+            events: EventsConfig::default(),
             keep_thumbnails: true,
             max_items_per_request: 256,
             max_message_bytes: 64 << 20,
@@ -234,7 +287,23 @@ impl IdentityConfig {
         }
         let lambda = a.rerank.lambda;
         ensure((0.0..=1.0).contains(&lambda), "association.rerank.lambda", || format!("{lambda} must lie in [0, 1]"))?;
-        ensure(!self.retention.sweep_interval.is_zero(), "retention.sweep_interval", || "must be positive".into())
+        ensure(!self.retention.sweep_interval.is_zero(), "retention.sweep_interval", || "must be positive".into())?;
+        positive(&[("events.capacity", self.events.capacity as u64)])?;
+        if let Some(hook) = &self.events.webhook {
+            let url = &hook.url;
+            ensure(url.starts_with("http://"), "events.webhook.url", || {
+                format!(
+                    "{:?}: an http:// address (put a TLS proxy in front for https)",
+                    reid_server::truncated(url, 64)
+                )
+            })?;
+            positive(&[("events.webhook.max_attempts", u64::from(hook.max_attempts))])?;
+            ensure(!hook.timeout.is_zero(), "events.webhook.timeout", || "must be positive".into())?;
+            if let Some(secret) = &hook.secret {
+                ensure(!secret.is_empty(), "events.webhook.secret", || "is empty: leave it unset to not sign".into())?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ use crate::config::IdentityConfig;
 use crate::crops::{CropStore, ENROLL_PREFIX, SIGHTING_PREFIX, is_plain_id};
 use crate::embedder::EmbedderClient;
 use crate::error::{IdentityError, IdentityResult};
+use crate::events::{EventKind, EventLog, MergeCause};
 use crate::metrics::IdentityMetrics;
 use crate::model::ModelKey;
 use crate::payload::{ENROLLED, EnrolledPayload, GalleryPoint, SIGHTING, SightingPayload, field, fields};
@@ -211,6 +212,8 @@ pub struct Identities {
     /// Held from an `Observe`'s search to its write, so that concurrent tracklets of one new person
     /// cannot each start an identity.
     associating: tokio::sync::Mutex<()>,
+    /// What happened, for `Watch` and the webhook.
+    events: Arc<EventLog>,
     metrics: IdentityMetrics,
 }
 
@@ -271,6 +274,19 @@ fn check_cameras(cameras: &[String]) -> IdentityResult<()> {
     cameras.iter().try_for_each(|c| check_text("camera_id", c))
 }
 
+/// A `Watch` filter names at most [`MAX_CAMERAS_IN_FILTER`] cameras and as many identities, each
+/// a reid id.
+pub fn check_watch_filter(identities: &[String], cameras: &[String]) -> IdentityResult<()> {
+    check_cameras(cameras)?;
+    if identities.len() > MAX_CAMERAS_IN_FILTER {
+        return Err(IdentityError::invalid(format!(
+            "the filter names {} identities; at most {MAX_CAMERAS_IN_FILTER}",
+            identities.len()
+        )));
+    }
+    identities.iter().try_for_each(|i| check_identity_id(i))
+}
+
 fn check_model(model: &ModelKey) -> IdentityResult<()> {
     check_text("model id", &model.id)?;
     check_text("model version", &model.version)
@@ -315,6 +331,7 @@ impl Identities {
         metrics: IdentityMetrics,
     ) -> IdentityResult<Self> {
         let keys = Arc::new(crate::personal::PersonalKeys::open(config.data_dir.join("keys"))?);
+        let config_events_capacity = config.events.capacity;
         let catalog = Catalog::open(store.clone(), keys, &config.namespace).await?;
         let crops = CropStore::open(config.data_dir.join("crops"))?;
         let galleries = catalog
@@ -343,6 +360,7 @@ impl Identities {
             registering: Default::default(),
             progress: Default::default(),
             associating: Default::default(),
+            events: Arc::new(EventLog::new(config_events_capacity)),
             metrics,
         };
         identities.drop_vanished_galleries().await?;
@@ -379,6 +397,23 @@ impl Identities {
 
     pub fn metrics(&self) -> &IdentityMetrics {
         &self.metrics
+    }
+
+    /// The event log `Watch` and the webhook read.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    fn publish(&self, kind: EventKind) {
+        let event = self.events.publish(now_ms(), kind);
+        let kind = match &event.kind {
+            EventKind::Sighted { .. } => "sighted",
+            EventKind::Merged { .. } => "merged",
+            EventKind::Split { .. } => "split",
+            EventKind::Enrolled { .. } => "enrolled",
+            EventKind::Forgotten { .. } => "forgotten",
+        };
+        self.metrics.events.with_label_values(&[kind]).inc();
     }
 
     pub fn store(&self) -> &Arc<dyn VectorStore> {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod crops;
 pub mod embedder;
 pub mod error;
+pub mod events;
 pub mod identities;
 pub mod metrics;
 pub mod model;
@@ -100,7 +101,13 @@ pub async fn serve(
     background.metrics(identities.config().metrics_listen.as_deref(), identities.metrics().registry.clone()).await?;
     server.health().set_all(true).await;
     let limit = identities.config().max_message_bytes;
-    let grpc = IdentityServiceServer::new(service::IdentityGrpc::new(identities.clone()))
+    // Event streams never end by themselves: they are told when the server stops.
+    let (closed, closing) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        closed.send_replace(true);
+    };
+    let grpc = IdentityServiceServer::new(service::IdentityGrpc::new(identities.clone(), closing))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let result = server.serve(listener, tonic::service::Routes::new(grpc), shutdown).await;

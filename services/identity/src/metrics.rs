@@ -16,6 +16,8 @@ pub struct IdentityMetrics {
     pub migrations: IntCounter,
     pub replica_merges: IntCounter,
     pub identity_merges: IntCounter,
+    pub events: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 impl std::fmt::Debug for IdentityMetrics {
@@ -52,6 +54,12 @@ impl IdentityMetrics {
             identity_merges: m.counter(
                 "identity_merges_total",
                 "Identities the merge pass found to be one person with another, merged",
+            ),
+            events: m.counters("events_total", "Identity events published (Watch, webhook), by kind", &["kind"]),
+            webhook_deliveries: m.counters(
+                "webhook_deliveries_total",
+                "Webhook POSTs by outcome: delivered, retried (a failed attempt), dropped (attempts exhausted)",
+                &["outcome"],
             ),
             registry: m.registry(),
         }

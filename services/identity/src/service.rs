@@ -9,6 +9,7 @@ use reid_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
 use crate::association::Verdict;
+use crate::events::{Cursor, EventFilter, Start};
 use crate::identities::{
     Enrollment, Feedback, FeedbackKind, IdentifyOptions, Identities, Probe, SightingQuery, Tracklet, TrackletCrop,
 };
@@ -17,11 +18,13 @@ use crate::model::ModelKey;
 #[derive(Debug, Clone)]
 pub struct IdentityGrpc {
     identities: Arc<Identities>,
+    /// Turns true when the server shuts down: `Watch` streams end then (they never end alone).
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl IdentityGrpc {
-    pub fn new(identities: Arc<Identities>) -> Self {
-        Self { identities }
+    pub fn new(identities: Arc<Identities>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { identities, closing }
     }
 
     /// Counts and times every call by method and outcome.
@@ -76,8 +79,64 @@ fn probe(index: usize, p: pb::Probe) -> Result<Probe, Status> {
     }
 }
 
+/// Returns once the value is true (or its sender is gone).
+async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where a `Watch` starts, and which events it wants.
+fn watch_request(r: pb::WatchRequest) -> Result<(Start, EventFilter), Status> {
+    let start = match (r.after.as_str(), r.from_oldest) {
+        ("", false) => Start::Now,
+        ("", true) => Start::Oldest,
+        (after, _) => Start::After(after.parse::<Cursor>().map_err(Status::invalid_argument)?),
+    };
+    crate::identities::check_watch_filter(&r.identity_ids, &r.cameras)?;
+    Ok((start, EventFilter { identities: r.identity_ids, enrolled_only: r.enrolled_only, cameras: r.cameras }))
+}
+
 #[tonic::async_trait]
 impl IdentityService for IdentityGrpc {
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<pb::IdentityEvent, Status>>;
+
+    /// Sends the events from where the caller asked, then each one as it is published, until the
+    /// caller goes away or the server shuts down (UNAVAILABLE: reconnect with the last cursor).
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let (start, filter) = watch_request(request.into_inner())?;
+        let mut watcher = self.identities.events().watch(start).map_err(|e| Status::out_of_range(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut closing = self.closing.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    batch = watcher.next() => batch,
+                    _ = tx.closed() => return,
+                    _ = until_true(&mut closing) => {
+                        let _ = tx.send(Err(Status::unavailable("the service is shutting down: resume with the last cursor"))).await;
+                        return;
+                    }
+                };
+                let events = match batch {
+                    Ok(events) => events,
+                    Err(missed) => {
+                        let _ = tx.send(Err(Status::out_of_range(missed.to_string()))).await;
+                        return;
+                    }
+                };
+                for event in events.iter().filter(|e| filter.matches(&e.kind)) {
+                    if tx.send(Ok(pb::IdentityEvent::from(event.as_ref()))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn identify(&self, request: Request<pb::IdentifyRequest>) -> Result<Response<pb::IdentifyResponse>, Status> {
         self.observe_call("identify", async {
             let req = request.into_inner();

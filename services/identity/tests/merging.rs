@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use reid_identity::IdentityConfig;
+use reid_identity::events::{EventKind, MergeCause, Start};
 use reid_identity::identities::{Feedback, FeedbackKind, Identities, SightingQuery, Tracklet, TrackletCrop};
 
 /// `e0 + w e_axis`, normalised: two such vectors with different axes and weights `w`, `v` are
@@ -77,9 +78,17 @@ async fn the_merge_pass_joins_one_person_and_keeps_a_look_alike_seen_beside_them
     let service = open(dir.path(), Some(0.7)).await;
     let (identities, embedder) = (&service.identities, &service.embedder);
     let [a_west, a_east, b_west] = scene(identities, embedder).await;
+    let mut events = identities.events().watch(Start::Now).unwrap();
 
     assert_eq!(identities.merge_pass(reid_identity::identities::now_ms()).await.unwrap(), 1);
     assert_eq!(identities.metrics().identity_merges.get(), 1);
+    // Watchers are told, with the cause.
+    let merged: Vec<EventKind> = events.next().await.unwrap().iter().map(|e| e.kind.clone()).collect();
+    assert!(
+        matches!(&merged[..], [EventKind::Merged { from_identity_id, into_identity_id, cause: MergeCause::MergePass, .. }]
+            if *from_identity_id == a_east && *into_identity_id == a_west),
+        "{merged:?}"
+    );
     let (listed, _) = identities.list(100, None).await.unwrap();
     assert_eq!(listed.len(), 2, "A's two identities are one, B stays: {listed:?}");
     // The older identity survives and shows where the moved sighting came from.

@@ -72,6 +72,11 @@ impl Identities {
             }
         }
         self.metrics.enrolled_images.inc_by(stored as u64);
+        self.publish(EventKind::Enrolled {
+            identity_id: identity.clone(),
+            name: entry.name,
+            vectors_stored: stored as u32,
+        });
         Ok((identity, stored, gallery.model))
     }
 }

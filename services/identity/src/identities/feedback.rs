@@ -44,7 +44,7 @@ impl Identities {
             return Err(IdentityError::invalid("cannot merge an identity into itself"));
         }
         let b = self.catalog.identity(&f.b).await?.ok_or_else(|| IdentityError::IdentityNotFound(f.b.clone()))?;
-        self.absorb(&a, &b, at_ms).await?;
+        self.absorb(&a, &b, at_ms, MergeCause::Feedback).await?;
         let pair =
             FeedbackPair { same: true, a: a.identity.clone(), b: b.identity, camera: f.camera, track: f.track, at_ms };
         self.catalog.put_feedback(&pair).await?;
@@ -73,6 +73,7 @@ impl Identities {
             )));
         }
         let new_identity = derived_id(&["split", &a.identity, &f.camera, &f.track]).to_string();
+        let a_enrolled = a.enrolled;
         let moved_sightings: Vec<SightingPayload> =
             moved_points.iter().filter_map(|r| SightingPayload::from_payload(&r.payload)).collect();
         let thumbnails: Vec<String> = moved_sightings.iter().filter_map(|s| s.crop.clone()).collect();
@@ -100,6 +101,13 @@ impl Identities {
             at_ms,
         };
         self.catalog.put_feedback(&pair).await?;
+        self.publish(EventKind::Split {
+            from_identity_id: pair.a,
+            into_identity_id: new_identity.clone(),
+            camera_id: pair.camera,
+            track_id: pair.track,
+            enrolled: a_enrolled,
+        });
         Ok(new_identity)
     }
 
@@ -107,7 +115,13 @@ impl Identities {
     /// it are renamed, the two catalog entries become one, and its sealing key is shredded. A
     /// merge record is written first, so that an `Observe` on another replica that chose `gone`
     /// and writes after the move follows it. Each step is safe to repeat.
-    pub(super) async fn absorb(&self, keep: &IdentityEntry, gone: &IdentityEntry, at_ms: i64) -> IdentityResult<()> {
+    pub(super) async fn absorb(
+        &self,
+        keep: &IdentityEntry,
+        gone: &IdentityEntry,
+        at_ms: i64,
+        cause: MergeCause,
+    ) -> IdentityResult<()> {
         self.catalog.put_merged(&gone.identity, &keep.identity, at_ms).await?;
         let enrolled = keep.enrolled || gone.enrolled;
         let moved = fields([
@@ -142,6 +156,13 @@ impl Identities {
         self.catalog.put_identity(&merged).await?;
         self.catalog.remove_identity(&gone.identity).await?;
         self.catalog.keys().shred(&gone.identity)?;
+        self.publish(EventKind::Merged {
+            from_identity_id: gone.identity.clone(),
+            into_identity_id: merged.identity,
+            name: merged.name,
+            enrolled,
+            cause,
+        });
         Ok(())
     }
 

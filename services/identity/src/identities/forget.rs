@@ -11,9 +11,9 @@ impl Identities {
         check_identity_id(identity)?;
         let _associating = self.associating.lock().await;
         let filter = Filter::all().keyword(field::IDENTITY, identity);
-        let mut stored = self.catalog.identity(identity).await?.is_some()
-            || self.crops.count(identity) > 0
-            || self.catalog.keys().has_key(identity);
+        let entry = self.catalog.identity(identity).await?;
+        let enrolled = entry.as_ref().is_some_and(|e| e.enrolled);
+        let mut stored = entry.is_some() || self.crops.count(identity) > 0 || self.catalog.keys().has_key(identity);
         for g in self.galleries() {
             if stored {
                 break;
@@ -31,6 +31,7 @@ impl Identities {
         erased.exports_erased = self.erase_exports(identity, &tracklets).await?;
         erased.tracklets = tracklets;
         self.metrics.forgotten.inc();
+        self.publish(EventKind::Forgotten { identity_id: identity.to_owned(), enrolled });
         tracing::info!(%identity, vectors = erased.vectors, crops = erased.crops, exports = erased.exports_erased, "identity forgotten");
         Ok(erased)
     }

@@ -149,7 +149,7 @@ impl Identities {
             let mut keep = keep.clone();
             for g in gone {
                 tracing::info!(keep = %keep.identity, gone = %g.identity, "merge pass: one person in two identities; merged");
-                self.absorb(&keep, g, now_ms).await?;
+                self.absorb(&keep, g, now_ms, MergeCause::MergePass).await?;
                 keep = self.catalog.identity(&keep.identity).await?.unwrap_or(keep);
                 merged += 1;
             }

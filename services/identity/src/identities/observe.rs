@@ -115,6 +115,17 @@ impl Identities {
         let written = Written { point: point_id, track: track.clone(), identity, created, searched_ms, thumbnail };
         let identity = self.settle(&gallery, &embedding, &seen, &hits, threshold, written).await?;
         self.metrics.observations.with_label_values(&[if created { "new" } else { "existing" }]).inc();
+        self.publish(EventKind::Sighted {
+            identity_id: identity.clone(),
+            name: entry.name,
+            enrolled: entry.enrolled,
+            camera_id: camera,
+            track_id: track,
+            start_ms: start,
+            end_ms: end,
+            score,
+            new_identity: created,
+        });
         Ok(Observation { identity, created, score, margin })
     }
 

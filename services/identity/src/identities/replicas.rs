@@ -26,6 +26,7 @@ use super::{Gallery, Identities, now_ms};
 use crate::association::Match;
 use crate::catalog::IdentityEntry;
 use crate::error::IdentityResult;
+use crate::events::MergeCause;
 use crate::payload::{SIGHTING, SightingPayload, field, fields};
 
 /// How far apart two replicas' clocks may be for a write to count as concurrent.
@@ -118,7 +119,7 @@ impl Identities {
         let (keep, gone) = if survives_over(&a, &b) { (a, b) } else { (b, a) };
         tracing::info!(keep = %keep.identity, gone = %gone.identity, "two replicas started one person twice; merged");
         self.metrics.replica_merges.inc();
-        self.absorb(&keep, &gone, now_ms()).await?;
+        self.absorb(&keep, &gone, now_ms(), MergeCause::Replicas).await?;
         Ok(keep.identity)
     }
 
