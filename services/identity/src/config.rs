@@ -337,6 +337,19 @@ mod tests {
         let bad =
             IdentityConfig { association: AssociationConfig { rerank, ..Default::default() }, ..Default::default() };
         assert_eq!(bad.validate().unwrap_err().key, "association.rerank.k2");
+        let hook = |url: &str| IdentityConfig {
+            events: EventsConfig {
+                webhook: Some(WebhookConfig { url: url.into(), ..Default::default() }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(hook("http://alarms:8080/reid").validate().is_ok());
+        assert_eq!(hook("https://alarms/reid").validate().unwrap_err().key, "events.webhook.url");
+        let c: IdentityConfig =
+            toml::from_str("[events]\ncapacity = 5\n[events.webhook]\nurl = \"http://h/x\"\nmax_attempts = 0").unwrap();
+        assert_eq!(c.events.capacity, 5);
+        assert_eq!(c.validate().unwrap_err().key, "events.webhook.max_attempts");
         let c: IdentityConfig =
             toml::from_str("namespace = \"site_b\"\n[index]\nm = 32\nquantization = \"int8\"").unwrap();
         assert_eq!(c.index.m, Some(32));

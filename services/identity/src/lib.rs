@@ -6,6 +6,7 @@
 //! - [`catalog`], [`crops`], [`model`]: what is stored besides the vectors, and where;
 //! - [`personal`]: names and external ids sealed per identity, so that erasure is complete;
 //! - [`embedder`]: the seam to the embedder service;
+//! - [`events`], [`webhook`]: what happens to identities, streamed by `Watch` and POSTed;
 //! - [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve identity` and the tests call.
 
@@ -22,6 +23,7 @@ pub mod model;
 mod payload;
 pub mod personal;
 pub mod service;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +89,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut background = Background::new();
     background.spawn(identities.clone().maintain());
+    if let Some(hook) = identities.config().events.webhook.clone() {
+        background.spawn(webhook::deliver(hook, identities.events().clone(), identities.metrics().clone()));
+    }
     let follower = identities.clone();
     background.every(identities::FOLLOW_INTERVAL, move || {
         let follower = follower.clone();
