@@ -51,6 +51,8 @@ pub enum EventKind {
     Enrolled { identity_id: String, name: String, vectors_stored: u32 },
     /// Everything stored of the identity was erased.
     Forgotten { identity_id: String, enrolled: bool },
+    /// The identity's display name changed.
+    Renamed { identity_id: String, name: String, enrolled: bool },
 }
 
 impl EventKind {
@@ -59,7 +61,8 @@ impl EventKind {
         match self {
             EventKind::Sighted { identity_id, .. }
             | EventKind::Enrolled { identity_id, .. }
-            | EventKind::Forgotten { identity_id, .. } => vec![identity_id],
+            | EventKind::Forgotten { identity_id, .. }
+            | EventKind::Renamed { identity_id, .. } => vec![identity_id],
             EventKind::Merged { from_identity_id, into_identity_id, .. }
             | EventKind::Split { from_identity_id, into_identity_id, .. } => vec![from_identity_id, into_identity_id],
         }
@@ -70,7 +73,8 @@ impl EventKind {
             EventKind::Sighted { enrolled, .. }
             | EventKind::Merged { enrolled, .. }
             | EventKind::Split { enrolled, .. }
-            | EventKind::Forgotten { enrolled, .. } => *enrolled,
+            | EventKind::Forgotten { enrolled, .. }
+            | EventKind::Renamed { enrolled, .. } => *enrolled,
             EventKind::Enrolled { .. } => true,
         }
     }
@@ -312,6 +316,9 @@ impl From<&Event> for pb::IdentityEvent {
                 E::Enrolled(pb::Enrolled { identity_id, name, vectors_stored })
             }
             EventKind::Forgotten { identity_id, enrolled } => E::Forgotten(pb::Forgotten { identity_id, enrolled }),
+            EventKind::Renamed { identity_id, name, enrolled } => {
+                E::Renamed(pb::Renamed { identity_id, name, enrolled })
+            }
         };
         pb::IdentityEvent { cursor: e.cursor.to_string(), at: time(e.at_ms), event: Some(event) }
     }
@@ -359,6 +366,7 @@ impl TryFrom<pb::IdentityEvent> for Event {
                 EventKind::Enrolled { identity_id: n.identity_id, name: n.name, vectors_stored: n.vectors_stored }
             }
             E::Forgotten(f) => EventKind::Forgotten { identity_id: f.identity_id, enrolled: f.enrolled },
+            E::Renamed(r) => EventKind::Renamed { identity_id: r.identity_id, name: r.name, enrolled: r.enrolled },
         };
         Ok(Event { cursor: e.cursor.parse()?, at_ms: ms(e.at), kind })
     }
@@ -499,6 +507,7 @@ mod tests {
             },
             EventKind::Enrolled { identity_id: "a".into(), name: "Ann".into(), vectors_stored: 3 },
             EventKind::Forgotten { identity_id: "a".into(), enrolled: true },
+            EventKind::Renamed { identity_id: "a".into(), name: "Ann B".into(), enrolled: false },
         ];
         for kind in kinds {
             let e = Event { cursor: Cursor { epoch: 1, seq: 2 }, at_ms: 5_000, kind };

@@ -412,6 +412,7 @@ impl Identities {
             EventKind::Split { .. } => "split",
             EventKind::Enrolled { .. } => "enrolled",
             EventKind::Forgotten { .. } => "forgotten",
+            EventKind::Renamed { .. } => "renamed",
         };
         self.metrics.events.with_label_values(&[kind]).inc();
     }

@@ -217,6 +217,15 @@ impl IdentityService for IdentityGrpc {
         .await
     }
 
+    async fn rename(&self, request: Request<pb::RenameRequest>) -> Result<Response<pb::RenameResponse>, Status> {
+        self.observe_call("rename", async {
+            let req = request.into_inner();
+            self.identities.rename(&req.identity_id, &req.name).await?;
+            Ok(pb::RenameResponse {})
+        })
+        .await
+    }
+
     async fn list_identities(
         &self,
         request: Request<pb::ListIdentitiesRequest>,

@@ -161,3 +161,26 @@ async fn a_shutdown_ends_open_streams_with_unavailable() {
         Ok(Some(e)) => panic!("an event after shutdown: {e:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_changes_the_listed_name_and_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(config(dir.path()), ScriptedEmbedder::new("A")).await;
+    let seen = observe(&service, "west", "1", 1).await;
+    let mut stream = watch(&service, pb::WatchRequest::default()).await;
+    let mut client = service.client();
+    let rename =
+        |identity_id: &str, name: &str| pb::RenameRequest { identity_id: identity_id.into(), name: name.into() };
+    client.rename(rename(&seen.identity_id, "Ada")).await.unwrap();
+    let listed = client.list_identities(pb::ListIdentitiesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.identities[0].name, "Ada");
+    let renamed = next(&mut stream, 1).await;
+    assert!(matches!(&renamed[0].kind, EventKind::Renamed { identity_id, name, enrolled: false }
+        if *identity_id == seen.identity_id && name == "Ada"));
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    assert_eq!(client.rename(rename(unknown, "x")).await.unwrap_err().code(), tonic::Code::NotFound);
+    let long = "x".repeat(300);
+    assert_eq!(client.rename(rename(&seen.identity_id, &long)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    quiet(&mut stream).await;
+    service.stop().await;
+}

@@ -1,8 +1,21 @@
-//! `Enroll`: images of a person stored as the crops and vectors of an enrolled identity.
+//! `Enroll`: images of a person stored as the crops and vectors of an enrolled identity; `Rename`.
 
 use super::*;
 
 impl Identities {
+    /// Gives an identity a display name (empty clears it); sealed like every name.
+    pub async fn rename(&self, identity: &str, name: &str) -> IdentityResult<()> {
+        check_identity_id(identity)?;
+        check_text("name", name)?;
+        let _associating = self.associating.lock().await;
+        let entry =
+            self.catalog.identity(identity).await?.ok_or_else(|| IdentityError::IdentityNotFound(identity.into()))?;
+        let enrolled = entry.enrolled;
+        self.catalog.put_identity(&IdentityEntry { name: name.to_owned(), ..entry }).await?;
+        self.publish(EventKind::Renamed { identity_id: identity.to_owned(), name: name.to_owned(), enrolled });
+        Ok(())
+    }
+
     pub async fn enroll(&self, request: Enrollment) -> IdentityResult<(String, usize, ModelKey)> {
         if request.images.is_empty() {
             return Err(IdentityError::invalid("enroll needs at least one image"));
