@@ -22,6 +22,54 @@ pub enum ServeCommand {
     Identity(IdentityArgs),
     /// The camera ingester (default 127.0.0.1:50053).
     Ingester(IngesterArgs),
+    /// The operators' web console (default http://127.0.0.1:8080), over the identity service and
+    /// the ingester.
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// TOML file with any `ConsoleConfig` field; flags and environment override it.
+    #[arg(long, env = "REID_CONSOLE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Any configuration field, as in the file: `section.key=value` (repeatable). Environment
+    /// variables `REID_CONSOLE__SECTION__KEY` do the same; named flags win over both.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long, env = "REID_CONSOLE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The identity service (host:port or URL).
+    #[arg(long, env = "REID_CONSOLE_IDENTITY")]
+    identity: Option<String>,
+    /// The ingester, for the cameras' health.
+    #[arg(long, env = "REID_CONSOLE_INGESTER")]
+    ingester: Option<String>,
+    /// The identity service's crops folder (`DATA/crops`), for the thumbnails.
+    #[arg(long, env = "REID_CONSOLE_CROPS_DIR")]
+    crops_dir: Option<PathBuf>,
+}
+
+impl ConsoleArgs {
+    fn config(&self) -> anyhow::Result<reid_console::ConsoleConfig> {
+        let mut config: reid_console::ConsoleConfig = crate::settings::read_config(
+            self.config.as_deref(),
+            "REID_CONSOLE",
+            crate::settings::environment(),
+            &self.set,
+        )?;
+        if let Some(v) = &self.identity {
+            config.identity_url = reid_server::grpc_url(v);
+        }
+        if let Some(v) = &self.ingester {
+            config.ingester_url = Some(reid_server::grpc_url(v));
+        }
+        if let Some(v) = &self.crops_dir {
+            config.crops_dir = Some(v.clone());
+        }
+        config.security = crate::client::security_over(std::mem::take(&mut config.security));
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +451,11 @@ pub async fn run(cmd: ServeCommand) -> anyhow::Result<ExitCode> {
             let config = args.config()?;
             let listener = bind(&args.listen).await?;
             reid_ingester::run(config, listener, reid_server::shutdown_signal()).await?;
+        }
+        ServeCommand::Console(args) => {
+            let config = args.config()?;
+            let listener = bind(&args.listen).await?;
+            reid_console::run(config, listener, reid_server::shutdown_signal()).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,6 +43,11 @@ pub struct UpArgs {
     pub metrics: bool,
     #[arg(long, default_value = "127.0.0.1")]
     pub metrics_host: String,
+    /// The web console's port on --host (0: any free one, logged); `--no-console` for none.
+    #[arg(long, default_value_t = 8080)]
+    pub console_port: u16,
+    #[arg(long)]
+    pub no_console: bool,
     /// A folder whose videos and image folders cameras added over the API may read (repeatable).
     #[arg(long = "file-root")]
     pub file_roots: Vec<PathBuf>,
@@ -280,11 +285,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(url) => format!("vectors on the Qdrant server {url}"),
         None => "vectors in the embedded engine".to_owned(),
     };
+    let console_listener = match args.no_console {
+        true => None,
+        false => Some(bind(&format!("{}:{}", args.host, args.console_port)).await?),
+    };
+    let console_config = reid_console::ConsoleConfig {
+        crops_dir: Some(config.identity.data_dir.join("crops")),
+        security: config.security.clone(),
+        ..reid_console::ConsoleConfig::default()
+    };
     let pipeline = Pipeline::start(config, listeners).await?;
     pipeline.wait_serving(std::time::Duration::from_secs(120)).await?;
     let a = &pipeline.addrs;
+    let (console_stop, console_task, console_at) = match console_listener {
+        Some(listener) => {
+            let at = format!("http://{}", listener.local_addr()?);
+            let url = |addr: &str| match console_config.security.tls_cert {
+                Some(_) => format!("https://localhost:{}", addr.rsplit(':').next().unwrap_or_default()),
+                None => format!("http://{addr}"),
+            };
+            let console_config = reid_console::ConsoleConfig {
+                identity_url: url(&a.identity),
+                ingester_url: Some(url(&a.ingester)),
+                ..console_config
+            };
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(reid_console::run(console_config, listener, async move {
+                let _ = stopped.await;
+            }));
+            (Some(stop), Some(task), format!(", console {at}"))
+        }
+        None => (None, None, String::new()),
+    };
     eprintln!(
-        "reid is up: embedder {}, identity {}, ingester {}, trainer {}; data in {}, {vectors}. ctrl-c stops it.",
+        "reid is up: embedder {}, identity {}, ingester {}, trainer {}{console_at}; data in {}, {vectors}. ctrl-c stops it.",
         a.embedder,
         a.identity,
         a.ingester,
@@ -298,6 +332,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         } => {}
+    }
+    if let (Some(stop), Some(task)) = (console_stop, console_task) {
+        let _ = stop.send(());
+        task.await??;
     }
     pipeline.stop().await?;
     Ok(ExitCode::SUCCESS)

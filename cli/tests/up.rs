@@ -31,7 +31,16 @@ fn four_free_ports() -> u16 {
 fn up(data: &Path, port: u16, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_reid"))
-        .args(["up", "--data", data.to_str().unwrap(), "--port", &port.to_string(), "--model-dir"])
+        .args([
+            "up",
+            "--data",
+            data.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--console-port",
+            "0",
+            "--model-dir",
+        ])
         .arg(repo().join("models"))
         .env("REID_API_KEY", KEY)
         .stdout(Stdio::null())

@@ -141,6 +141,16 @@ pub fn grpc_url(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
+/// Resolves once `flag` is true (or its sender is gone): how a stream that never ends by itself
+/// (an event stream) learns that its server is shutting down.
+pub async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*flag.borrow_and_update() {
+        if flag.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Resolves on ctrl-c or SIGTERM: what `main` passes to a service's `run`.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -79,15 +79,6 @@ fn probe(index: usize, p: pb::Probe) -> Result<Probe, Status> {
     }
 }
 
-/// Returns once the value is true (or its sender is gone).
-async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
-    while !*flag.borrow_and_update() {
-        if flag.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Where a `Watch` starts, and which events it wants.
 fn watch_request(r: pb::WatchRequest) -> Result<(Start, EventFilter), Status> {
     let start = match (r.after.as_str(), r.from_oldest) {
@@ -115,7 +106,7 @@ impl IdentityService for IdentityGrpc {
                 let batch = tokio::select! {
                     batch = watcher.next() => batch,
                     _ = tx.closed() => return,
-                    _ = until_true(&mut closing) => {
+                    _ = reid_server::until_true(&mut closing) => {
                         let _ = tx.send(Err(Status::unavailable("the service is shutting down: resume with the last cursor"))).await;
                         return;
                     }
