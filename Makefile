@@ -29,6 +29,7 @@ test: setup
 	.venv/bin/python tests/python/grpc_client.py target/debug/reid
 	.venv/bin/python tests/python/identify_by_reflection.py target/debug/reid
 	.venv/bin/python tests/python/motmetrics_check.py target/debug/reid 60
+	.venv/bin/python tests/python/console_browser.py target/debug/reid
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee .cache/cargo-test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .cache/cargo-test.log
 

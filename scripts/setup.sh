@@ -15,8 +15,9 @@ as_root() {
 # libopencv-dev + clang/libclang-dev: the opencv crate's bindings; opencv-data: Haar cascades;
 # opencv-doc: vtest.avi, the pedestrian video of the ingester's tests, benchmark and person model;
 # dataset-fashion-mnist: the trainer's tests and experiment; docker-compose (1.29): validates the
-# compose files (there is no Docker engine to run them here); python3-yaml: the Kubernetes manifest check.
-APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose python3-yaml)
+# compose files (there is no Docker engine to run them here); python3-yaml: the Kubernetes manifest check;
+# chromium + chromium-driver: the web console's test in a real headless browser.
+APT_PACKAGES=(libopencv-dev clang libclang-dev opencv-data opencv-doc dataset-fashion-mnist docker-compose python3-yaml chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -34,7 +34,7 @@ pub(super) fn best_card(config: &RunConfig, run: &str, record: &EpochRecord) -> 
         input: m.input(),
         normalization: m.normalization(),
         embedding_dim: m.embedding_dim,
-        match_threshold: record.threshold.clamp(-1.0, 1.0) as f32,
+        match_threshold: config.training.match_threshold.unwrap_or(record.threshold).clamp(-1.0, 1.0) as f32,
         output: None,
         max_batch: None,
         metrics,
@@ -77,4 +77,36 @@ pub(super) fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Trai
         ));
     }
     std::fs::write(path, out).map_err(TrainError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_card_takes_the_recipes_threshold_over_the_held_out_one() {
+        let record = EpochRecord {
+            epoch: 3,
+            loss: 0.1,
+            active_fraction: 0.5,
+            seconds: 1.0,
+            rank1: 0.9,
+            rank5: 0.95,
+            rank10: 0.97,
+            map: 0.8,
+            minp: 0.5,
+            tar_at_far_1e2: 0.9,
+            tar_at_far_1e3: 0.8,
+            eer: 0.05,
+            threshold: 0.946,
+            cmc: vec![0.9],
+        };
+        let mut config = RunConfig::parse("[dataset]\nkind = \"fashion_mnist\"").unwrap();
+        assert!((best_card(&config, "r", &record).match_threshold - 0.946).abs() < 1e-6);
+        config.training.match_threshold = Some(0.8);
+        assert!((best_card(&config, "r", &record).match_threshold - 0.8).abs() < 1e-6);
+        config.training.match_threshold = Some(1.5);
+        assert!(config.validate().is_err(), "not a cosine similarity");
+    }
 }
