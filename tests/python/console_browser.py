@@ -6,14 +6,11 @@ its confirmation), a form without its CSRF token refused; every effect is checke
 identity service's gRPC API (a grpcio client generated from proto/), not through the page.
 Usage: console_browser.py PATH_TO_REID_BINARY
 """
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -25,6 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests/python"))
+import serving  # noqa: E402
 from grpc_client import generate  # noqa: E402
 
 KEY = "console-browser-key"
@@ -54,28 +52,10 @@ def four_free_ports() -> int:
 
 
 def up(binary: str, data: Path, port: int) -> tuple[subprocess.Popen, str, list[str]]:
-    proc = subprocess.Popen(
-        [binary, "up", "--data", str(data), "--port", str(port), "--console-port", "0",
-         "--model-dir", str(ROOT / "models"), "--camera", f"west={VIDEO}"],
-        stderr=subprocess.PIPE, text=True,
-        env={"RUST_LOG": "warn", "PATH": "/usr/bin:/bin", "REID_API_KEY": KEY},
-    )
-    found = threading.Event()
-    console, log = [], []
-
-    def read() -> None:
-        for line in proc.stderr:
-            log.append(line)
-            m = re.search(r"console (http://\S+?);", line)
-            if m and not found.is_set():
-                console.append(m.group(1))
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(180):
-        proc.kill()
-        sys.exit("reid up did not start:\n" + "".join(log[-30:]))
-    return proc, console[0], log
+    args = [binary, "up", "--data", str(data), "--port", str(port), "--console-port", "0",
+            "--model-dir", str(ROOT / "models"), "--camera", f"west={VIDEO}"]
+    env = {"RUST_LOG": "warn", "PATH": "/usr/bin:/bin", "REID_API_KEY": KEY}
+    return serving.start(args, r"console (http://\S+?);", env, timeout=180)
 
 
 def browser() -> webdriver.Chrome:

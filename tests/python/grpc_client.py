@@ -5,16 +5,17 @@ dimension. Usage: grpc_client.py PATH_TO_REID_BINARY
 """
 import importlib.resources
 import math
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import grpc
 from grpc_tools import protoc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,26 +30,9 @@ def generate(out: Path) -> None:
 
 
 def start(binary: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [binary, "serve", "embedder", "--listen", "127.0.0.1:0", "--model-dir", str(ROOT / "models")],
-        stderr=subprocess.PIPE, text=True, env={"RUST_LOG": "info", "PATH": "/usr/bin:/bin"},
-    )
-    found = threading.Event()
-    addr = []
-
-    def read() -> None:
-        for line in proc.stderr:
-            if not found.is_set():
-                m = re.search(r"serving grpc addr=(\S+)", line)
-                if m:
-                    addr.append(m.group(1))
-                    found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(60):
-        proc.kill()
-        sys.exit("the embedder did not start")
-    return proc, addr[0]
+    args = [binary, "serve", "embedder", "--listen", "127.0.0.1:0", "--model-dir", str(ROOT / "models")]
+    proc, addr, _ = serving.start(args, r"serving grpc addr=(\S+)", {"RUST_LOG": "info", "PATH": "/usr/bin:/bin"})
+    return proc, addr
 
 
 def main() -> None:

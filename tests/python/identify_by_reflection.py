@@ -7,12 +7,10 @@ Usage: identify_by_reflection.py PATH_TO_REID_BINARY
 """
 import base64
 import collections
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import grpc
@@ -20,6 +18,9 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests/python"))
+import serving  # noqa: E402
+
 KEY = "reflection-check-key"
 
 
@@ -59,24 +60,9 @@ class ApiKey(
 
 
 def start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        args, stderr=subprocess.PIPE, text=True,
-        env={"RUST_LOG": "info", "PATH": "/usr/bin:/bin", "REID_API_KEY": KEY},
-    )
-    found, addr = threading.Event(), []
-
-    def read() -> None:
-        for line in proc.stderr:  # read to the end so the pipe never fills
-            m = re.search(r"serving grpc addr=(\S+)", line)
-            if m and not found.is_set():
-                addr.append(m.group(1))
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(60):
-        proc.kill()
-        sys.exit(f"{args[1:3]} did not start")
-    return proc, addr[0]
+    env = {"RUST_LOG": "info", "PATH": "/usr/bin:/bin", "REID_API_KEY": KEY}
+    proc, addr, _ = serving.start(args, r"serving grpc addr=(\S+)", env)
+    return proc, addr
 
 
 def method(channel: grpc.Channel, service: str, name: str):

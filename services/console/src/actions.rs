@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
@@ -24,6 +24,30 @@ fn checked(console: &Console, headers: &HeaderMap, form: &HashMap<String, String
         return Err(PageError::Csrf);
     }
     Ok(session)
+}
+
+/// A form posted to `/identities/{id}/...`: the identity, the fields, and the session, whose CSRF
+/// token the form carries (checked before the handler runs).
+pub struct IdentityForm {
+    id: String,
+    form: HashMap<String, String>,
+    session: Session,
+}
+
+impl FromRequest<Console> for IdentityForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, console: &Console) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Path(id) =
+            Path::<String>::from_request_parts(&mut parts, console).await.map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<HashMap<String, String>>::from_request(Request::from_parts(parts, body), console)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let session = checked(console, &headers, &form).map_err(IntoResponse::into_response)?;
+        Ok(Self { id, form, session })
+    }
 }
 
 fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> Result<&'a str, PageError> {
@@ -69,11 +93,8 @@ pub async fn logout(
 
 pub async fn rename(
     State(console): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
-    let session = checked(&console, &headers, &form)?;
     let name = form.get("name").cloned().unwrap_or_default();
     console.backend().identity(&session).rename(pb::RenameRequest { identity_id: id.clone(), name }).await?;
     Ok(to_identity(&id))
@@ -81,11 +102,8 @@ pub async fn rename(
 
 pub async fn forget(
     State(console): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
-    let session = checked(&console, &headers, &form)?;
     if form.get("confirm").map(String::as_str) != Some("yes") {
         return Err(PageError::BadRequest("tick the box to confirm that this person is to be erased".into()));
     }
@@ -96,11 +114,8 @@ pub async fn forget(
 /// `other` folded into this identity.
 pub async fn merge(
     State(console): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
-    let session = checked(&console, &headers, &form)?;
     let request = pb::FeedbackRequest {
         kind: pb::FeedbackKind::Merge as i32,
         identity_a: id,
@@ -115,11 +130,8 @@ pub async fn merge(
 /// is not) or `split` (move it out into an identity of its own).
 pub async fn feedback(
     State(console): State<Console>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
+    IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
-    let session = checked(&console, &headers, &form)?;
     let kind = match field(&form, "verdict")? {
         "confirm" => pb::FeedbackKind::Confirm,
         "reject" => pb::FeedbackKind::Reject,
