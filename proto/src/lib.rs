@@ -9,6 +9,8 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every reid proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/reid_descriptor.bin"));
 
+pub mod time;
+
 /// Default listen addresses of the services on one machine.
 pub mod ports {
     pub const EMBEDDER: &str = "127.0.0.1:50051";
@@ -18,3 +20,16 @@ pub mod ports {
 }
 
 pub use v1::*;
+
+/// A box as the services keep it: `[x, y, width, height]` in pixels.
+impl From<[f32; 4]> for v1::BoundingBox {
+    fn from([x, y, width, height]: [f32; 4]) -> Self {
+        v1::BoundingBox { x, y, width, height }
+    }
+}
+
+impl From<&v1::BoundingBox> for [f32; 4] {
+    fn from(b: &v1::BoundingBox) -> Self {
+        [b.x, b.y, b.width, b.height]
+    }
+}

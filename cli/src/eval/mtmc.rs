@@ -374,14 +374,11 @@ fn read_exports(root: &Path) -> anyhow::Result<Vec<Exported>> {
     Ok(out)
 }
 
-fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
-    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
-
 /// The identity whose sighting of the exported tracklet's camera and track overlaps its time
 /// span most (a long track is delivered as several tracklets, each its own sighting).
 fn identity_of(played: &Played, t: &Exported) -> Option<String> {
     let (start, end) = (t.start_ms as i64, t.end_ms as i64);
+    let millis = reid_proto::time::millis_or_zero;
     let overlap = |s: &pb::Sighting| millis(s.end.as_ref()).min(end) - millis(s.start.as_ref()).max(start);
     played
         .seen

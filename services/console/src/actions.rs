@@ -13,7 +13,9 @@ use minijinja::context;
 use reid_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::pages::{all_identities, clock, ms, short};
+use reid_proto::time::millis_or_zero as ms;
+
+use crate::pages::{all_identities, clock, short};
 use crate::session::{Session, csrf_ok};
 use crate::{Console, PageError};
 

@@ -65,7 +65,7 @@ pub fn summary(e: &pb::IdentityEvent) -> Option<serde_json::Value> {
         E::Forgotten(f) => ("forgotten", &f.identity_id, format!("{} forgotten", short(&f.identity_id))),
         E::Renamed(r) => ("renamed", &r.identity_id, format!("{} is now called {}", short(&r.identity_id), r.name)),
     };
-    let at = e.at.as_ref().map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let at = reid_proto::time::millis_or_zero(e.at.as_ref());
     Some(json!({ "kind": kind, "identity_id": identity, "text": text, "at_ms": at }))
 }
 

@@ -9,16 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
+use reid_proto::time::millis_or_zero as ms;
 use reid_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::session::Session;
 use crate::{Console, PageError};
-
-/// Milliseconds since the epoch of a protobuf time (0 when unset).
-pub fn ms(t: Option<&prost_types::Timestamp>) -> i64 {
-    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
 
 /// A time as people read it, in UTC (RFC 3339 to the second).
 pub fn clock(ms: i64) -> String {

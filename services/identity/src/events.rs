@@ -279,7 +279,7 @@ impl From<MergeCause> for pb::MergeCause {
 impl From<&Event> for pb::IdentityEvent {
     fn from(e: &Event) -> Self {
         use pb::identity_event::Event as E;
-        let time = |ms: i64| Some(crate::service::to_timestamp(ms));
+        let time = |ms: i64| Some(reid_proto::time::timestamp(ms));
         let event = match e.kind.clone() {
             EventKind::Sighted {
                 identity_id,
@@ -330,7 +330,7 @@ impl TryFrom<pb::IdentityEvent> for Event {
 
     fn try_from(e: pb::IdentityEvent) -> Result<Self, String> {
         use pb::identity_event::Event as E;
-        let ms = |t: Option<prost_types::Timestamp>| t.as_ref().map_or(0, crate::service::to_ms);
+        let ms = |t: Option<prost_types::Timestamp>| reid_proto::time::millis_or_zero(t.as_ref());
         let kind = match e.event.ok_or("an event without a kind")? {
             E::Sighted(s) => EventKind::Sighted {
                 identity_id: s.identity_id,

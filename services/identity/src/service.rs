@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use prost_types::Timestamp;
+use reid_proto::time::{millis, timestamp};
 use reid_proto::v1 as pb;
 use reid_proto::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
@@ -52,18 +52,6 @@ async fn to_completion<T: Send + 'static>(
         Ok(result) => result.map_err(Status::from),
         Err(e) => Err(Status::internal(format!("write task failed: {e}"))),
     }
-}
-
-pub fn to_ms(t: &Timestamp) -> i64 {
-    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
-}
-
-pub fn to_timestamp(ms: i64) -> Timestamp {
-    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
-
-fn bbox(b: &pb::BoundingBox) -> [f32; 4] {
-    [b.x, b.y, b.width, b.height]
 }
 
 fn probe(index: usize, p: pb::Probe) -> Result<Probe, Status> {
@@ -162,7 +150,7 @@ impl IdentityService for IdentityGrpc {
                                 name: c.name,
                                 score: c.score,
                                 camera_id: c.camera.unwrap_or_default(),
-                                seen_at: c.seen_ms.map(to_timestamp),
+                                seen_at: c.seen_ms.map(timestamp),
                             })
                             .collect(),
                     }
@@ -233,8 +221,8 @@ impl IdentityService for IdentityGrpc {
                     enrolled: s.entry.enrolled,
                     sightings: s.sightings,
                     cameras: s.cameras,
-                    first_seen: s.first_seen_ms.map(to_timestamp),
-                    last_seen: s.last_seen_ms.map(to_timestamp),
+                    first_seen: s.first_seen_ms.map(timestamp),
+                    last_seen: s.last_seen_ms.map(timestamp),
                 })
                 .collect();
             Ok(pb::ListIdentitiesResponse { identities, next_page_token: next.unwrap_or_default() })
@@ -251,8 +239,8 @@ impl IdentityService for IdentityGrpc {
             let range = req.range.unwrap_or_default();
             let query = SightingQuery {
                 identity: req.identity_id,
-                from_ms: range.start.as_ref().map(to_ms),
-                to_ms: range.end.as_ref().map(to_ms),
+                from_ms: range.start.as_ref().map(millis),
+                to_ms: range.end.as_ref().map(millis),
                 cameras: req.cameras,
             };
             let sightings = self
@@ -263,9 +251,9 @@ impl IdentityService for IdentityGrpc {
                 .map(|s| pb::Sighting {
                     camera_id: s.camera,
                     track_id: s.track,
-                    start: Some(to_timestamp(s.start_ms)),
-                    end: Some(to_timestamp(s.end_ms)),
-                    r#box: s.bbox.map(|[x, y, width, height]| pb::BoundingBox { x, y, width, height }),
+                    start: Some(timestamp(s.start_ms)),
+                    end: Some(timestamp(s.end_ms)),
+                    r#box: s.bbox.map(pb::BoundingBox::from),
                     score: s.score,
                     model_version: s.model_version,
                     thumbnail: s.thumbnail.unwrap_or_default(),
@@ -287,8 +275,8 @@ impl IdentityService for IdentityGrpc {
                     image: c.image,
                     embedding: c.embedding.map(|e| e.values),
                     quality: c.quality,
-                    bbox: c.r#box.as_ref().map(bbox),
-                    at_ms: c.captured_at.as_ref().map(to_ms),
+                    bbox: c.r#box.as_ref().map(<[f32; 4]>::from),
+                    at_ms: c.captured_at.as_ref().map(millis),
                 })
                 .collect();
             let tracklet = Tracklet {
@@ -339,7 +327,7 @@ impl IdentityService for IdentityGrpc {
                     identity_b: p.b,
                     camera_id: p.camera,
                     track_id: p.track,
-                    recorded_at: Some(to_timestamp(p.at_ms)),
+                    recorded_at: Some(timestamp(p.at_ms)),
                 })
                 .collect();
             Ok(pb::ListFeedbackResponse { pairs })

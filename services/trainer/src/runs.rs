@@ -40,10 +40,6 @@ impl std::fmt::Debug for RunHandle {
     }
 }
 
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(t)
-}
-
 pub fn is_terminal(state: pb::RunState) -> bool {
     matches!(state, pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
 }
@@ -82,7 +78,7 @@ impl RunHandle {
         inner.state = state;
         let e = pb::RunEvent {
             run_id: self.id.clone(),
-            at: Some(timestamp(SystemTime::now())),
+            at: Some(SystemTime::now().into()),
             state: state as i32,
             event: Some(event),
         };
@@ -143,7 +139,7 @@ impl RunHandle {
         pb::RunSummary {
             run_id: self.id.clone(),
             state: inner.state as i32,
-            started_at: Some(timestamp(self.started_at)),
+            started_at: Some(self.started_at.into()),
             epochs_done: inner.epochs_done,
             best: inner.best.as_ref().map(eval_metrics),
             error: inner.error.clone(),

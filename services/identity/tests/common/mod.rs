@@ -194,7 +194,7 @@ pub async fn reopen_store(path: &std::path::Path) -> reid_vector_store::EdgeStor
 }
 
 pub fn ts(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    reid_proto::time::timestamp(ms)
 }
 
 /// A tracklet of `views` crops of `person` on `camera`, starting at `start_ms`, one crop a second.

@@ -232,10 +232,6 @@ fn transient(status: &Status) -> bool {
     reid_server::client::is_transient(status.code())
 }
 
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(t)
-}
-
 /// The Observe call for a tracklet. Embedded crops carry their embeddings, and only the best
 /// crop its picture (the identity service keeps it as the thumbnail): a crop's JPEG crosses the
 /// network once, to the embedder. Without an embedder every crop carries its picture.
@@ -249,7 +245,7 @@ fn observe_request(p: &Pending) -> pb::ObserveRequest {
         .map(|(i, c)| pb::TrackletCrop {
             image: (p.embedded.is_none() || Some(i) == best).then(|| encoded(c.jpeg.clone())),
             r#box: Some(c.bbox.into()),
-            captured_at: Some(timestamp(c.captured_at)),
+            captured_at: Some(c.captured_at.into()),
             quality: c.quality,
             embedding: p.embedded.as_ref().map(|(e, _)| pb::Embedding { values: e[i].clone() }),
         })
