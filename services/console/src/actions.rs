@@ -30,7 +30,7 @@ fn checked(console: &Console, headers: &HeaderMap, form: &HashMap<String, String
 
 /// A form posted to `/identities/{id}/...`: the identity, the fields, and the session, whose CSRF
 /// token the form carries (checked before the handler runs).
-pub struct IdentityForm {
+pub(crate) struct IdentityForm {
     id: String,
     form: HashMap<String, String>,
     session: Session,
@@ -63,7 +63,7 @@ fn to_identity(id: &str) -> Response {
     Redirect::to(&format!("/identities/{id}")).into_response()
 }
 
-pub async fn login(
+pub(crate) async fn login(
     State(console): State<Console>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
@@ -81,7 +81,7 @@ pub async fn login(
     }
 }
 
-pub async fn logout(
+pub(crate) async fn logout(
     State(console): State<Console>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
@@ -93,7 +93,7 @@ pub async fn logout(
     Ok(([(header::SET_COOKIE, console.sessions().clear_cookie())], Redirect::to("/login")).into_response())
 }
 
-pub async fn rename(
+pub(crate) async fn rename(
     State(console): State<Console>,
     IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
@@ -102,7 +102,7 @@ pub async fn rename(
     Ok(to_identity(&id))
 }
 
-pub async fn forget(
+pub(crate) async fn forget(
     State(console): State<Console>,
     IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
@@ -114,7 +114,7 @@ pub async fn forget(
 }
 
 /// `other` folded into this identity.
-pub async fn merge(
+pub(crate) async fn merge(
     State(console): State<Console>,
     IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
@@ -130,7 +130,7 @@ pub async fn merge(
 
 /// One sighting (camera + track) of this identity: `confirm` (it is this person), `reject` (it
 /// is not) or `split` (move it out into an identity of its own).
-pub async fn feedback(
+pub(crate) async fn feedback(
     State(console): State<Console>,
     IdentityForm { id, form, session }: IdentityForm,
 ) -> Result<Response, PageError> {
@@ -191,7 +191,7 @@ struct CandidateView {
 }
 
 /// Who is in this photo: the identity service's answer, with a crop of each candidate.
-pub async fn search(
+pub(crate) async fn search(
     State(console): State<Console>,
     headers: HeaderMap,
     multipart: Multipart,
@@ -242,7 +242,7 @@ pub async fn search(
 }
 
 /// A new person from photos (or more photos of one, with `identity`).
-pub async fn enroll(
+pub(crate) async fn enroll(
     State(console): State<Console>,
     headers: HeaderMap,
     multipart: Multipart,

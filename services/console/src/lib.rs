@@ -10,12 +10,14 @@
 //! - [`pages`]: what is shown; [`actions`]: the forms that change something; [`live`]: events
 //!   as server-sent events.
 
-pub mod actions;
-pub mod backend;
-pub mod config;
-pub mod live;
-pub mod pages;
-pub mod session;
+#![warn(unreachable_pub)]
+
+mod actions;
+mod backend;
+mod config;
+mod live;
+mod pages;
+mod session;
 
 use std::future::Future;
 use std::sync::Arc;

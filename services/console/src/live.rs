@@ -24,7 +24,7 @@ fn who(name: &str, id: &str) -> String {
 }
 
 /// The browser's form of an event, or `None` for one it does not show.
-pub fn summary(e: &pb::IdentityEvent) -> Option<serde_json::Value> {
+pub(crate) fn summary(e: &pb::IdentityEvent) -> Option<serde_json::Value> {
     let (kind, identity, text) = match e.event.as_ref()? {
         E::Sighted(s) if s.new_identity => (
             "sighted",
@@ -70,7 +70,7 @@ pub fn summary(e: &pb::IdentityEvent) -> Option<serde_json::Value> {
 }
 
 /// `GET /events`: the stream, resumed after `Last-Event-ID` when the browser sends one.
-pub async fn events(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
+pub(crate) async fn events(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
     let session = console.session(&headers)?;
     let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut client = console.backend().identity(&session);

@@ -17,7 +17,7 @@ use crate::session::Session;
 use crate::{Console, PageError};
 
 /// A time as people read it, in UTC (RFC 3339 to the second).
-pub fn clock(ms: i64) -> String {
+pub(crate) fn clock(ms: i64) -> String {
     if ms <= 0 {
         return String::new();
     }
@@ -26,7 +26,7 @@ pub fn clock(ms: i64) -> String {
 }
 
 /// A short form of an id, for tables.
-pub fn short(id: &str) -> String {
+pub(crate) fn short(id: &str) -> String {
     id.chars().take(8).collect()
 }
 
@@ -53,7 +53,7 @@ struct CameraRow {
     last_error: String,
 }
 
-pub async fn login_form(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
+pub(crate) async fn login_form(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
     if console.sessions().of(&headers).is_some() {
         return Ok(Redirect::to("/").into_response());
     }
@@ -66,7 +66,10 @@ pub async fn login_form(State(console): State<Console>, headers: HeaderMap) -> R
 }
 
 /// Every identity, newest first (at most 1,000: the overview is not a report).
-pub async fn all_identities(console: &Console, session: &Session) -> Result<Vec<pb::IdentitySummary>, PageError> {
+pub(crate) async fn all_identities(
+    console: &Console,
+    session: &Session,
+) -> Result<Vec<pb::IdentitySummary>, PageError> {
     let mut client = console.backend().identity(session);
     let (mut all, mut token) = (Vec::new(), String::new());
     loop {
@@ -109,7 +112,7 @@ async fn cameras(console: &Console, session: &Session) -> (Vec<CameraRow>, Optio
     }
 }
 
-pub async fn index(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
+pub(crate) async fn index(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
     let session = console.session(&headers)?;
     let identities: Vec<IdentityRow> = all_identities(&console, &session)
         .await?
@@ -149,7 +152,7 @@ struct SightingView {
     width: f64,
 }
 
-pub async fn identity(
+pub(crate) async fn identity(
     State(console): State<Console>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -204,7 +207,7 @@ pub async fn identity(
 }
 
 /// A stored crop (a sighting's thumbnail or an enrolled image), for a logged-in user.
-pub async fn crop(
+pub(crate) async fn crop(
     State(console): State<Console>,
     headers: HeaderMap,
     Path((identity, file)): Path<(String, String)>,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ConsoleConfig;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "reid_console";
+pub(crate) const COOKIE: &str = "reid_console";
 
 /// One login.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ impl Sessions {
 }
 
 /// Whether a submitted CSRF token is the session's.
-pub fn csrf_ok(session: &Session, submitted: &str) -> bool {
+pub(crate) fn csrf_ok(session: &Session, submitted: &str) -> bool {
     !submitted.is_empty() && same(&session.csrf, submitted)
 }
 

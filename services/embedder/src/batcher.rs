@@ -56,7 +56,7 @@ enum Msg {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct BatchPolicy {
+pub(crate) struct BatchPolicy {
     pub max_batch: usize,
     pub max_delay: Duration,
     pub queue_capacity: usize,
@@ -64,7 +64,7 @@ pub struct BatchPolicy {
 
 /// The handle handlers use; cheap to clone.
 #[derive(Clone)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: SyncSender<Msg>,
     active: watch::Receiver<Option<Arc<ActiveModel>>>,
     /// Requests pre-processing now, about to submit: the thread waits for them, not longer.
@@ -90,7 +90,7 @@ impl Drop for Preparing {
 impl Batcher {
     /// Starts the inference thread. It ends when every `Batcher` clone is dropped, after
     /// finishing the jobs already queued.
-    pub fn spawn(policy: BatchPolicy, metrics: EmbedderMetrics) -> std::io::Result<(Batcher, JoinHandle<()>)> {
+    pub(crate) fn spawn(policy: BatchPolicy, metrics: EmbedderMetrics) -> std::io::Result<(Batcher, JoinHandle<()>)> {
         let (tx, rx) = mpsc::sync_channel(policy.queue_capacity);
         let (active_tx, active) = watch::channel(None);
         let preparing = Arc::new(AtomicUsize::new(0));
@@ -100,7 +100,7 @@ impl Batcher {
     }
 
     /// The model served now, if any.
-    pub fn active(&self) -> Option<Arc<ActiveModel>> {
+    pub(crate) fn active(&self) -> Option<Arc<ActiveModel>> {
         self.active.borrow().clone()
     }
 
@@ -118,7 +118,11 @@ impl Batcher {
     }
 
     /// Hands a loaded model to the inference thread; resolves once it serves.
-    pub async fn swap(&self, name: String, model: Box<dyn EmbeddingModel>) -> Result<Arc<ActiveModel>, EmbedderError> {
+    pub(crate) async fn swap(
+        &self,
+        name: String,
+        model: Box<dyn EmbeddingModel>,
+    ) -> Result<Arc<ActiveModel>, EmbedderError> {
         let (reply, done) = oneshot::channel();
         let tx = self.tx.clone();
         // `send` may block while the queue is full: keep that off the runtime.

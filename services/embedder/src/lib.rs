@@ -5,12 +5,14 @@
 //! - [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve embedder` and the tests call.
 
-pub mod batcher;
-pub mod config;
+#![warn(unreachable_pub)]
+
+mod batcher;
+mod config;
 pub mod embedder;
-pub mod error;
-pub mod metrics;
-pub mod service;
+mod error;
+mod metrics;
+mod service;
 
 use std::future::Future;
 use std::sync::Arc;

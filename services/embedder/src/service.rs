@@ -12,12 +12,12 @@ use crate::batcher::ActiveModel;
 use crate::embedder::Embedder;
 
 #[derive(Debug, Clone)]
-pub struct EmbedderGrpc {
+pub(crate) struct EmbedderGrpc {
     embedder: Arc<Embedder>,
 }
 
 impl EmbedderGrpc {
-    pub fn new(embedder: Arc<Embedder>) -> Self {
+    pub(crate) fn new(embedder: Arc<Embedder>) -> Self {
         EmbedderGrpc { embedder }
     }
 

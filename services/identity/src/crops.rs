@@ -9,8 +9,8 @@ use reid_proto::v1::{Image, RawImage, image};
 
 use crate::error::{IdentityError, IdentityResult};
 
-pub const ENROLL_PREFIX: &str = "enroll-";
-pub const SIGHTING_PREFIX: &str = "sighting-";
+pub(crate) const ENROLL_PREFIX: &str = "enroll-";
+pub(crate) const SIGHTING_PREFIX: &str = "sighting-";
 
 #[derive(Debug, Clone)]
 pub struct CropStore {
@@ -18,13 +18,13 @@ pub struct CropStore {
 }
 
 /// Identity ids become folder names: only plain ones are accepted anywhere.
-pub fn is_plain_id(id: &str) -> bool {
+pub(crate) fn is_plain_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The bytes to store for an image, and the file extension that says how to read them back:
 /// encoded images as they came, raw pixels as a protobuf `RawImage`.
-pub fn stored_form(image: &Image) -> Option<(Vec<u8>, &'static str)> {
+pub(crate) fn stored_form(image: &Image) -> Option<(Vec<u8>, &'static str)> {
     match image.data.as_ref()? {
         image::Data::Encoded(bytes) => {
             let ext = match bytes.as_slice() {

@@ -10,10 +10,12 @@
 //! - [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve identity` and the tests call.
 
+#![warn(unreachable_pub)]
+
 pub mod association;
 pub mod catalog;
 pub mod config;
-pub mod crops;
+mod crops;
 pub mod embedder;
 pub mod error;
 pub mod events;
@@ -21,8 +23,8 @@ pub mod identities;
 pub mod metrics;
 pub mod model;
 mod payload;
-pub mod personal;
-pub mod service;
+mod personal;
+mod service;
 pub mod webhook;
 
 use std::future::Future;

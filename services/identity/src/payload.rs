@@ -9,39 +9,39 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Field names of gallery points.
-pub mod field {
-    pub const KIND: &str = "kind";
-    pub const IDENTITY: &str = "identity";
+pub(crate) mod field {
+    pub(crate) const KIND: &str = "kind";
+    pub(crate) const IDENTITY: &str = "identity";
     /// Whether the point's identity is enrolled (on every point of an enrolled identity).
-    pub const ENROLLED: &str = "enrolled";
-    pub const CAMERA: &str = "camera";
-    pub const TRACK: &str = "track";
+    pub(crate) const ENROLLED: &str = "enrolled";
+    pub(crate) const CAMERA: &str = "camera";
+    pub(crate) const TRACK: &str = "track";
     /// A sighting's start, ms since the epoch.
-    pub const TIME: &str = "time";
+    pub(crate) const TIME: &str = "time";
     /// A sighting's end, ms since the epoch.
-    pub const END: &str = "end";
+    pub(crate) const END: &str = "end";
     /// When a sighting was written, on the writing replica's clock (ms).
-    pub const OBSERVED: &str = "observed";
+    pub(crate) const OBSERVED: &str = "observed";
     /// The identity a merge moved a point from.
-    pub const MERGED_FROM: &str = "merged_from";
+    pub(crate) const MERGED_FROM: &str = "merged_from";
 }
 
 /// The `kind` of a tracklet's sighting.
-pub const SIGHTING: &str = "sighting";
+pub(crate) const SIGHTING: &str = "sighting";
 /// The `kind` of an enrolled image.
-pub const ENROLLED: &str = "enrolled";
+pub(crate) const ENROLLED: &str = "enrolled";
 
 /// A gallery point's payload, told apart by its `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum GalleryPoint {
+pub(crate) enum GalleryPoint {
     Sighting(SightingPayload),
     Enrolled(EnrolledPayload),
 }
 
 /// A tracklet seen by a camera and associated with an identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SightingPayload {
+pub(crate) struct SightingPayload {
     pub identity: String,
     #[serde(default)]
     pub enrolled: bool,
@@ -79,7 +79,7 @@ pub struct SightingPayload {
 
 /// An enrolled image of an identity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnrolledPayload {
+pub(crate) struct EnrolledPayload {
     pub identity: String,
     #[serde(default = "yes")]
     pub enrolled: bool,
@@ -96,17 +96,17 @@ fn yes() -> bool {
 
 impl GalleryPoint {
     /// The payload to store.
-    pub fn to_payload(&self) -> Payload {
+    pub(crate) fn to_payload(&self) -> Payload {
         object(serde_json::to_value(self).unwrap_or(Value::Null))
     }
 
     /// A stored payload read back (without copying it: every search hit goes through here);
     /// `None` for a point of another kind or shape.
-    pub fn from_payload(p: &Payload) -> Option<Self> {
+    pub(crate) fn from_payload(p: &Payload) -> Option<Self> {
         Self::deserialize(p).ok()
     }
 
-    pub fn sighting(self) -> Option<SightingPayload> {
+    pub(crate) fn sighting(self) -> Option<SightingPayload> {
         match self {
             GalleryPoint::Sighting(s) => Some(s),
             GalleryPoint::Enrolled(_) => None,
@@ -116,26 +116,26 @@ impl GalleryPoint {
 
 impl SightingPayload {
     /// A stored sighting read back; `None` for any other point.
-    pub fn from_payload(p: &Payload) -> Option<Self> {
+    pub(crate) fn from_payload(p: &Payload) -> Option<Self> {
         GalleryPoint::from_payload(p).and_then(GalleryPoint::sighting)
     }
 }
 
-pub fn str_of(p: &Payload, key: &str) -> Option<String> {
+pub(crate) fn str_of(p: &Payload, key: &str) -> Option<String> {
     p.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-pub fn int_of(p: &Payload, key: &str) -> Option<i64> {
+pub(crate) fn int_of(p: &Payload, key: &str) -> Option<i64> {
     p.get(key).and_then(Value::as_i64)
 }
 
 /// A payload of these fields, for `set_payload` on gallery points.
-pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Payload {
+pub(crate) fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Payload {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// A `json!({...})` object as a payload.
-pub fn object(v: Value) -> Payload {
+pub(crate) fn object(v: Value) -> Payload {
     match v {
         Value::Object(map) => map,
         _ => Payload::new(),

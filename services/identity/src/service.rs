@@ -16,14 +16,14 @@ use crate::identities::{
 use crate::model::ModelKey;
 
 #[derive(Debug, Clone)]
-pub struct IdentityGrpc {
+pub(crate) struct IdentityGrpc {
     identities: Arc<Identities>,
     /// Turns true when the server shuts down: `Watch` streams end then (they never end alone).
     closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl IdentityGrpc {
-    pub fn new(identities: Arc<Identities>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(identities: Arc<Identities>, closing: tokio::sync::watch::Receiver<bool>) -> Self {
         Self { identities, closing }
     }
 

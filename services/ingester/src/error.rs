@@ -30,7 +30,7 @@ pub enum IngesterError {
     OpenCv(#[from] opencv::Error),
 }
 
-pub type IngesterResult<T> = Result<T, IngesterError>;
+pub(crate) type IngesterResult<T> = Result<T, IngesterError>;
 
 impl IngesterError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {

@@ -11,15 +11,17 @@
 //! - [`ingester`]: the domain core; [`service`]: the thin tonic handlers;
 //! - [`run`]: what `reid serve ingester` and the tests call.
 
-pub mod config;
-pub mod delivery;
+#![warn(unreachable_pub)]
+
+mod config;
+mod delivery;
 pub mod detect;
-pub mod error;
+mod error;
 pub mod ingester;
-pub mod metrics;
-pub mod pipeline;
+mod metrics;
+mod pipeline;
 pub mod service;
-pub mod source;
+mod source;
 
 pub use delivery::{deliver, export};
 pub use pipeline::{camera, frame, track, view};

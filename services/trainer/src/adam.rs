@@ -29,7 +29,7 @@ impl Default for AdamConfig {
 /// The moments live in two flat tensors over all parameters, so that one step is a handful of
 /// whole-model operations rather than a dozen small ones per parameter tensor (what
 /// `torch.optim.Adam`'s multi-tensor "foreach" path achieves).
-pub struct Adam {
+pub(crate) struct Adam {
     config: AdamConfig,
     params: Vec<(String, Tensor)>,
     sizes: Vec<i64>,
@@ -46,22 +46,19 @@ impl std::fmt::Debug for Adam {
 
 impl Adam {
     /// Optimises `params` (name, trainable tensor), e.g. a var store's trainable variables.
-    pub fn new(params: Vec<(String, Tensor)>, config: AdamConfig) -> Self {
+    pub(crate) fn new(params: Vec<(String, Tensor)>, config: AdamConfig) -> Self {
         let sizes: Vec<i64> = params.iter().map(|(_, t)| t.numel() as i64).collect();
         let total: i64 = sizes.iter().sum();
         let options = params.first().map_or((Kind::Float, tch::Device::Cpu), |(_, t)| (Kind::Float, t.device()));
         Adam { m: Tensor::zeros([total], options), v: Tensor::zeros([total], options), params, sizes, config, step: 0 }
     }
 
-    pub fn step_count(&self) -> i64 {
+    #[cfg(test)]
+    fn step_count(&self) -> i64 {
         self.step
     }
 
-    pub fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-
-    pub fn zero_grad(&mut self) {
+    pub(crate) fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
             let mut g = p.grad();
             if g.defined() {
@@ -70,7 +67,7 @@ impl Adam {
         }
     }
 
-    pub fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         if self.params.is_empty() {
             return;
         }
@@ -113,7 +110,7 @@ impl Adam {
 
     /// Writes the moments to `path` (safetensors, `m.NAME` and `v.NAME`); returns the step count
     /// for the caller's state.
-    pub fn save(&self, path: &Path) -> Result<i64, TrainError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<i64, TrainError> {
         let tensors: Vec<(String, Tensor)> = self
             .per_param(&self.m)
             .into_iter()
@@ -125,7 +122,7 @@ impl Adam {
     }
 
     /// Restores moments saved by [`Adam::save`] and the step count.
-    pub fn load(&mut self, path: &Path, step: i64) -> Result<(), TrainError> {
+    pub(crate) fn load(&mut self, path: &Path, step: i64) -> Result<(), TrainError> {
         let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
         for (prefix, flat) in [("m.", &self.m), ("v.", &self.v)] {
             let mut parts = Vec::with_capacity(self.params.len());
@@ -147,7 +144,8 @@ impl Adam {
     }
 
     /// The first and second moments, by parameter name (for checks).
-    pub fn moments(&self) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
+    #[cfg(test)]
+    fn moments(&self) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
         (self.per_param(&self.m).into_iter().collect(), self.per_param(&self.v).into_iter().collect())
     }
 }

@@ -22,7 +22,7 @@ pub enum Protocol {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Retrieval {
+pub(crate) struct Retrieval {
     /// `cmc[k]`: fraction of queries whose first correct match is within the top k + 1.
     pub cmc: Vec<f64>,
     pub map: f64,
@@ -33,14 +33,20 @@ pub struct Retrieval {
 }
 
 impl Retrieval {
-    pub fn rank(&self, k: usize) -> f64 {
+    pub(crate) fn rank(&self, k: usize) -> f64 {
         self.cmc.get(k - 1).or(self.cmc.last()).copied().unwrap_or(0.0)
     }
 }
 
 /// Ranks each query's gallery by `dist` (`queries.len()` x `gallery.len()`, row-major, smaller is
 /// closer; ties keep gallery order) and computes CMC up to `max_rank`, mAP and mINP.
-pub fn retrieval(dist: &[f32], queries: &[Label], gallery: &[Label], max_rank: usize, protocol: Protocol) -> Retrieval {
+pub(crate) fn retrieval(
+    dist: &[f32],
+    queries: &[Label],
+    gallery: &[Label],
+    max_rank: usize,
+    protocol: Protocol,
+) -> Retrieval {
     assert_eq!(dist.len(), queries.len() * gallery.len(), "distance matrix shape");
     let mut cmc = vec![0f64; max_rank];
     let (mut ap_sum, mut inp_sum, mut valid) = (0f64, 0f64, 0usize);
@@ -84,7 +90,7 @@ pub fn retrieval(dist: &[f32], queries: &[Label], gallery: &[Label], max_rank: u
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OperatingPoint {
+pub(crate) struct OperatingPoint {
     pub far: f64,
     pub tar: f64,
     /// Similarity at or above which a pair is accepted.
@@ -92,7 +98,7 @@ pub struct OperatingPoint {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// TAR at FAR 1e-2 and 1e-3.
     pub at_far_1e2: OperatingPoint,
     pub at_far_1e3: OperatingPoint,
@@ -103,7 +109,7 @@ pub struct Verification {
 }
 
 /// Verification over pairs with `scores` (higher is more similar) and `same` labels.
-pub fn verification(scores: &[f32], same: &[bool]) -> Verification {
+pub(crate) fn verification(scores: &[f32], same: &[bool]) -> Verification {
     assert_eq!(scores.len(), same.len());
     let genuine = same.iter().filter(|s| **s).count();
     let impostor = same.len() - genuine;

@@ -10,24 +10,26 @@
 //! - [`train`]: runs with checkpoints, resume, the best model, history and [`plot`]s;
 //! - [`service`]: the gRPC `TrainerService`, and [`run`], what `reid serve trainer` calls.
 
-pub mod adam;
+#![warn(unreachable_pub)]
+
+mod adam;
 pub mod adapt;
-pub mod augment;
+mod augment;
 pub mod config;
 pub mod data;
-pub mod error;
-pub mod eval;
-pub mod loss;
-pub mod memory;
-pub mod metrics;
+mod error;
+mod eval;
+mod loss;
+mod memory;
+mod metrics;
 pub mod miner;
-pub mod model;
+mod model;
 pub mod plot;
-pub mod pseudo;
+mod pseudo;
 pub mod publish;
-pub mod runs;
-pub mod sampler;
-pub mod service;
+mod runs;
+mod sampler;
+mod service;
 pub mod train;
 
 use std::future::Future;

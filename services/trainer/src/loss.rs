@@ -27,7 +27,7 @@ pub enum Distance {
 }
 
 /// Pairwise distances between the rows of `x` (`[n, d]` -> `[n, n]`), differentiable.
-pub fn pairwise(x: &Tensor, distance: Distance) -> Tensor {
+pub(crate) fn pairwise(x: &Tensor, distance: Distance) -> Tensor {
     match distance {
         Distance::Cosine => {
             let xn = normalise(x);
@@ -50,7 +50,7 @@ pub fn pairwise(x: &Tensor, distance: Distance) -> Tensor {
 /// differentiable distance matrix `dist`: the one place a loss kind is chosen. The contrastive
 /// loss takes mined triplets' distinct pairs; the triplet losses need triplets, and `None` is
 /// the answer for pairs (a configuration `RunConfig::validate` refuses).
-pub fn per_item(kind: LossKind, dist: &Tensor, mined: &Mined, margin: f64) -> Option<Tensor> {
+pub(crate) fn per_item(kind: LossKind, dist: &Tensor, mined: &Mined, margin: f64) -> Option<Tensor> {
     let at = |a: &[i64], b: &[i64]| {
         let device = dist.device();
         dist.index(&[Some(Tensor::from_slice(a).to_device(device)), Some(Tensor::from_slice(b).to_device(device))])
@@ -75,30 +75,30 @@ pub fn per_item(kind: LossKind, dist: &Tensor, mined: &Mined, margin: f64) -> Op
 }
 
 /// Row-wise L2 normalisation.
-pub fn normalise(x: &Tensor) -> Tensor {
+pub(crate) fn normalise(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2, [1i64].as_slice(), true).clamp_min(1e-12)
 }
 
 /// Per-pair contrastive loss; `similar` holds 1.0 for similar pairs and 0.0 otherwise.
-pub fn contrastive(d: &Tensor, similar: &Tensor, margin: f64) -> Tensor {
+pub(crate) fn contrastive(d: &Tensor, similar: &Tensor, margin: f64) -> Tensor {
     let pull = similar * d.pow_tensor_scalar(2);
     let push = (1.0 - similar) * (margin - d).clamp_min(0.0).pow_tensor_scalar(2);
     0.5 * (pull + push)
 }
 
 /// Per-triplet margin loss.
-pub fn triplet(dp: &Tensor, dn: &Tensor, margin: f64) -> Tensor {
+pub(crate) fn triplet(dp: &Tensor, dn: &Tensor, margin: f64) -> Tensor {
     (dp - dn + margin).clamp_min(0.0)
 }
 
 /// Per-triplet soft-margin loss, `softplus(Dp - Dn)`.
-pub fn soft_margin_triplet(dp: &Tensor, dn: &Tensor) -> Tensor {
+pub(crate) fn soft_margin_triplet(dp: &Tensor, dn: &Tensor) -> Tensor {
     (dp - dn).softplus()
 }
 
 /// Mean cross-entropy with label smoothing `epsilon`: the target puts `1 - epsilon` on the true
 /// class and spreads `epsilon` uniformly over all classes (Szegedy et al.; the BoT re-ID baseline).
-pub fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, epsilon: f64) -> Tensor {
+pub(crate) fn cross_entropy_smoothed(logits: &Tensor, targets: &Tensor, epsilon: f64) -> Tensor {
     let classes = logits.size()[1];
     let log_probs = logits.log_softmax(1, Kind::Float);
     let one_hot = Tensor::zeros_like(&log_probs).scatter_value(1, &targets.unsqueeze(1), 1.0);

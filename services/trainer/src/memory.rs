@@ -54,14 +54,14 @@ impl MemoryConfig {
 
 /// The centroids `[groups, d]`, unit rows, outside autograd.
 #[derive(Debug)]
-pub struct ClusterMemory {
+pub(crate) struct ClusterMemory {
     pub centroids: Tensor,
     config: MemoryConfig,
 }
 
 impl ClusterMemory {
     /// Centroids of `embeddings` (`[n, d]`, unit rows) grouped by `labels` (`0..groups`).
-    pub fn from_embeddings(embeddings: &Tensor, labels: &[i64], groups: i64, config: MemoryConfig) -> Self {
+    pub(crate) fn from_embeddings(embeddings: &Tensor, labels: &[i64], groups: i64, config: MemoryConfig) -> Self {
         let _guard = tch::no_grad_guard();
         let d = embeddings.size()[1];
         let index = Tensor::from_slice(labels).to_device(embeddings.device());
@@ -74,17 +74,17 @@ impl ClusterMemory {
     }
 
     /// A memory with these centroids (a checkpoint's).
-    pub fn with_centroids(centroids: Tensor, config: MemoryConfig) -> Self {
+    pub(crate) fn with_centroids(centroids: Tensor, config: MemoryConfig) -> Self {
         ClusterMemory { centroids, config }
     }
 
-    pub fn config(&self) -> MemoryConfig {
+    pub(crate) fn config(&self) -> MemoryConfig {
         self.config
     }
 
     /// The mean memory loss of a batch: `features` `[b, d]` (any length: normalised here), with
     /// gradient; `labels` each row's group.
-    pub fn loss(&self, features: &Tensor, labels: &[i64]) -> Tensor {
+    pub(crate) fn loss(&self, features: &Tensor, labels: &[i64]) -> Tensor {
         let logits = normalise(features).matmul(&self.centroids.tr()) / self.config.temperature;
         let targets = Tensor::from_slice(labels).to_device(features.device());
         logits.cross_entropy_for_logits(&targets)
@@ -92,7 +92,7 @@ impl ClusterMemory {
 
     /// Moves each batch group's centroid towards its hardest image of the batch (`features`
     /// detached here).
-    pub fn update(&mut self, features: &Tensor, labels: &[i64]) {
+    pub(crate) fn update(&mut self, features: &Tensor, labels: &[i64]) {
         let _guard = tch::no_grad_guard();
         let f = normalise(&features.detach().to_kind(Kind::Float));
         let mut seen: Vec<i64> = labels.to_vec();

@@ -4,7 +4,7 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry};
 use reid_server::metrics::Metrics;
 
 #[derive(Clone)]
-pub struct TrainerMetrics {
+pub(crate) struct TrainerMetrics {
     pub registry: Registry,
     /// Runs that ended, by final state: succeeded, failed, cancelled.
     pub runs_ended: IntCounterVec,
@@ -29,7 +29,7 @@ impl Default for TrainerMetrics {
 }
 
 impl TrainerMetrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let m = Metrics::new("trainer");
         TrainerMetrics {
             runs_ended: m.counters("runs_ended_total", "Runs that ended, by final state", &["state"]),

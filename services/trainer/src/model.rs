@@ -14,7 +14,7 @@ use crate::error::TrainError;
 
 const HEAD: &str = "head";
 
-pub struct TrainModel {
+pub(crate) struct TrainModel {
     pub vs: nn::VarStore,
     net: Box<dyn ModuleT + Send>,
     head: Option<BnNeck>,
@@ -32,7 +32,7 @@ struct BnNeck {
 }
 
 impl TrainModel {
-    pub fn new(config: &RunConfig, classes: usize, device: Device) -> Result<Self, TrainError> {
+    pub(crate) fn new(config: &RunConfig, classes: usize, device: Device) -> Result<Self, TrainError> {
         let vs = nn::VarStore::new(device);
         let m = &config.model;
         let dim = i64::from(m.embedding_dim);
@@ -70,16 +70,16 @@ impl TrainModel {
     }
 
     /// Raw embeddings `[n, d]`.
-    pub fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn embed(&self, xs: &Tensor, train: bool) -> Tensor {
         self.net.forward_t(xs, train)
     }
 
     /// Class logits of the BNNeck head, when there is one.
-    pub fn logits(&self, features: &Tensor, train: bool) -> Option<Tensor> {
+    pub(crate) fn logits(&self, features: &Tensor, train: bool) -> Option<Tensor> {
         self.head.as_ref().map(|h| h.classifier.forward(&h.bn.forward_t(features, train)))
     }
 
-    pub fn trainable(&self) -> Vec<(String, Tensor)> {
+    pub(crate) fn trainable(&self) -> Vec<(String, Tensor)> {
         let mut vars: Vec<(String, Tensor)> =
             self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -87,16 +87,16 @@ impl TrainModel {
     }
 
     /// Writes every variable (head included) for a checkpoint.
-    pub fn save_all(&self, path: &Path) -> Result<(), TrainError> {
+    pub(crate) fn save_all(&self, path: &Path) -> Result<(), TrainError> {
         Ok(self.vs.save(path)?)
     }
 
-    pub fn load_all(&mut self, path: &Path) -> Result<(), TrainError> {
+    pub(crate) fn load_all(&mut self, path: &Path) -> Result<(), TrainError> {
         Ok(self.vs.load(path)?)
     }
 
     /// Writes the backbone only, under the names the embedder's native backend loads.
-    pub fn save_backbone(&self, path: &Path) -> Result<(), TrainError> {
+    pub(crate) fn save_backbone(&self, path: &Path) -> Result<(), TrainError> {
         let mut vars: Vec<(String, Tensor)> =
             self.vs.variables().into_iter().filter(|(n, _)| !n.starts_with(HEAD)).collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));

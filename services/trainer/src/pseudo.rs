@@ -68,7 +68,7 @@ impl PseudoLabels {
 }
 
 /// Per-tracklet means of per-image embeddings `[n, d]` (row-major), L2-normalised.
-pub fn tracklet_means(embeddings: &[f32], dim: usize, tracklet_of: &[i64], tracklets: usize) -> Vec<Vec<f32>> {
+pub(crate) fn tracklet_means(embeddings: &[f32], dim: usize, tracklet_of: &[i64], tracklets: usize) -> Vec<Vec<f32>> {
     let mut sums = vec![vec![0f32; dim]; tracklets];
     for (row, &t) in embeddings.chunks(dim).zip(tracklet_of) {
         for (s, x) in sums[t as usize].iter_mut().zip(row) {

@@ -16,7 +16,7 @@ use crate::metrics::TrainerMetrics;
 use crate::train::{EpochRecord, Event};
 
 /// One run and what is known of it.
-pub struct RunHandle {
+pub(crate) struct RunHandle {
     pub id: String,
     pub dir: PathBuf,
     pub config: RunConfig,
@@ -40,7 +40,7 @@ impl std::fmt::Debug for RunHandle {
     }
 }
 
-pub fn is_terminal(state: pb::RunState) -> bool {
+pub(crate) fn is_terminal(state: pb::RunState) -> bool {
     matches!(state, pb::RunState::Succeeded | pb::RunState::Failed | pb::RunState::Cancelled)
 }
 
@@ -68,7 +68,7 @@ impl RunHandle {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn state(&self) -> pb::RunState {
+    pub(crate) fn state(&self) -> pb::RunState {
         self.lock().state
     }
 
@@ -87,7 +87,7 @@ impl RunHandle {
     }
 
     /// Turns a training event into a run event.
-    pub fn record(&self, event: &Event) {
+    pub(crate) fn record(&self, event: &Event) {
         let proto = match event {
             Event::Progress { epoch, step, loss, active_fraction } => {
                 pb::run_event::Event::Progress(pb::TrainProgress {
@@ -111,11 +111,11 @@ impl RunHandle {
         self.emit(pb::RunState::Running, proto);
     }
 
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.emit(pb::RunState::Running, pb::run_event::Event::Message("started".into()));
     }
 
-    pub fn finish(&self, result: Result<(), TrainError>) {
+    pub(crate) fn finish(&self, result: Result<(), TrainError>) {
         match result {
             Ok(()) => self.emit(pb::RunState::Succeeded, pb::run_event::Event::Message("finished".into())),
             Err(TrainError::Cancelled) => {
@@ -129,12 +129,12 @@ impl RunHandle {
     }
 
     /// The events so far and a receiver for the rest, taken atomically.
-    pub fn watch(&self) -> (Vec<pb::RunEvent>, broadcast::Receiver<pb::RunEvent>, pb::RunState) {
+    pub(crate) fn watch(&self) -> (Vec<pb::RunEvent>, broadcast::Receiver<pb::RunEvent>, pb::RunState) {
         let inner = self.lock();
         (inner.events.clone(), inner.sender.subscribe(), inner.state)
     }
 
-    pub fn summary(&self) -> pb::RunSummary {
+    pub(crate) fn summary(&self) -> pb::RunSummary {
         let inner = self.lock();
         pb::RunSummary {
             run_id: self.id.clone(),
@@ -147,7 +147,7 @@ impl RunHandle {
     }
 }
 
-pub fn eval_metrics(r: &EpochRecord) -> pb::EvalMetrics {
+pub(crate) fn eval_metrics(r: &EpochRecord) -> pb::EvalMetrics {
     pb::EvalMetrics {
         epoch: r.epoch,
         rank1: r.rank1 as f32,
@@ -164,7 +164,7 @@ pub fn eval_metrics(r: &EpochRecord) -> pb::EvalMetrics {
 }
 
 /// All runs, and the gate that lets `max_concurrent` of them train at once.
-pub struct Runs {
+pub(crate) struct Runs {
     runs_dir: PathBuf,
     runs: Mutex<BTreeMap<String, Arc<RunHandle>>>,
     gate: Arc<Semaphore>,
@@ -178,7 +178,7 @@ impl std::fmt::Debug for Runs {
 }
 
 impl Runs {
-    pub fn new(runs_dir: PathBuf, max_concurrent: usize, metrics: TrainerMetrics) -> Runs {
+    pub(crate) fn new(runs_dir: PathBuf, max_concurrent: usize, metrics: TrainerMetrics) -> Runs {
         Runs {
             runs_dir,
             runs: Mutex::new(BTreeMap::new()),
@@ -191,13 +191,9 @@ impl Runs {
         self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn runs_dir(&self) -> &Path {
-        &self.runs_dir
-    }
-
     /// Starts a new run under a fresh id, `NAME-YYYYMMDD-HHMMSS` (with `-2`, `-3`, ... when
     /// runs of that name start in the same second). Returns the id.
-    pub fn start_new(&self, config: RunConfig) -> Result<String, TrainError> {
+    pub(crate) fn start_new(&self, config: RunConfig) -> Result<String, TrainError> {
         let mut runs = self.lock();
         // Chosen and registered under one lock, so two starts in one second get two folders.
         let id = crate::fresh_run_id(&self.runs_dir, &config.name, |id| runs.contains_key(id));
@@ -207,7 +203,12 @@ impl Runs {
 
     /// Publishes run `id`'s best epoch as `model_dir/name` ([`crate::publish::publish`], off the
     /// async threads); returns the published version and folder.
-    pub async fn publish(&self, id: &str, model_dir: &Path, name: &str) -> Result<(String, PathBuf), TrainError> {
+    pub(crate) async fn publish(
+        &self,
+        id: &str,
+        model_dir: &Path,
+        name: &str,
+    ) -> Result<(String, PathBuf), TrainError> {
         if !reid_model::card::is_folder_name(id) {
             return Err(TrainError::RunNotFound(id.to_owned()));
         }
@@ -223,7 +224,7 @@ impl Runs {
 
     /// Resumes the run in `runs_dir/<id>` from its last checkpoint, with the config it was
     /// started with.
-    pub fn resume(&self, id: &str) -> Result<(), TrainError> {
+    pub(crate) fn resume(&self, id: &str) -> Result<(), TrainError> {
         if !reid_model::card::is_folder_name(id) {
             return Err(TrainError::RunNotFound(id.to_owned()));
         }
@@ -279,11 +280,11 @@ impl Runs {
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Result<Arc<RunHandle>, TrainError> {
+    pub(crate) fn get(&self, id: &str) -> Result<Arc<RunHandle>, TrainError> {
         self.lock().get(id).cloned().ok_or_else(|| TrainError::RunNotFound(id.to_owned()))
     }
 
-    pub fn list(&self) -> Vec<pb::RunSummary> {
+    pub(crate) fn list(&self) -> Vec<pb::RunSummary> {
         let runs = self.lock();
         let mut out: Vec<pb::RunSummary> = runs.values().map(|r| r.summary()).collect();
         // Runs of earlier processes, from their folders.

@@ -13,7 +13,7 @@ use crate::error::TrainError;
 /// each identity's images are shuffled and cut into groups of K, and batches take one group from
 /// each of P different identities until fewer than P identities have groups left.
 #[derive(Debug)]
-pub struct PkSampler {
+pub(crate) struct PkSampler {
     by_pid: Vec<Vec<usize>>,
     p: usize,
     k: usize,
@@ -28,7 +28,7 @@ pub struct PkSampler {
 impl PkSampler {
     /// `labels[i]` is the identity of item i. Without `with_replacement`, every identity needs at
     /// least K images; with it, smaller identities are topped up by repeating images.
-    pub fn new(labels: &[i64], p: usize, k: usize, with_replacement: bool) -> Result<Self, TrainError> {
+    pub(crate) fn new(labels: &[i64], p: usize, k: usize, with_replacement: bool) -> Result<Self, TrainError> {
         if p < 2 || k < 2 {
             return Err(TrainError::Config(format!("P x K sampling needs P >= 2 and K >= 2, got {p} x {k}")));
         }
@@ -55,7 +55,7 @@ impl PkSampler {
 
     /// Pairs of identities (labels) that must meet in one batch whenever both have images left:
     /// rejected matches, so that batch-hard and semi-hard mining see them as negatives.
-    pub fn with_hard_negatives(mut self, pairs: &[(i64, i64)]) -> Self {
+    pub(crate) fn with_hard_negatives(mut self, pairs: &[(i64, i64)]) -> Self {
         let position = |pid: i64| self.pids.binary_search(&pid).ok();
         for &(a, b) in pairs {
             if let (Some(a), Some(b)) = (position(a), position(b))
@@ -68,12 +68,8 @@ impl PkSampler {
         self
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.p * self.k
-    }
-
     /// The batches of one epoch, each `P * K` item indices grouped by identity.
-    pub fn epoch(&self, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    pub(crate) fn epoch(&self, rng: &mut StdRng) -> Vec<Vec<usize>> {
         let mut groups: Vec<Vec<Vec<usize>>> = self
             .by_pid
             .iter()
@@ -141,14 +137,14 @@ pub struct Pair {
 
 /// Pairs with a controllable fraction of positives, and optional hard-negative candidates.
 #[derive(Debug)]
-pub struct PairSampler {
+pub(crate) struct PairSampler {
     by_pid: Vec<Vec<usize>>,
     positive_fraction: f64,
     negative_candidates: usize,
 }
 
 impl PairSampler {
-    pub fn new(labels: &[i64], positive_fraction: f64, negative_candidates: usize) -> Result<Self, TrainError> {
+    pub(crate) fn new(labels: &[i64], positive_fraction: f64, negative_candidates: usize) -> Result<Self, TrainError> {
         if !(0.0..=1.0).contains(&positive_fraction) {
             return Err(TrainError::Config(format!("positive_fraction {positive_fraction} is not in [0, 1]")));
         }
@@ -166,7 +162,7 @@ impl PairSampler {
     }
 
     /// `n` pairs; exactly `round(n * positive_fraction)` of them similar, in random order.
-    pub fn sample(&self, n: usize, rng: &mut StdRng) -> Vec<Pair> {
+    pub(crate) fn sample(&self, n: usize, rng: &mut StdRng) -> Vec<Pair> {
         let positives = (n as f64 * self.positive_fraction).round() as usize;
         let multi: Vec<&Vec<usize>> = self.by_pid.iter().filter(|items| items.len() >= 2).collect();
         let mut pairs = Vec::with_capacity(n);

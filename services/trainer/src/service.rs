@@ -57,14 +57,14 @@ impl Default for TrainerConfig {
 }
 
 #[derive(Debug, Clone)]
-pub struct TrainerGrpc {
+pub(crate) struct TrainerGrpc {
     runs: Arc<Runs>,
     config: TrainerConfig,
     metrics: TrainerMetrics,
 }
 
 impl TrainerGrpc {
-    pub fn new(config: TrainerConfig, metrics: TrainerMetrics) -> Self {
+    pub(crate) fn new(config: TrainerConfig, metrics: TrainerMetrics) -> Self {
         let runs = Runs::new(config.runs_dir.clone(), config.max_concurrent_runs, metrics.clone());
         TrainerGrpc { runs: Arc::new(runs), config, metrics }
     }

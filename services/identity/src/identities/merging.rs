@@ -28,7 +28,7 @@ use super::*;
 
 /// Most sightings one pass weighs, the latest observed: the grouping costs the square of this
 /// in memory and time.
-pub const MAX_MERGE_SIGHTINGS: usize = 2_000;
+pub(super) const MAX_MERGE_SIGHTINGS: usize = 2_000;
 
 impl Identities {
     /// Runs the merge pass once over every gallery; returns how many identities were merged

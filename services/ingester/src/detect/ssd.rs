@@ -279,13 +279,13 @@ pub fn parse_detection_output(
 /// The part of TensorFlow's `GraphDef` the text graph needs.
 mod tf {
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct GraphDef {
+    pub(super) struct GraphDef {
         #[prost(message, repeated, tag = "1")]
         pub node: Vec<NodeDef>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct NodeDef {
+    pub(super) struct NodeDef {
         #[prost(string, tag = "1")]
         pub name: String,
         #[prost(string, tag = "2")]
@@ -297,13 +297,13 @@ mod tf {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttrValue {
+    pub(super) struct AttrValue {
         #[prost(oneof = "Value", tags = "1, 2, 3, 4, 5")]
         pub value: Option<Value>,
     }
 
     #[derive(Clone, PartialEq, prost::Oneof)]
-    pub enum Value {
+    pub(super) enum Value {
         #[prost(message, tag = "1")]
         List(ListValue),
         #[prost(bytes, tag = "2")]
@@ -317,7 +317,7 @@ mod tf {
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ListValue {
+    pub(super) struct ListValue {
         #[prost(int64, repeated, tag = "3")]
         pub i: Vec<i64>,
     }

@@ -113,14 +113,14 @@ pub trait FrameSource: Send {
 }
 
 #[derive(Debug, Clone)]
-pub enum VideoTarget {
+pub(crate) enum VideoTarget {
     Path(PathBuf),
     Url(String),
     Device(i32),
 }
 
 /// Anything OpenCV's `VideoCapture` opens (FFmpeg for files and network streams, V4L2 for devices).
-pub struct VideoSource {
+pub(crate) struct VideoSource {
     target: VideoTarget,
     live: bool,
     capture: Option<videoio::VideoCapture>,
@@ -132,7 +132,7 @@ pub struct VideoSource {
 }
 
 impl VideoSource {
-    pub fn new(target: VideoTarget, live: bool) -> Self {
+    pub(crate) fn new(target: VideoTarget, live: bool) -> Self {
         Self { target, live, capture: None, base: SystemTime::now(), sequence: 0, fps: None }
     }
 }
@@ -189,7 +189,7 @@ impl FrameSource for VideoSource {
 }
 
 /// A folder of images in file-name order; frame times are 10 per second from the start.
-pub struct FolderSource {
+pub(crate) struct FolderSource {
     dir: PathBuf,
     files: VecDeque<PathBuf>,
     base: SystemTime,
@@ -197,10 +197,10 @@ pub struct FolderSource {
 }
 
 /// The frame interval assumed for image folders.
-pub const FOLDER_FPS: f64 = 10.0;
+pub(crate) const FOLDER_FPS: f64 = 10.0;
 
 impl FolderSource {
-    pub fn new(dir: PathBuf) -> Self {
+    pub(crate) fn new(dir: PathBuf) -> Self {
         Self { dir, files: VecDeque::new(), base: SystemTime::now(), sequence: 0 }
     }
 }
@@ -243,7 +243,7 @@ impl FrameSource for FolderSource {
 
 /// What `FrameQueue::push` did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     Queued,
     /// The queue was full: its oldest frame was dropped to make room.
     DroppedOldest,
@@ -253,7 +253,7 @@ pub enum Pushed {
 /// A bounded queue of frames (or pushed detections) between a reader and its detector. Live sources drop the oldest
 /// frame when full (fresh frames matter more); recorded ones wait for room.
 #[derive(Debug)]
-pub struct FrameQueue<T> {
+pub(crate) struct FrameQueue<T> {
     state: Mutex<(VecDeque<T>, bool)>,
     ready: Condvar,
     room: Condvar,
@@ -262,7 +262,7 @@ pub struct FrameQueue<T> {
 }
 
 impl<T> FrameQueue<T> {
-    pub fn new(capacity: usize, drop_oldest: bool) -> Self {
+    pub(crate) fn new(capacity: usize, drop_oldest: bool) -> Self {
         Self {
             state: Mutex::new((VecDeque::new(), false)),
             ready: Condvar::new(),
@@ -272,7 +272,7 @@ impl<T> FrameQueue<T> {
         }
     }
 
-    pub fn push(&self, frame: T) -> Pushed {
+    pub(crate) fn push(&self, frame: T) -> Pushed {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if !self.drop_oldest {
             while state.0.len() >= self.capacity && !state.1 {
@@ -293,7 +293,7 @@ impl<T> FrameQueue<T> {
     }
 
     /// The next frame; `None` once the queue is closed and empty.
-    pub fn pop(&self) -> Option<T> {
+    pub(crate) fn pop(&self) -> Option<T> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(frame) = state.0.pop_front() {
@@ -308,41 +308,38 @@ impl<T> FrameQueue<T> {
     }
 
     /// No more frames will come; what is queued is still processed.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.1 = true;
         self.ready.notify_all();
         self.room.notify_all();
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// A stop flag that threads can sleep on (a back-off ends early when the camera is removed).
 #[derive(Debug, Default)]
-pub struct StopSignal {
+pub(crate) struct StopSignal {
     stopped: Mutex<bool>,
     wake: Condvar,
 }
 
 impl StopSignal {
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.wake.notify_all();
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sleeps for `d` or until stopped; true when stopped.
-    pub fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         let guard = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         let (guard, _) = self.wake.wait_timeout_while(guard, d, |stopped| !*stopped).unwrap_or_else(|e| e.into_inner());
         *guard

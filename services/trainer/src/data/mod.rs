@@ -355,14 +355,14 @@ pub(super) fn samples_of(ids: &[Identity], offset: usize) -> Vec<Sample> {
 pub(super) mod testing {
     use std::path::{Path, PathBuf};
 
-    pub fn temp(tag: &str) -> PathBuf {
+    pub(crate) fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("reid-data-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
-    pub fn touch_jpeg(path: &Path) {
+    pub(crate) fn touch_jpeg(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let jpeg = reid_model::preprocess::encode_jpeg(8, 16, &[128; 8 * 16 * 3]).unwrap();
         std::fs::write(path, jpeg).unwrap();
