@@ -1,8 +1,8 @@
 //! The payloads of stored points. A gallery holds two kinds of point, typed here
 //! ([`GalleryPoint`]: a tracklet's [`SightingPayload`] and an enrolled image's
 //! [`EnrolledPayload`]); [`field`] is the one spelling of their field names that writes, reads,
-//! filters and payload indexes share (the catalog filters by them too). The catalog's own records
-//! are read with the helpers below.
+//! filters and payload indexes share (the catalog filters by them too; its own records are typed
+//! the same way in `catalog.rs`).
 
 use reid_vector_store::Payload;
 use serde::{Deserialize, Serialize};
@@ -119,14 +119,6 @@ impl SightingPayload {
     pub(crate) fn from_payload(p: &Payload) -> Option<Self> {
         GalleryPoint::from_payload(p).and_then(GalleryPoint::sighting)
     }
-}
-
-pub(crate) fn str_of(p: &Payload, key: &str) -> Option<String> {
-    p.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-pub(crate) fn int_of(p: &Payload, key: &str) -> Option<i64> {
-    p.get(key).and_then(Value::as_i64)
 }
 
 /// A payload of these fields, for `set_payload` on gallery points.
