@@ -41,9 +41,10 @@ pub struct ConsoleArgs {
     /// The identity service (host:port or URL).
     #[arg(long, env = "REID_CONSOLE_IDENTITY")]
     identity: Option<String>,
-    /// The ingester, for the cameras' health.
-    #[arg(long, env = "REID_CONSOLE_INGESTER")]
-    ingester: Option<String>,
+    /// An ingester, for the cameras' health: every shard of a sharded one (repeatable;
+    /// comma-separated in the environment).
+    #[arg(long = "ingester", env = "REID_CONSOLE_INGESTERS", value_delimiter = ',')]
+    ingesters: Vec<String>,
     /// The identity service's crops folder (`DATA/crops`), for the thumbnails.
     #[arg(long, env = "REID_CONSOLE_CROPS_DIR")]
     crops_dir: Option<PathBuf>,
@@ -60,8 +61,8 @@ impl ConsoleArgs {
         if let Some(v) = &self.identity {
             config.identity_url = reid_server::grpc_url(v);
         }
-        if let Some(v) = &self.ingester {
-            config.ingester_url = Some(reid_server::grpc_url(v));
+        if !self.ingesters.is_empty() {
+            config.ingester_urls = self.ingesters.iter().map(|v| reid_server::grpc_url(v)).collect();
         }
         if let Some(v) = &self.crops_dir {
             config.crops_dir = Some(v.clone());

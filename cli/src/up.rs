@@ -306,7 +306,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             };
             let console_config = reid_console::ConsoleConfig {
                 identity_url: url(&a.identity),
-                ingester_url: Some(url(&a.ingester)),
+                ingester_urls: vec![url(&a.ingester)],
                 ..console_config
             };
             let (stop, stopped) = oneshot::channel::<()>();

@@ -48,6 +48,17 @@ for name, w in workloads.items():
             check(v["configMap"]["name"] in config_maps, f"{name}: unknown ConfigMap {v}")
     for c in spec["containers"]:
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+        if c["name"] == "console":
+            # The web console beside the identity service: HTTP, probed on /healthz, the key at /keys,
+            # the identity volume read-only.
+            for probe in ("readinessProbe", "livenessProbe"):
+                check(c.get(probe, {}).get("httpGet", {}).get("port") == "http" and "http" in ports,
+                      f"{name}: the console's {probe} must be an HTTP probe on its http port")
+            check(mounts.get("keys") == "/keys", f"{name}: the console needs the key secret at /keys")
+            data = [m for m in c.get("volumeMounts", []) if m["name"] == "data"]
+            check(all(m.get("readOnly") for m in data), f"{name}: the console mounts the identity volume read-only")
+            continue
         check("grpc" in ports and "metrics" in ports, f"{name}: grpc and metrics ports")
         for probe in ("readinessProbe", "livenessProbe"):
             check(c.get(probe, {}).get("grpc", {}).get("port") == ports.get("grpc"),
@@ -58,7 +69,6 @@ for name, w in workloads.items():
         listen = [e for e in env if e.endswith("_LISTEN") and not e.endswith("METRICS_LISTEN")]
         check(len(listen) == 1 and env[listen[0]]["value"].endswith(f":{ports.get('grpc')}"),
               f"{name}: listens on its gRPC port")
-        mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
         check(mounts.get("keys") == "/keys" and volumes.get("keys", {}).get("secret", {}).get("secretName") == "reid-keys",
               f"{name}: the API key secret at /keys")
         for m in mounts:

@@ -15,7 +15,7 @@ type Keyed = InterceptedService<Channel, ApiKey>;
 #[derive(Debug, Clone)]
 pub struct Backend {
     identity: Channel,
-    ingester: Option<Channel>,
+    ingesters: Vec<Channel>,
     max_message_bytes: usize,
 }
 
@@ -27,7 +27,7 @@ impl Backend {
         };
         Ok(Self {
             identity: lazy(&config.identity_url)?,
-            ingester: config.ingester_url.as_deref().map(lazy).transpose()?,
+            ingesters: config.ingester_urls.iter().map(|u| lazy(u)).collect::<anyhow::Result<_>>()?,
             max_message_bytes: config.max_upload_bytes + (1 << 20),
         })
     }
@@ -42,8 +42,8 @@ impl Backend {
             .max_decoding_message_size(self.max_message_bytes)
     }
 
-    /// The ingester, when the console knows one.
-    pub fn ingester(&self, session: &Session) -> Option<IngesterServiceClient<Keyed>> {
-        self.ingester.as_ref().map(|c| IngesterServiceClient::new(Self::keyed(c, session)))
+    /// Every ingester (shard) the console knows.
+    pub fn ingesters(&self, session: &Session) -> Vec<IngesterServiceClient<Keyed>> {
+        self.ingesters.iter().map(|c| IngesterServiceClient::new(Self::keyed(c, session))).collect()
     }
 }

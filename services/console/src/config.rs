@@ -12,8 +12,9 @@ use serde::Deserialize;
 pub struct ConsoleConfig {
     /// The identity service (`http://` or `https://`).
     pub identity_url: String,
-    /// The ingester, for the cameras' health; no camera panel when unset.
-    pub ingester_url: Option<String>,
+    /// The ingesters, for the cameras' health: every shard of a sharded ingester (each lists
+    /// only its own cameras); no camera panel when empty.
+    pub ingester_urls: Vec<String>,
     /// The identity service's `DATA/crops` (read-only here): the thumbnails shown.
     pub crops_dir: Option<PathBuf>,
     /// How long a login lasts.
@@ -33,7 +34,7 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         Self {
             identity_url: format!("http://{}", reid_proto::ports::IDENTITY),
-            ingester_url: None,
+            ingester_urls: Vec::new(),
             crops_dir: None,
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookie: false,

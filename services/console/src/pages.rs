@@ -85,31 +85,29 @@ pub(crate) async fn all_identities(
     Ok(all)
 }
 
+/// The cameras of every ingester shard, by id, and what went wrong asking any of them.
 async fn cameras(console: &Console, session: &Session) -> (Vec<CameraRow>, Option<String>) {
-    let Some(mut ingester) = console.backend().ingester(session) else { return (Vec::new(), None) };
-    match ingester.list_cameras(pb::ListCamerasRequest::default()).await {
-        Ok(r) => {
-            let rows = r
-                .into_inner()
-                .cameras
-                .into_iter()
-                .map(|c| CameraRow {
-                    id: c.config.map(|c| c.camera_id).unwrap_or_default(),
-                    state: pb::CameraState::try_from(c.state).map_or("unknown".into(), |s| {
+    let (mut rows, mut errors) = (Vec::new(), Vec::new());
+    for mut ingester in console.backend().ingesters(session) {
+        match ingester.list_cameras(pb::ListCamerasRequest::default()).await {
+            Ok(r) => rows.extend(r.into_inner().cameras.into_iter().map(|c| CameraRow {
+                id: c.config.map(|c| c.camera_id).unwrap_or_default(),
+                state:
+                    pb::CameraState::try_from(c.state).map_or("unknown".into(), |s| {
                         s.as_str_name().trim_start_matches("CAMERA_STATE_").to_lowercase()
                     }),
-                    input_fps: format!("{:.1}", c.input_fps),
-                    processed_fps: format!("{:.1}", c.processed_fps),
-                    frames: c.frames_processed,
-                    tracklets: c.tracklets_emitted,
-                    reconnects: c.reconnects,
-                    last_error: c.last_error,
-                })
-                .collect();
-            (rows, None)
+                input_fps: format!("{:.1}", c.input_fps),
+                processed_fps: format!("{:.1}", c.processed_fps),
+                frames: c.frames_processed,
+                tracklets: c.tracklets_emitted,
+                reconnects: c.reconnects,
+                last_error: c.last_error,
+            })),
+            Err(status) => errors.push(format!("an ingester did not answer: {}", status.message())),
         }
-        Err(status) => (Vec::new(), Some(format!("the ingester did not answer: {}", status.message()))),
     }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    (rows, (!errors.is_empty()).then(|| errors.join("; ")))
 }
 
 pub(crate) async fn index(State(console): State<Console>, headers: HeaderMap) -> Result<Response, PageError> {
@@ -132,7 +130,7 @@ pub(crate) async fn index(State(console): State<Console>, headers: HeaderMap) ->
         "index.html",
         context! {
             csrf => session.csrf, may_change => session.may_change(), keyed => console.sessions().keyed(),
-            identities, cameras, cameras_error, has_ingester => console.config().ingester_url.is_some(),
+            identities, cameras, cameras_error, has_ingester => !console.config().ingester_urls.is_empty(),
         },
     )
 }
