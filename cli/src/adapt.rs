@@ -11,7 +11,7 @@ use clap::Args;
 use reid_model::backend::LoadOptions;
 use reid_trainer::RunConfig;
 use reid_trainer::adapt::{JudgedPairs, Judgement, judge, replaces};
-use reid_trainer::data::DatasetConfig;
+use reid_trainer::data::{DatasetConfig, FeedbackPair};
 use serde_json::json;
 
 #[derive(Debug, Args)]
@@ -26,8 +26,16 @@ pub struct AdaptArgs {
     #[arg(long)]
     crops: PathBuf,
     /// The operators' feedback pairs, as `reid feedback` prints them: the judge.
+    #[arg(long, required_unless_present = "identity", conflicts_with = "identity")]
+    feedback: Option<PathBuf>,
+    /// Read the feedback pairs from this identity service instead (`ListFeedback`), afresh each
+    /// round.
     #[arg(long)]
-    feedback: PathBuf,
+    identity: Option<String>,
+    /// Adapt again every this long (e.g. `24h`), until stopped; a round that cannot train (too
+    /// little feedback) or fails is logged and the next one waits. Once when unset.
+    #[arg(long)]
+    every: Option<humantime::Duration>,
     /// Judged pairs needed of each kind (same person, different people) before anything trains.
     #[arg(long, default_value_t = 5)]
     min_pairs: usize,
@@ -51,7 +59,40 @@ pub struct AdaptArgs {
 }
 
 pub async fn run(args: AdaptArgs) -> anyhow::Result<ExitCode> {
-    let judged = JudgedPairs::read(&args.crops, &args.feedback)?;
+    let Some(every) = args.every else { return once(&args).await };
+    loop {
+        if let Err(e) = once(&args).await {
+            tracing::warn!(error = format!("{e:#}"), "this adaptation round did not publish");
+        }
+        eprintln!("next adaptation in {every}");
+        tokio::select! {
+            () = tokio::time::sleep(*every) => {}
+            () = reid_server::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// The feedback pairs, from the file or the identity service.
+async fn feedback(args: &AdaptArgs) -> anyhow::Result<Vec<FeedbackPair>> {
+    match (&args.feedback, &args.identity) {
+        (Some(path), _) => Ok(reid_trainer::data::read_feedback(path)?),
+        (None, Some(addr)) => {
+            let mut identity = crate::identity::client(addr).await?;
+            let pairs = identity
+                .list_feedback(reid_proto::v1::ListFeedbackRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("list feedback from {addr}: {:?}: {}", s.code(), s.message()))?
+                .into_inner()
+                .pairs;
+            Ok(pairs.into_iter().map(|p| FeedbackPair { same: p.same, a: p.identity_a, b: p.identity_b }).collect())
+        }
+        (None, None) => anyhow::bail!("give --feedback FILE or --identity ADDR"),
+    }
+}
+
+/// One adaptation: train, judge, publish if better.
+async fn once(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
+    let judged = JudgedPairs::from_feedback(&args.crops, &feedback(args).await?)?;
     let (same, different) = judged.counts();
     anyhow::ensure!(
         same >= args.min_pairs && different >= args.min_pairs,

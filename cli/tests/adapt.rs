@@ -169,3 +169,53 @@ fn an_adapted_model_replaces_the_served_one_only_when_the_feedback_says_it_is_be
     assert_eq!(card["version"], version.as_str(), "the served model stays");
     assert_ne!(first["run"], second["run"], "each adaptation has its own run folder");
 }
+
+/// `reid serve identity` on a free port with the tests' key; its address.
+fn identity_service(data: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reid"))
+        .args(["serve", "identity", "--listen", "127.0.0.1:0", "--data", data.to_str().unwrap()])
+        .env("REID_API_KEY", common::KEY)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the identity service logs where it serves").unwrap();
+        if let Some(rest) = line.split("serving grpc addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep reading, so that the pipe never fills.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+#[test]
+fn a_scheduled_adaptation_reads_the_feedback_from_the_identity_service_every_round() {
+    let root = tempfile::tempdir().unwrap();
+    let exported = root.path().join("exports");
+    tracklets(&exported);
+    let config = recipe(root.path(), &exported);
+    let (mut identity, addr) = identity_service(&root.path().join("identity"));
+    let runs = root.path().join("runs");
+    let adapt = std::process::Command::new(env!("CARGO_BIN_EXE_reid"))
+        .args(["adapt", "--config", config.to_str().unwrap(), "--identity", &addr, "--every", "1s"])
+        .args(["--crops", root.path().join("identity/crops").to_str().unwrap(), "--min-pairs", "1"])
+        .args(["--runs-dir", runs.to_str().unwrap(), "--model-dir", root.path().join("models").to_str().unwrap()])
+        .env("REID_API_KEY", common::KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    std::process::Command::new("kill").args(["-INT", &adapt.id().to_string()]).status().unwrap();
+    let out = adapt.wait_with_output().unwrap();
+    let _ = identity.kill();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stopped by the signal, not by a failed round: {err}");
+    // The service has no feedback yet: every round says so and waits for the next.
+    assert!(err.matches("0 same-person and 0 different-people pairs").count() >= 2, "{err}");
+    assert!(err.matches("next adaptation in 1s").count() >= 2, "{err}");
+    assert!(!runs.exists(), "nothing trained without feedback");
+}
