@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The web console in a real browser (Debian's headless Chromium driven by Selenium) against
 `reid up` playing vtest.avi as a camera, with an API key: log in, watch identities and live
-events appear, search by uploading a photo, rename, merge two identities and forget one (with
-its confirmation), a form without its CSRF token refused; every effect is checked through the
+events appear, search by uploading a photo, enroll, rename, confirm a sighting, merge two
+identities and forget one (with its confirmation), a form without its CSRF token refused; every effect is checked through the
 identity service's gRPC API (a grpcio client generated from proto/), not through the page.
 Usage: console_browser.py PATH_TO_REID_BINARY
 """
@@ -18,6 +18,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,6 +135,15 @@ def main() -> None:
             check("search by photo shows the service's decision",
                   d.find_element(By.ID, "decision").text.split(":")[0] in ("Known", "Unknown"))
 
+            # Enroll a person from the same photo: a new enrolled identity with the name given.
+            d.get(console + "/")
+            d.find_element(By.ID, "enroll-name").send_keys("Visitor")
+            d.find_element(By.ID, "enroll-photos").send_keys(str(photo))
+            d.find_element(By.ID, "enroll").click()
+            wait.until(lambda d: d.find_element(By.ID, "identity-name").text == "Visitor")
+            visitor = d.find_element(By.ID, "identity-name").get_attribute("data-id")
+            check("enroll reaches the service", identities()[visitor].enrolled and identities()[visitor].name == "Visitor")
+
             # Rename, then merge a second identity into the first, on the first's page.
             people = sorted(identities().values(), key=lambda i: -i.sightings)
             keep, gone = people[0].identity_id, people[1].identity_id
@@ -145,6 +155,18 @@ def main() -> None:
             d.find_element(By.ID, "rename").click()
             wait.until(lambda d: d.find_element(By.ID, "identity-name").text == "Walker")
             check("rename reaches the service", identities()[keep].name == "Walker")
+            # Confirm one of its sightings: a "same" pair of the identity and that track.
+            sighting = d.find_element(By.CSS_SELECTOR, "figure.sighting")
+            camera, track = sighting.get_attribute("data-camera"), sighting.get_attribute("data-track")
+            sighting.find_element(By.CSS_SELECTOR, "button[value=confirm]").click()
+
+            def confirmed() -> bool:
+                pairs = identity.ListFeedback(identity_pb2.ListFeedbackRequest(), metadata=auth).pairs
+                return any(p.same and p.identity_a == keep and (p.camera_id, p.track_id) == (camera, track) for p in pairs)
+
+            WebDriverWait(d, 10).until(lambda _: confirmed())
+            check("confirming a sighting records the pair", confirmed())
+            wait.until(expected_conditions.staleness_of(sighting))  # the page after the form
             Select(d.find_element(By.ID, "merge-other")).select_by_value(gone)
             d.find_element(By.ID, "merge").click()
             WebDriverWait(d, 10).until(lambda d: d.switch_to.alert).accept()
