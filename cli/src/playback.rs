@@ -54,6 +54,8 @@ impl MergePass {
     /// Sets the pass in the identity service's configuration, with short upkeep ticks.
     pub fn apply(&self, config: &mut PipelineConfig) {
         config.identity.association.merge_threshold = self.merge_threshold.0;
+        // `off` is off even when the model card names a threshold.
+        config.identity.association.merge_pass = self.merge_threshold.0.is_some();
         if self.merge_threshold.0.is_some() {
             config.identity.retention.sweep_interval = MERGE_TICK;
         }

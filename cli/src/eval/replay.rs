@@ -64,6 +64,7 @@ impl Variant {
         }
         if let Some(t) = self.merge_threshold {
             a.merge_threshold = t;
+            a.merge_pass = t.is_some();
         }
         a
     }
@@ -145,7 +146,7 @@ pub async fn replay(
     };
     config.validate()?;
     let store = reid_identity::open_store(&config).await?;
-    let recorded = Recorded(ModelDescription { key: model.clone(), match_threshold: 0.0 });
+    let recorded = Recorded(ModelDescription { key: model.clone(), match_threshold: 0.0, merge_threshold: None });
     let identities =
         Identities::open(config, store, Some(Arc::new(recorded) as Arc<dyn EmbedderClient>), IdentityMetrics::new())
             .await?;

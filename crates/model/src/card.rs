@@ -96,6 +96,11 @@ pub struct ModelCard {
     /// Open-set decision threshold on cosine similarity: at or above it, two crops are the same
     /// identity. Calibrated by the trainer's evaluation.
     pub match_threshold: f32,
+    /// The identity service's merge pass threshold (average cosine similarity between two
+    /// identities' recent tracklets) measured for this model; the service uses it when its own
+    /// `association.merge_threshold` is unset, and runs no merge pass when neither is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_threshold: Option<f32>,
     /// For OpenCV dnn graphs: the output layer to read (empty: the last one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -140,6 +145,9 @@ impl ModelCard {
         }
         if !(-1.0..=1.0).contains(&self.match_threshold) {
             return Err("match_threshold is a cosine similarity in [-1, 1]".into());
+        }
+        if self.merge_threshold.is_some_and(|t| !(-1.0..=1.0).contains(&t)) {
+            return Err("merge_threshold is a cosine similarity in [-1, 1]".into());
         }
         if let Normalization::MeanStd { mean, std } = &self.normalization {
             let c = self.input.channels();
@@ -192,6 +200,11 @@ mod tests {
         v["match_threshold"] = serde_json::json!(3.0);
         let card: ModelCard = serde_json::from_value(v).unwrap();
         assert!(card.validate().is_err());
+        let mut v = card_json();
+        assert_eq!(serde_json::from_value::<ModelCard>(v.clone()).unwrap().merge_threshold, None, "optional");
+        v["merge_threshold"] = serde_json::json!(1.5);
+        let card: ModelCard = serde_json::from_value(v).unwrap();
+        assert!(card.validate().unwrap_err().contains("merge_threshold"));
     }
 
     #[test]

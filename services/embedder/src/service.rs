@@ -62,6 +62,7 @@ fn model_info(model: &ActiveModel) -> pb::ModelInfo {
         input_width: card.input.width,
         input_height: card.input.height,
         match_threshold: card.match_threshold,
+        merge_threshold: card.merge_threshold,
         device: model.device.clone(),
         card_json: serde_json::to_string(card).unwrap_or_default(),
     }

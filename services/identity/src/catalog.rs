@@ -70,6 +70,8 @@ enum CatalogRecord {
         collection: String,
         #[serde(default = "half")]
         match_threshold: f32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merge_threshold: Option<f32>,
     },
     Feedback {
         label: Label,
@@ -148,6 +150,7 @@ pub struct ModelEntry {
     pub key: ModelKey,
     pub collection: String,
     pub match_threshold: f32,
+    pub merge_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -351,6 +354,7 @@ impl Catalog {
             dimension: m.key.dimension,
             collection: m.collection.clone(),
             match_threshold: m.match_threshold,
+            merge_threshold: m.merge_threshold,
         };
         self.put(derived_id(&[MODEL, &m.collection]), &record).await
     }
@@ -367,8 +371,13 @@ impl Catalog {
             .await?
             .into_iter()
             .filter_map(|r| match r {
-                CatalogRecord::Model { model_id, version, dimension, collection, match_threshold } => {
-                    Some(ModelEntry { key: ModelKey { id: model_id, version, dimension }, collection, match_threshold })
+                CatalogRecord::Model { model_id, version, dimension, collection, match_threshold, merge_threshold } => {
+                    Some(ModelEntry {
+                        key: ModelKey { id: model_id, version, dimension },
+                        collection,
+                        match_threshold,
+                        merge_threshold,
+                    })
                 }
                 _ => None,
             })

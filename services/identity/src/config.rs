@@ -92,8 +92,11 @@ pub struct AssociationConfig {
     /// or `{ kind = "average", top = 3 }`.
     pub linkage: crate::association::Linkage,
     /// The merge pass (`identities/merging.rs`), on every upkeep tick: identities whose recent
-    /// sightings are on average at least this similar are merged into one. Unset: off.
+    /// sightings are on average at least this similar are merged into one. Unset: the model
+    /// card's `merge_threshold`, and no pass when the card has none.
     pub merge_threshold: Option<f32>,
+    /// `false` turns the merge pass off, whatever the threshold or the card says.
+    pub merge_pass: bool,
     /// The sightings the merge pass weighs: those observed in this last stretch of time.
     #[serde(with = "reid_server::duration::secs")]
     pub merge_window: Duration,
@@ -233,6 +236,7 @@ impl Default for AssociationConfig {
             same_camera_overlap: Duration::from_secs(1),
             linkage: crate::association::Linkage::default(),
             merge_threshold: None,
+            merge_pass: true,
             merge_window: Duration::from_secs(30 * 60),
             rerank: RerankConfig::default(),
         }

@@ -14,6 +14,8 @@ pub struct ModelDescription {
     pub key: ModelKey,
     /// The card's calibrated cosine threshold.
     pub match_threshold: f32,
+    /// The card's merge pass threshold, if it has one.
+    pub merge_threshold: Option<f32>,
 }
 
 #[async_trait]
@@ -62,6 +64,6 @@ impl EmbedderClient for GrpcEmbedder {
     async fn model(&self) -> IdentityResult<ModelDescription> {
         let info = self.client.model().await.map_err(IdentityError::Embedder)?;
         let key = info.r#ref.as_ref().map(ModelKey::from).unwrap_or_default();
-        Ok(ModelDescription { key, match_threshold: info.match_threshold })
+        Ok(ModelDescription { key, match_threshold: info.match_threshold, merge_threshold: info.merge_threshold })
     }
 }

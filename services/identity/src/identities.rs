@@ -50,11 +50,18 @@ pub struct Gallery {
     pub model: ModelKey,
     pub collection: String,
     pub match_threshold: f32,
+    /// The merge pass threshold its card gave, if any.
+    pub merge_threshold: Option<f32>,
 }
 
 impl From<ModelEntry> for Gallery {
     fn from(m: ModelEntry) -> Self {
-        Gallery { model: m.key, collection: m.collection, match_threshold: m.match_threshold }
+        Gallery {
+            model: m.key,
+            collection: m.collection,
+            match_threshold: m.match_threshold,
+            merge_threshold: m.merge_threshold,
+        }
     }
 }
 

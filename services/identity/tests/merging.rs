@@ -154,3 +154,35 @@ async fn the_upkeep_tick_runs_the_merge_pass() {
     assert_eq!(identity_of(identities, "east", "a").await, a_west);
     assert_eq!(identities.metrics().identity_merges.get(), 1);
 }
+
+#[tokio::test]
+async fn the_model_cards_merge_threshold_runs_the_pass_follows_a_recalibration_and_can_be_turned_off() {
+    let now = || reid_identity::identities::now_ms();
+    // The card names 0.7; the service's own configuration names none.
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(dir.path(), None).await;
+    *service.embedder.merge_threshold.lock().unwrap() = Some(0.7);
+    scene(&service.identities, &service.embedder).await;
+    assert_eq!(service.identities.merge_pass(now()).await.unwrap(), 1, "the card's threshold ran the pass");
+
+    // A card without one: no pass, until the card is recalibrated in place and the service
+    // follows it.
+    let dir = tempfile::tempdir().unwrap();
+    let service = open(dir.path(), None).await;
+    scene(&service.identities, &service.embedder).await;
+    assert_eq!(service.identities.merge_pass(now()).await.unwrap(), 0);
+    *service.embedder.merge_threshold.lock().unwrap() = Some(0.7);
+    assert_eq!(service.identities.follow_embedder().await.unwrap(), None, "the same model: nothing to re-embed");
+    assert_eq!(service.identities.merge_pass(now()).await.unwrap(), 1);
+
+    // `merge_pass = false` wins over the card.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: IdentityConfig = config(dir.path());
+    config.association.threshold = Some(0.8);
+    config.association.merge_pass = false;
+    config.retention.sweep_interval = Duration::from_secs(3600);
+    let service = Service::start(config, ScriptedEmbedder::new("A")).await;
+    *service.embedder.merge_threshold.lock().unwrap() = Some(0.7);
+    scene(&service.identities, &service.embedder).await;
+    assert_eq!(service.identities.merge_pass(now()).await.unwrap(), 0);
+}

@@ -229,6 +229,10 @@ pub struct TrainingConfig {
     /// point measured on labelled ground truth (`reid eval mtmc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_threshold: Option<f64>,
+    /// The identity service's merge pass threshold measured for this model (`reid eval mtmc
+    /// --replay merge=T`), written into the card; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_threshold: Option<f64>,
 }
 
 /// The epoch a run keeps as its model.
@@ -255,6 +259,7 @@ impl Default for TrainingConfig {
             verification_items: 2000,
             keep: Keep::BestMap,
             match_threshold: None,
+            merge_threshold: None,
         }
     }
 }
@@ -292,8 +297,12 @@ impl RunConfig {
         if self.training.epochs == 0 {
             return bad("training.epochs must be at least 1".into());
         }
-        if let Some(t) = self.training.match_threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
-            return bad(format!("training.match_threshold {t} is not a cosine similarity in [-1, 1]"));
+        for (key, t) in
+            [("match_threshold", self.training.match_threshold), ("merge_threshold", self.training.merge_threshold)]
+        {
+            if let Some(t) = t.filter(|t| !(-1.0..=1.0).contains(t)) {
+                return bad(format!("training.{key} {t} is not a cosine similarity in [-1, 1]"));
+            }
         }
         if self.loss.kind != LossKind::SoftTriplet && self.loss.margin <= 0.0 {
             return bad(format!("loss.margin must be positive, got {}", self.loss.margin));

@@ -83,14 +83,18 @@ impl Identities {
         if let Some(g) = self.built_elsewhere(model).await? {
             return Ok(g);
         }
-        let match_threshold = match &self.embedder {
-            Some(e) => e.model().await.ok().filter(|d| d.key.same_model(model)).map(|d| d.match_threshold),
+        let card = match &self.embedder {
+            Some(e) => e.model().await.ok().filter(|d| d.key.same_model(model)),
             None => None,
-        }
-        .filter(|t| *t > 0.0)
-        .unwrap_or(FALLBACK_THRESHOLD);
-        let gallery =
-            Gallery { model: model.clone(), collection: model.collection(&self.config.namespace), match_threshold };
+        };
+        let match_threshold =
+            card.as_ref().map(|d| d.match_threshold).filter(|t| *t > 0.0).unwrap_or(FALLBACK_THRESHOLD);
+        let gallery = Gallery {
+            model: model.clone(),
+            collection: model.collection(&self.config.namespace),
+            match_threshold,
+            merge_threshold: card.and_then(|d| d.merge_threshold),
+        };
         tracing::info!(model = %model, collection = %gallery.collection, "building the gallery of a new model version");
         self.store.ensure_collection(&gallery_spec(&gallery, self.config.index)).await?;
         let started = std::time::Instant::now();
@@ -99,7 +103,12 @@ impl Identities {
         let reembedded = result?;
         self.store.optimize(&gallery.collection).await?;
         self.catalog
-            .put_model(&ModelEntry { key: model.clone(), collection: gallery.collection.clone(), match_threshold })
+            .put_model(&ModelEntry {
+                key: model.clone(),
+                collection: gallery.collection.clone(),
+                match_threshold,
+                merge_threshold: gallery.merge_threshold,
+            })
             .await?;
         self.store.set_alias(&active_alias(&self.config.namespace), &gallery.collection).await?;
         self.metrics.migrations.inc();
@@ -244,13 +253,32 @@ impl Identities {
 
     /// Re-embeds now if the embedder serves a model no gallery was built for (called at start and
     /// periodically, so that a model change is picked up before the first request needs it).
+    /// A card recalibrated in place (the same version, other thresholds) takes effect here too.
     pub async fn follow_embedder(&self) -> IdentityResult<Option<ModelKey>> {
         let Some(embedder) = &self.embedder else { return Ok(None) };
-        let current = embedder.model().await?.key;
-        if current.version.is_empty() || self.cached(&current).is_some() {
+        let card = embedder.model().await?;
+        let current = card.key.clone();
+        if current.version.is_empty() {
             return Ok(None);
         }
-        self.gallery_for(&current).await?;
-        Ok(Some(current))
+        let Some(gallery) = self.cached(&current) else {
+            self.gallery_for(&current).await?;
+            return Ok(Some(current));
+        };
+        let match_threshold = Some(card.match_threshold).filter(|t| *t > 0.0).unwrap_or(FALLBACK_THRESHOLD);
+        if (gallery.match_threshold, gallery.merge_threshold) != (match_threshold, card.merge_threshold) {
+            let updated = Gallery { match_threshold, merge_threshold: card.merge_threshold, ..gallery };
+            tracing::info!(model = %current, match_threshold, merge_threshold = ?card.merge_threshold, "the model card's thresholds changed");
+            self.catalog
+                .put_model(&ModelEntry {
+                    key: updated.model.clone(),
+                    collection: updated.collection.clone(),
+                    match_threshold,
+                    merge_threshold: updated.merge_threshold,
+                })
+                .await?;
+            self.remember(&updated);
+        }
+        Ok(None)
     }
 }

@@ -32,11 +32,13 @@ pub(super) const MAX_MERGE_SIGHTINGS: usize = 2_000;
 
 impl Identities {
     /// Runs the merge pass once over every gallery; returns how many identities were merged
-    /// away. Does nothing unless `association.merge_threshold` is set.
+    /// away. A gallery's threshold is `association.merge_threshold`, else its model card's; a
+    /// gallery with neither is left alone.
     pub async fn merge_pass(&self, now_ms: i64) -> IdentityResult<u64> {
-        let Some(threshold) = self.config.association.merge_threshold else {
+        let threshold_of = |g: &Gallery| self.config.association.merge_threshold.or(g.merge_threshold);
+        if !self.config.association.merge_pass || !self.galleries().iter().any(|g| threshold_of(g).is_some()) {
             return Ok(0);
-        };
+        }
         let since = now_ms - self.config.association.merge_window.as_millis() as i64;
         // No tracklet is associated while identities move.
         let _associating = self.associating.lock().await;
@@ -50,7 +52,9 @@ impl Identities {
             .collect();
         let mut merged = 0;
         for gallery in self.galleries() {
-            merged += self.merge_gallery(&gallery, since, threshold, &different, now_ms).await?;
+            if let Some(threshold) = threshold_of(&gallery) {
+                merged += self.merge_gallery(&gallery, since, threshold, &different, now_ms).await?;
+            }
         }
         if merged > 0 {
             self.metrics.identity_merges.inc_by(merged);

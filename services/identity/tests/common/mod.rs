@@ -27,6 +27,8 @@ pub struct ScriptedEmbedder {
     pub noise: f32,
     pub delay: Mutex<Duration>,
     pub calls: Mutex<usize>,
+    /// What the model card says of the merge pass.
+    pub merge_threshold: Mutex<Option<f32>>,
 }
 
 impl ScriptedEmbedder {
@@ -42,6 +44,7 @@ impl ScriptedEmbedder {
             noise,
             delay: Mutex::new(Duration::ZERO),
             calls: Mutex::new(0),
+            merge_threshold: Mutex::new(None),
         })
     }
 
@@ -96,7 +99,11 @@ impl EmbedderClient for ScriptedEmbedder {
     }
 
     async fn model(&self) -> IdentityResult<ModelDescription> {
-        Ok(ModelDescription { key: self.key(), match_threshold: 0.6 })
+        Ok(ModelDescription {
+            key: self.key(),
+            match_threshold: 0.6,
+            merge_threshold: *self.merge_threshold.lock().unwrap(),
+        })
     }
 }
 

@@ -35,6 +35,7 @@ pub(super) fn best_card(config: &RunConfig, run: &str, record: &EpochRecord) -> 
         normalization: m.normalization(),
         embedding_dim: m.embedding_dim,
         match_threshold: config.training.match_threshold.unwrap_or(record.threshold).clamp(-1.0, 1.0) as f32,
+        merge_threshold: config.training.merge_threshold.map(|t| t as f32),
         output: None,
         max_batch: None,
         metrics,
@@ -104,8 +105,12 @@ mod tests {
         };
         let mut config = RunConfig::parse("[dataset]\nkind = \"fashion_mnist\"").unwrap();
         assert!((best_card(&config, "r", &record).match_threshold - 0.946).abs() < 1e-6);
+        assert_eq!(best_card(&config, "r", &record).merge_threshold, None);
         config.training.match_threshold = Some(0.8);
-        assert!((best_card(&config, "r", &record).match_threshold - 0.8).abs() < 1e-6);
+        config.training.merge_threshold = Some(0.75);
+        let card = best_card(&config, "r", &record);
+        assert!((card.match_threshold - 0.8).abs() < 1e-6);
+        assert_eq!(card.merge_threshold, Some(0.75));
         config.training.match_threshold = Some(1.5);
         assert!(config.validate().is_err(), "not a cosine similarity");
     }
