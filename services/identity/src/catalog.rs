@@ -97,6 +97,16 @@ enum Label {
     Different,
 }
 
+impl Label {
+    /// As stored (and as a part of the pair's point id).
+    fn name(self) -> &'static str {
+        match self {
+            Label::Same => "same",
+            Label::Different => "different",
+        }
+    }
+}
+
 /// An identity as stored: its name and external id sealed under the identity's own key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct IdentityRecord {
@@ -394,8 +404,7 @@ impl Catalog {
             track: f.track.clone(),
             at: f.at_ms,
         };
-        let label = if f.same { "same" } else { "different" };
-        self.put(derived_id(&[FEEDBACK, label, &f.a, &f.b, &f.camera, &f.track]), &record).await
+        self.put(derived_id(&[FEEDBACK, label.name(), &f.a, &f.b, &f.camera, &f.track]), &record).await
     }
 
     pub async fn feedback(&self) -> IdentityResult<Vec<FeedbackPair>> {
@@ -458,6 +467,9 @@ mod tests {
             json!({ "kind": FEEDBACK, "label": "different", key::A: "a", key::B: "b", "camera": "west", "track": "9", "at": 3 })
         );
         assert_eq!(CatalogRecord::read(&object(stored)), Some(pair));
+        for label in [Label::Same, Label::Different] {
+            assert_eq!(json!(label), json!(label.name()), "the point id names the label as it is stored");
+        }
         // An identity written before names were sealed, and a model record without a dimension.
         let old = object(
             json!({ "kind": IDENTITY, "identity": "x", "name": "Ada", "enrolled": true, "created": 1, "last_seen": 2 }),

@@ -56,6 +56,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Its `kind`, as the JSON form names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Sighted { .. } => "sighted",
+            EventKind::Merged { .. } => "merged",
+            EventKind::Split { .. } => "split",
+            EventKind::Enrolled { .. } => "enrolled",
+            EventKind::Forgotten { .. } => "forgotten",
+            EventKind::Renamed { .. } => "renamed",
+        }
+    }
+
     /// The identities the event is about.
     pub fn identities(&self) -> Vec<&str> {
         match self {
@@ -478,6 +490,7 @@ mod tests {
             serde_json::json!({ "cursor": "ff.7", "at_ms": 1000, "kind": "forgotten", "identity_id": "x", "enrolled": true })
         );
         assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
+        assert_eq!(e.kind.name(), "forgotten");
         // Through the wire and back, every kind.
         let kinds = [
             EventKind::Sighted {

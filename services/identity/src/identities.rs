@@ -54,6 +54,17 @@ pub struct Gallery {
     pub merge_threshold: Option<f32>,
 }
 
+impl From<&Gallery> for ModelEntry {
+    fn from(g: &Gallery) -> Self {
+        ModelEntry {
+            key: g.model.clone(),
+            collection: g.collection.clone(),
+            match_threshold: g.match_threshold,
+            merge_threshold: g.merge_threshold,
+        }
+    }
+}
+
 impl From<ModelEntry> for Gallery {
     fn from(m: ModelEntry) -> Self {
         Gallery {
@@ -412,16 +423,8 @@ impl Identities {
     }
 
     fn publish(&self, kind: EventKind) {
-        let event = self.events.publish(now_ms(), kind);
-        let kind = match &event.kind {
-            EventKind::Sighted { .. } => "sighted",
-            EventKind::Merged { .. } => "merged",
-            EventKind::Split { .. } => "split",
-            EventKind::Enrolled { .. } => "enrolled",
-            EventKind::Forgotten { .. } => "forgotten",
-            EventKind::Renamed { .. } => "renamed",
-        };
-        self.metrics.events.with_label_values(&[kind]).inc();
+        self.metrics.events.with_label_values(&[kind.name()]).inc();
+        self.events.publish(now_ms(), kind);
     }
 
     pub fn store(&self) -> &Arc<dyn VectorStore> {

@@ -6,6 +6,13 @@ use super::*;
 /// Threshold for a model whose card nobody told us (embeddings-only deployments without one).
 const FALLBACK_THRESHOLD: f32 = 0.5;
 
+/// A gallery's match and merge thresholds from its model's card (the fallback match threshold
+/// without a card, or with a card that names none).
+fn thresholds(card: Option<&crate::embedder::ModelDescription>) -> (f32, Option<f32>) {
+    let matching = card.map(|d| d.match_threshold).filter(|t| *t > 0.0).unwrap_or(FALLBACK_THRESHOLD);
+    (matching, card.and_then(|d| d.merge_threshold))
+}
+
 /// Images per embedder call while re-embedding a gallery.
 const MIGRATION_CHUNK: usize = 32;
 
@@ -87,13 +94,12 @@ impl Identities {
             Some(e) => e.model().await.ok().filter(|d| d.key.same_model(model)),
             None => None,
         };
-        let match_threshold =
-            card.as_ref().map(|d| d.match_threshold).filter(|t| *t > 0.0).unwrap_or(FALLBACK_THRESHOLD);
+        let (match_threshold, merge_threshold) = thresholds(card.as_ref());
         let gallery = Gallery {
             model: model.clone(),
             collection: model.collection(&self.config.namespace),
             match_threshold,
-            merge_threshold: card.and_then(|d| d.merge_threshold),
+            merge_threshold,
         };
         tracing::info!(model = %model, collection = %gallery.collection, "building the gallery of a new model version");
         self.store.ensure_collection(&gallery_spec(&gallery, self.config.index)).await?;
@@ -102,14 +108,7 @@ impl Identities {
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let reembedded = result?;
         self.store.optimize(&gallery.collection).await?;
-        self.catalog
-            .put_model(&ModelEntry {
-                key: model.clone(),
-                collection: gallery.collection.clone(),
-                match_threshold,
-                merge_threshold: gallery.merge_threshold,
-            })
-            .await?;
+        self.catalog.put_model(&ModelEntry::from(&gallery)).await?;
         self.store.set_alias(&active_alias(&self.config.namespace), &gallery.collection).await?;
         self.metrics.migrations.inc();
         tracing::info!(model = %model, reembedded, seconds = started.elapsed().as_secs_f32(), "gallery ready; active alias switched");
@@ -265,18 +264,11 @@ impl Identities {
             self.gallery_for(&current).await?;
             return Ok(Some(current));
         };
-        let match_threshold = Some(card.match_threshold).filter(|t| *t > 0.0).unwrap_or(FALLBACK_THRESHOLD);
-        if (gallery.match_threshold, gallery.merge_threshold) != (match_threshold, card.merge_threshold) {
-            let updated = Gallery { match_threshold, merge_threshold: card.merge_threshold, ..gallery };
-            tracing::info!(model = %current, match_threshold, merge_threshold = ?card.merge_threshold, "the model card's thresholds changed");
-            self.catalog
-                .put_model(&ModelEntry {
-                    key: updated.model.clone(),
-                    collection: updated.collection.clone(),
-                    match_threshold,
-                    merge_threshold: updated.merge_threshold,
-                })
-                .await?;
+        let (match_threshold, merge_threshold) = thresholds(Some(&card));
+        if (gallery.match_threshold, gallery.merge_threshold) != (match_threshold, merge_threshold) {
+            let updated = Gallery { match_threshold, merge_threshold, ..gallery };
+            tracing::info!(model = %current, match_threshold, ?merge_threshold, "the model card's thresholds changed");
+            self.catalog.put_model(&ModelEntry::from(&updated)).await?;
             self.remember(&updated);
         }
         Ok(None)
