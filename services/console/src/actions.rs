@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use reid_proto::time::millis_or_zero as ms;
 
-use crate::pages::{all_identities, clock, short};
+use crate::pages::{clock, short};
 use crate::session::{Session, csrf_ok};
 use crate::{Console, PageError};
 
@@ -158,6 +158,17 @@ struct Upload {
     files: Vec<Vec<u8>>,
 }
 
+/// A multipart form read whole, and the session, whose CSRF token its fields carry.
+async fn checked_upload(
+    console: &Console,
+    headers: &HeaderMap,
+    multipart: Multipart,
+) -> Result<(Upload, Session), PageError> {
+    let upload = upload(multipart).await?;
+    let session = checked(console, headers, &upload.fields)?;
+    Ok((upload, session))
+}
+
 async fn upload(mut multipart: Multipart) -> Result<Upload, PageError> {
     let bad = |e: axum::extract::multipart::MultipartError| PageError::BadRequest(format!("the upload: {e}"));
     let mut upload = Upload { fields: HashMap::new(), files: Vec::new() };
@@ -196,8 +207,7 @@ pub(crate) async fn search(
     headers: HeaderMap,
     multipart: Multipart,
 ) -> Result<Response, PageError> {
-    let upload = upload(multipart).await?;
-    let session = checked(&console, &headers, &upload.fields)?;
+    let (upload, session) = checked_upload(&console, &headers, multipart).await?;
     let photo = upload.files.into_iter().next().ok_or_else(|| PageError::BadRequest("choose a photo".into()))?;
     let mut identity = console.backend().identity(&session);
     let request = pb::IdentifyRequest {
@@ -206,8 +216,6 @@ pub(crate) async fn search(
         ..Default::default()
     };
     let result = identity.identify(request).await?.into_inner().results.into_iter().next().unwrap_or_default();
-    let names: HashMap<String, String> =
-        all_identities(&console, &session).await?.into_iter().map(|i| (i.identity_id, i.name)).collect();
     let mut candidates = Vec::new();
     for c in result.candidates {
         let sightings = identity
@@ -222,7 +230,7 @@ pub(crate) async fn search(
             .map(|s| s.thumbnail.clone());
         candidates.push(CandidateView {
             short: short(&c.identity_id),
-            name: names.get(&c.identity_id).cloned().unwrap_or(c.name),
+            name: c.name,
             id: c.identity_id,
             score: format!("{:.3}", c.score),
             camera: c.camera_id,
@@ -247,8 +255,7 @@ pub(crate) async fn enroll(
     headers: HeaderMap,
     multipart: Multipart,
 ) -> Result<Response, PageError> {
-    let upload = upload(multipart).await?;
-    let session = checked(&console, &headers, &upload.fields)?;
+    let (upload, session) = checked_upload(&console, &headers, multipart).await?;
     if upload.files.is_empty() {
         return Err(PageError::BadRequest("choose at least one photo".into()));
     }

@@ -51,9 +51,4 @@ impl ConsoleConfig {
         ensure(!self.session_ttl.is_zero(), "session_ttl", || "must be positive".into())?;
         positive(&[("max_upload_bytes", self.max_upload_bytes as u64)])
     }
-
-    /// Whether a login is asked for.
-    pub fn keyed(&self) -> bool {
-        self.security.api_key.is_some() || self.security.viewer_api_key.is_some()
-    }
 }
