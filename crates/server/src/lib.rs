@@ -141,6 +141,20 @@ pub fn grpc_url(addr: &str) -> String {
     if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
 }
 
+/// `shutdown`, which also turns the returned flag true when it resolves: pass the future to the
+/// server, and the flag to what streams and must learn that the server is stopping
+/// ([`until_true`]).
+pub fn announced(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (impl Future<Output = ()> + Send + 'static, tokio::sync::watch::Receiver<bool>) {
+    let (flag, closing) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        flag.send_replace(true);
+    };
+    (shutdown, closing)
+}
+
 /// Resolves once `flag` is true (or its sender is gone): how a stream that never ends by itself
 /// (an event stream) learns that its server is shutting down.
 pub async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {

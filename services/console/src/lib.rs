@@ -206,16 +206,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (closed, closing) = tokio::sync::watch::channel(false);
+    let (shutdown, closing) = reid_server::announced(shutdown);
     let console = Console::new(config, closing)?;
     if !console.sessions().keyed() {
         tracing::warn!("the console asks for no login: the deployment has no api_key");
     }
     tracing::info!(addr = %listener.local_addr()?, "serving the console");
-    let shutdown = async move {
-        shutdown.await;
-        closed.send_replace(true);
-    };
     axum::serve(listener, console.router()).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -109,11 +109,7 @@ pub async fn serve(
     server.health().set_all(true).await;
     let limit = identities.config().max_message_bytes;
     // Event streams never end by themselves: they are told when the server stops.
-    let (closed, closing) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        closed.send_replace(true);
-    };
+    let (shutdown, closing) = reid_server::announced(shutdown);
     let grpc = IdentityServiceServer::new(service::IdentityGrpc::new(identities.clone(), closing))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
