@@ -27,10 +27,13 @@ pub struct Variant {
     /// The merge pass's threshold (`Some(None)`: no pass), run once after every tracklet was
     /// observed.
     pub merge_threshold: Option<Option<f32>>,
+    /// `association.same_camera_overlap`, seconds.
+    pub same_camera_overlap: Option<f32>,
 }
 
 impl Variant {
-    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), any of them.
+    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), and `overlap=1`
+    /// (seconds), any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -42,7 +45,10 @@ impl Variant {
                 "margin" => v.min_margin = Some(number(value)?),
                 "merge" => v.merge_threshold = Some(crate::playback::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
-                other => return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge)")),
+                "overlap" => v.same_camera_overlap = Some(number(value)?),
+                other => {
+                    return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge, overlap)"));
+                }
             }
         }
         Ok(v)
@@ -65,6 +71,9 @@ impl Variant {
         if let Some(t) = self.merge_threshold {
             a.merge_threshold = t;
             a.merge_pass = t.is_some();
+        }
+        if let Some(seconds) = self.same_camera_overlap {
+            a.same_camera_overlap = std::time::Duration::from_secs_f32(seconds.max(0.0));
         }
         a
     }
@@ -89,6 +98,9 @@ impl std::fmt::Display for Variant {
             Some(Some(t)) => parts.push(format!("merge={t}")),
             Some(None) => parts.push("merge=off".into()),
             None => {}
+        }
+        if let Some(s) = self.same_camera_overlap {
+            parts.push(format!("overlap={s}"));
         }
         f.write_str(&parts.join(","))
     }
@@ -193,6 +205,8 @@ mod tests {
         assert_eq!(Variant::parse("merge=off").map(|v| v.to_string()), Ok("merge=off".into()));
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
         assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
+        let apart = Variant::parse("overlap=2.5").map(|v| (v.apply(&base).same_camera_overlap, v.to_string()));
+        assert_eq!(apart, Ok((std::time::Duration::from_millis(2500), "overlap=2.5".into())));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));
         assert!(Variant::parse("threshold").is_err());
         assert!(Variant::parse("top=-1").is_err());
