@@ -1,13 +1,20 @@
 //! The ingester's configuration: one struct, filled from a TOML file, then `REID_INGESTER_*`
-//! environment variables and flags (by the CLI); tests build it directly.
+//! environment variables and flags (by the CLI); tests build it directly. Each section's type
+//! lives with the code it sets (`[tracker]`, `[crops]` and `[reconnect]` in `pipeline/config.rs`,
+//! `[delivery]` in `delivery/config.rs`, ...): this file gathers them and checks them together, and no other module
+//! reads it.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use reid_server::invalid::{Invalid, ensure, positive};
 use serde::Deserialize;
 
+pub use crate::pipeline::config::CameraSpec;
+
+use crate::delivery::config::DeliveryConfig;
 use crate::detect::DetectorsConfig;
+use crate::pipeline::config::{CropConfig, PipelineConfig, ReconnectConfig, TrackerConfig};
+use crate::source::policy::SourcePolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,7 +46,7 @@ pub struct IngesterConfig {
     pub max_detections_per_message: usize,
     /// What cameras added over the API (`AddCamera`) may read and connect to; cameras listed here
     /// in `cameras` are trusted.
-    pub sources: crate::source::policy::SourcePolicy,
+    pub sources: SourcePolicy,
     /// Cameras this ingester runs at most (each is a thread and a decoder): `AddCamera` beyond it
     /// is refused with RESOURCE_EXHAUSTED.
     pub max_cameras: usize,
@@ -51,26 +58,6 @@ pub struct IngesterConfig {
     pub metrics_listen: Option<String>,
     /// API key and TLS, for callers and for the services this one calls.
     pub security: reid_server::Security,
-}
-
-/// One camera: where its frames come from and how they are processed.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CameraSpec {
-    pub id: String,
-    /// A video file, a folder of images, `rtsp://`, `http(s)://` (MJPEG or any stream FFmpeg
-    /// reads), `device:N` for a local capture device, or `push` for a camera that pushes frames
-    /// (`PushFrames`) or detections (`PushDetections`).
-    pub url: String,
-    /// Frames per second to process; 0 processes every frame.
-    #[serde(default)]
-    pub target_fps: f32,
-    /// `ssd`, `hog`, `background`, `haar-face`, `mtcnn` or `onnx`; empty for `default_detector`.
-    #[serde(default)]
-    pub detector: String,
-    /// The part of the source this camera sees, and how (region, scale, colour, clock offset).
-    #[serde(default)]
-    pub view: crate::pipeline::view::View,
 }
 
 /// One replica's part of the camera list: cameras whose id hashes (FNV-1a) to `index` modulo
@@ -90,97 +77,6 @@ impl Shard {
     }
 }
 
-impl CameraSpec {
-    /// A camera on `url` with the defaults: every frame, the default detector, the whole view.
-    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
-        CameraSpec {
-            id: id.into(),
-            url: url.into(),
-            target_fps: 0.0,
-            detector: String::new(),
-            view: crate::pipeline::view::View::default(),
-        }
-    }
-}
-
-/// The SORT-like tracker: IoU against a constant-velocity prediction.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrackerConfig {
-    /// A detection joins a track when its box overlaps the track's predicted box by at least this.
-    pub min_iou: f32,
-    /// A weak detection ([`crate::detect::Detection::weak`]) joins a confirmed track left
-    /// without one when it overlaps the track's predicted box by at least this.
-    pub weak_min_iou: f32,
-    /// Detections a track needs before it counts (filters one-frame false positives).
-    pub min_hits: u32,
-    /// Processed frames a track survives without a detection (occlusion) before it ends.
-    pub max_misses: u32,
-    /// A track longer than this is cut into consecutive tracklets, so that a person standing in
-    /// view for an hour is still reported (0: never cut).
-    pub max_tracklet_frames: u32,
-}
-
-/// Which crops of a track are kept and sent.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CropConfig {
-    /// Best crops kept per tracklet (by size, sharpness, aspect, detector score).
-    pub per_tracklet: usize,
-    /// Kept crops are at least this many processed frames apart (different poses, not one moment).
-    pub min_gap_frames: u64,
-    /// Detections smaller than this (box height in pixels) are tracked but never kept as crops.
-    pub min_height: u32,
-    /// Context added around each box, as a fraction of its size.
-    pub padding: f32,
-    /// Crops larger than this many pixels are shrunk before they are encoded and sent (a person
-    /// close to a 4K camera), so that no crop can exceed what the embedder takes.
-    pub max_pixels: u64,
-    /// Side of the aligned face crop cut on a detector's landmarks (FaceNet takes 160).
-    pub face_size: i32,
-    pub jpeg_quality: i32,
-}
-
-/// Getting tracklets to the embedder and the identity service.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Tracklets held while the embedder or identity service is slow or down; beyond it the
-    /// oldest are dropped and counted (`buffer_full`).
-    pub buffer_tracklets: usize,
-    /// Most crops per embedder call; crops of every camera share a call.
-    pub embed_batch: usize,
-    /// How long a partial batch waits for more tracklets.
-    #[serde(with = "reid_server::duration::millis")]
-    pub batch_wait: Duration,
-    /// Retry back-off bounds while a downstream service is unavailable.
-    #[serde(with = "reid_server::duration::millis")]
-    pub retry_initial: Duration,
-    #[serde(with = "reid_server::duration::millis")]
-    pub retry_max: Duration,
-    /// On shutdown, how long buffered tracklets may take to be delivered.
-    #[serde(with = "reid_server::duration::millis")]
-    pub flush_timeout: Duration,
-    /// Per-call deadline.
-    #[serde(with = "reid_server::duration::millis")]
-    pub call_timeout: Duration,
-    /// Failed deliveries after which a tracklet is set aside (counted as `failed`); a downstream
-    /// service that is unavailable does not count against its tracklets.
-    pub max_attempts: u32,
-}
-
-/// Reconnecting a live source: exponential back-off with full jitter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReconnectConfig {
-    #[serde(with = "reid_server::duration::millis")]
-    pub initial: Duration,
-    #[serde(with = "reid_server::duration::millis")]
-    pub max: Duration,
-    /// Give up after this many failed attempts in a row (0: never).
-    pub max_attempts: u32,
-}
-
 impl Default for IngesterConfig {
     fn default() -> Self {
         Self {
@@ -197,7 +93,7 @@ impl Default for IngesterConfig {
             max_frame_pixels: 16 << 20,
             max_message_bytes: 64 << 20,
             max_detections_per_message: 64,
-            sources: crate::source::policy::SourcePolicy::default(),
+            sources: SourcePolicy::default(),
             max_cameras: 64,
             cameras: Vec::new(),
             shard: None,
@@ -207,48 +103,19 @@ impl Default for IngesterConfig {
     }
 }
 
-impl Default for TrackerConfig {
-    fn default() -> Self {
-        Self { min_iou: 0.2, weak_min_iou: 0.5, min_hits: 3, max_misses: 10, max_tracklet_frames: 600 }
-    }
-}
-
-impl Default for CropConfig {
-    fn default() -> Self {
-        Self {
-            per_tracklet: 4,
-            min_gap_frames: 3,
-            min_height: 48,
-            padding: 0.05,
-            max_pixels: 1 << 20,
-            face_size: 160,
-            jpeg_quality: 90,
-        }
-    }
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            buffer_tracklets: 1000,
-            embed_batch: 32,
-            batch_wait: Duration::from_millis(20),
-            retry_initial: Duration::from_millis(200),
-            retry_max: Duration::from_secs(5),
-            flush_timeout: Duration::from_secs(10),
-            call_timeout: Duration::from_secs(30),
-            max_attempts: 5,
-        }
-    }
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(30), max_attempts: 0 }
-    }
-}
-
 impl IngesterConfig {
+    /// What a camera's threads take of it.
+    pub(crate) fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            tracker: self.tracker.clone(),
+            crops: self.crops.clone(),
+            reconnect: self.reconnect.clone(),
+            frame_queue: self.frame_queue,
+            max_frame_pixels: self.max_frame_pixels,
+            export_dir: self.export_dir.clone(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Invalid> {
         self.security.validate().map_err(|e| e.within("security"))?;
         let min_iou = self.tracker.min_iou;

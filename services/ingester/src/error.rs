@@ -16,8 +16,9 @@ pub enum IngesterError {
     AlreadyPushing(String),
     #[error("bad camera url {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("unsupported detector {0:?}: expected one of {known}", known = crate::detect::DETECTORS.join(", "))]
-    UnsupportedDetector(String),
+    /// A detector name the registry does not know, with the names it does.
+    #[error("unsupported detector {name:?}: expected one of {}", known.join(", "))]
+    UnsupportedDetector { name: String, known: &'static [&'static str] },
     #[error("detector {name}: {reason}")]
     DetectorUnavailable { name: String, reason: String },
     #[error("this ingester runs its limit of {0} cameras (max_cameras)")]
@@ -47,7 +48,7 @@ impl From<IngesterError> for Status {
         let code = match &e {
             IngesterError::InvalidArgument(_)
             | IngesterError::BadUrl { .. }
-            | IngesterError::UnsupportedDetector(_) => Code::InvalidArgument,
+            | IngesterError::UnsupportedDetector { .. } => Code::InvalidArgument,
             IngesterError::UnknownCamera(_) => Code::NotFound,
             IngesterError::CameraExists(_) | IngesterError::AlreadyPushing(_) => Code::AlreadyExists,
             IngesterError::NotAPushCamera(_) | IngesterError::DetectorUnavailable { .. } => Code::FailedPrecondition,

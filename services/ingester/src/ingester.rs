@@ -20,6 +20,7 @@ use crate::source::SourceSpec;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Ingester {
+    config: Arc<IngesterConfig>,
     ctx: PipelineContext,
     cameras: Mutex<BTreeMap<String, Arc<Camera>>>,
     stop_delivery: watch::Sender<bool>,
@@ -76,8 +77,10 @@ impl Ingester {
             _ => None,
         };
         let session = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        let ctx = PipelineContext { config: config.clone(), outbox, metrics, session: format!("{session:x}") };
+        let ctx =
+            PipelineContext { config: Arc::new(config.pipeline()), outbox, metrics, session: format!("{session:x}") };
         let ingester = Self {
+            config: config.clone(),
             ctx,
             cameras: Mutex::new(BTreeMap::new()),
             stop_delivery,
@@ -97,7 +100,7 @@ impl Ingester {
     }
 
     pub fn config(&self) -> &IngesterConfig {
-        &self.ctx.config
+        &self.config
     }
 
     pub fn metrics(&self) -> &IngesterMetrics {
@@ -119,7 +122,7 @@ impl Ingester {
     /// [`SourcePolicy`]: crate::source::policy::SourcePolicy
     pub async fn add_requested(&self, spec: CameraSpec) -> IngesterResult<CameraStatus> {
         check_camera_id(&spec.id)?;
-        self.ctx.config.sources.check(&spec.url).await?;
+        self.config.sources.check(&spec.url).await?;
         self.add(spec).await
     }
 
@@ -132,20 +135,20 @@ impl Ingester {
         let source = SourceSpec::parse(&spec.url)?;
         spec.view.validate().map_err(|e| IngesterError::invalid(e.to_string()))?;
         if spec.detector.is_empty() {
-            spec.detector = self.ctx.config.default_detector.clone();
+            spec.detector = self.config.default_detector.clone();
         }
         {
             let cameras = self.cameras.lock().await;
             if cameras.contains_key(&spec.id) {
                 return Err(IngesterError::CameraExists(spec.id));
             }
-            if cameras.len() >= self.ctx.config.max_cameras {
-                return Err(IngesterError::TooManyCameras(self.ctx.config.max_cameras));
+            if cameras.len() >= self.config.max_cameras {
+                return Err(IngesterError::TooManyCameras(self.config.max_cameras));
             }
         }
         // Loading a detector reads model files: off the async threads, and without holding the
         // camera table (listing and pushing go on meanwhile).
-        let (name, detectors) = (spec.detector.clone(), self.ctx.config.detectors.clone());
+        let (name, detectors) = (spec.detector.clone(), self.config.detectors.clone());
         let detector = tokio::task::spawn_blocking(move || detect::build(&name, &detectors))
             .await
             .map_err(|e| IngesterError::invalid(format!("detector set-up panicked: {e}")))??;
@@ -153,8 +156,8 @@ impl Ingester {
         if cameras.contains_key(&spec.id) {
             return Err(IngesterError::CameraExists(spec.id));
         }
-        if cameras.len() >= self.ctx.config.max_cameras {
-            return Err(IngesterError::TooManyCameras(self.ctx.config.max_cameras));
+        if cameras.len() >= self.config.max_cameras {
+            return Err(IngesterError::TooManyCameras(self.config.max_cameras));
         }
         tracing::info!(camera = %spec.id, url = %spec.url, detector = %spec.detector, "camera added");
         let camera = Arc::new(Camera::start(spec.clone(), source, detector, self.ctx.clone()));
@@ -207,7 +210,7 @@ impl Ingester {
             self.ctx.outbox.as_ref().map_or(0, |o| {
                 o.forget(|t| tracklets.iter().any(|(c, k)| *c == t.camera_id && *k == t.track_id)) as u64
             });
-        let Some(root) = self.ctx.config.export_dir.clone() else { return Ok((0, pending)) };
+        let Some(root) = self.config.export_dir.clone() else { return Ok((0, pending)) };
         let removed = tokio::task::spawn_blocking(move || {
             tracklets.iter().try_fold(0, |n, (camera, track)| {
                 crate::delivery::export::remove_tracklet(&root, camera, track).map(|removed| n + removed)

@@ -4,8 +4,9 @@
 //!   frame queue, and [`policy`]: what cameras added over the API may read and connect to;
 //! - [`detect`]: the detectors behind one trait (one file each; [`detect::ssd`]: the learned
 //!   person detector; [`detect::mtcnn`]: faces with landmarks, and alignment);
-//! - [`pipeline`]: a camera's [`view`], [`frame`] decoding, the [`track`]er and its best crops, and
-//!   the [`camera`]'s reader and processing threads, with its status;
+//! - [`frame`]: frames and boxes, decoded and checked, that every other module passes on;
+//! - [`pipeline`]: a camera's [`view`], the [`track`]er and its best crops, and the [`camera`]'s
+//!   reader and processing threads, with its status;
 //! - [`delivery`]: the outbox and the worker that embeds and observes tracklets ([`deliver`]),
 //!   and tracklets as training data ([`export`]);
 //! - [`ingester`]: the domain core; [`service`]: the thin tonic handlers;
@@ -17,6 +18,7 @@ mod config;
 mod delivery;
 pub mod detect;
 mod error;
+pub mod frame;
 pub mod ingester;
 mod metrics;
 mod pipeline;
@@ -24,7 +26,7 @@ pub mod service;
 mod source;
 
 pub use delivery::{deliver, export};
-pub use pipeline::{camera, frame, track, view};
+pub use pipeline::{camera, track, view};
 pub use source::policy;
 
 use std::future::Future;

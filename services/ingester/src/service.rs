@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::CameraSpec;
 use crate::detect::Detection;
+use crate::frame::{self, BBox, Frame};
 use crate::ingester::{Ingester, PushGuard};
 use crate::pipeline::camera::{CameraState, CameraStatus, Work};
-use crate::pipeline::frame::{self, BBox, Frame};
 use crate::pipeline::view::View;
 
 #[derive(Debug, Clone)]

@@ -16,9 +16,9 @@ use reid_server::{Channel, Security};
 use tokio::sync::Notify;
 use tonic::{Code, Status};
 
-use crate::config::DeliveryConfig;
+use crate::delivery::config::DeliveryConfig;
+use crate::frame::{BBox, encoded};
 use crate::metrics::IngesterMetrics;
-use crate::pipeline::frame::{BBox, encoded};
 
 /// One crop of a tracklet, encoded.
 #[derive(Debug, Clone)]

@@ -76,7 +76,7 @@ mod tests {
 
     use super::*;
     use crate::delivery::deliver::EncodedCrop;
-    use crate::pipeline::frame::BBox;
+    use crate::frame::BBox;
 
     #[test]
     fn tracklets_land_in_the_trainer_layout_in_time_order() {

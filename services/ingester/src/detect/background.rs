@@ -6,7 +6,7 @@ use opencv::{imgproc, video};
 use serde::Deserialize;
 
 use super::{Detection, Detector, Target};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -7,7 +7,7 @@ use opencv::{imgproc, objdetect};
 use serde::Deserialize;
 
 use super::{BackgroundConfig, BackgroundDetector, Detection, Detector, Target, nms};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

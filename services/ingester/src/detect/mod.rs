@@ -16,7 +16,7 @@ use opencv::dnn;
 use serde::Deserialize;
 
 use crate::error::{IngesterError, IngesterResult};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 mod background;
 mod haar;
@@ -119,7 +119,7 @@ pub fn build(name: &str, config: &DetectorsConfig) -> IngesterResult<Box<dyn Det
                 config.onnx.clone().ok_or_else(|| unavailable("no [detectors.onnx] section names a model".into()))?;
             Box::new(OnnxDetector::new(c).map_err(unavailable)?)
         }
-        other => return Err(IngesterError::UnsupportedDetector(other.into())),
+        other => return Err(IngesterError::UnsupportedDetector { name: other.into(), known: &DETECTORS }),
     })
 }
 
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn unknown_detectors_and_missing_models_are_errors() {
         let config = DetectorsConfig::default();
-        assert!(matches!(build("yolo9000", &config), Err(IngesterError::UnsupportedDetector(_))));
+        assert!(matches!(build("yolo9000", &config), Err(IngesterError::UnsupportedDetector { .. })));
         let no_mtcnn = DetectorsConfig {
             mtcnn: mtcnn::MtcnnConfig { model_dir: "/nonexistent".into(), ..Default::default() },
             ..Default::default()

@@ -15,7 +15,7 @@ use opencv::{dnn, imgproc};
 use serde::Deserialize;
 
 use super::{Detection, Detector, Target};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -9,7 +9,7 @@ use opencv::prelude::*;
 use serde::Deserialize;
 
 use super::{Detection, Detector, Target, nms};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 /// How the model's single output tensor is laid out.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

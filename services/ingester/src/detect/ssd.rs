@@ -31,7 +31,7 @@ use prost::Message;
 use serde::Deserialize;
 
 use super::{BackgroundConfig, Detection, Detector, MotionGate, Target};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
 
 /// `[detectors.ssd]`: the model and how it is run. The anchor settings are facts of the trained
 /// model (its pipeline config), not tuning knobs.

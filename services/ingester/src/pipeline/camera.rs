@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use opencv::core::Mat;
 use opencv::prelude::*;
 
-use crate::config::{CameraSpec, CropConfig, IngesterConfig, ReconnectConfig};
 use crate::delivery::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
 use crate::detect::{Detection, Detector, Target};
+use crate::frame::{Frame, encode_crop};
 use crate::metrics::IngesterMetrics;
-use crate::pipeline::frame::{Frame, encode_crop};
+use crate::pipeline::config::{CameraSpec, CropConfig, PipelineConfig, ReconnectConfig};
 use crate::pipeline::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
 use crate::pipeline::view::ViewError;
 use crate::source::{FrameQueue, FrameSource, Pushed, Read, SourceSpec, StopSignal};
@@ -174,7 +174,7 @@ impl CameraStats {
 /// What every camera's threads share.
 #[derive(Debug, Clone)]
 pub struct PipelineContext {
-    pub config: Arc<IngesterConfig>,
+    pub config: Arc<PipelineConfig>,
     pub outbox: Option<Arc<Outbox>>,
     pub metrics: IngesterMetrics,
     /// Prefix of this process's track ids.
@@ -570,7 +570,7 @@ fn emit(spec: &CameraSpec, finished: Vec<FinishedTrack>, ctx: &PipelineContext, 
         let crops: Vec<EncodedCrop> = track
             .crops
             .iter()
-            .filter_map(|c| match encode_crop(&c.image, &ctx.config.crops) {
+            .filter_map(|c| match encode_crop(&c.image, ctx.config.crops.max_pixels, ctx.config.crops.jpeg_quality) {
                 Ok(jpeg) => Some(EncodedCrop {
                     jpeg,
                     bbox: c.bbox,

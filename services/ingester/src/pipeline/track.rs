@@ -8,9 +8,9 @@ use opencv::core::Mat;
 use opencv::prelude::*;
 use opencv::{core, imgproc};
 
-use crate::config::{CropConfig, TrackerConfig};
 use crate::detect::{Detection, Target};
-use crate::pipeline::frame::BBox;
+use crate::frame::BBox;
+use crate::pipeline::config::{CropConfig, TrackerConfig};
 
 /// A crop cut from one frame for one detection.
 #[derive(Debug)]

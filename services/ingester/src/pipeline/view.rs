@@ -11,7 +11,7 @@ use opencv::prelude::*;
 use reid_server::invalid::{Invalid, ensure};
 use serde::Deserialize;
 
-use crate::pipeline::frame::{BBox, Frame};
+use crate::frame::{BBox, Frame};
 
 /// Why a frame could not be seen through a view.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use opencv::prelude::*;
 use opencv::{imgcodecs, videoio};
 
 use crate::error::{IngesterError, IngesterResult};
-use crate::pipeline::frame::Frame;
+use crate::frame::Frame;
 
 /// Where a camera's frames come from, parsed from its URL.
 #[derive(Debug, Clone, PartialEq)]

@@ -159,21 +159,21 @@ pub fn declared_pixels(image: &pb::Image, max_pixels: u64) -> Result<u64, FrameE
 
 pub use reid_vision::encode_jpeg;
 
-/// Encodes a crop for delivery, shrunk first (keeping its aspect) when it has more than
-/// `crops.max_pixels` pixels.
-pub fn encode_crop(image: &Mat, crops: &crate::config::CropConfig) -> opencv::Result<Vec<u8>> {
+/// Encodes a crop for delivery as JPEG at `quality`, shrunk first (keeping its aspect) when it has
+/// more than `max_pixels` pixels.
+pub fn encode_crop(image: &Mat, max_pixels: u64, quality: i32) -> opencv::Result<Vec<u8>> {
     let pixels = image.cols() as f64 * image.rows() as f64;
-    if pixels <= crops.max_pixels as f64 {
-        return encode_jpeg(image, crops.jpeg_quality);
+    if pixels <= max_pixels as f64 {
+        return encode_jpeg(image, quality);
     }
-    let f = (crops.max_pixels as f64 / pixels).sqrt();
+    let f = (max_pixels as f64 / pixels).sqrt();
     let size = opencv::core::Size::new(
         ((image.cols() as f64 * f).floor() as i32).max(1),
         ((image.rows() as f64 * f).floor() as i32).max(1),
     );
     let mut small = Mat::default();
     imgproc::resize(image, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA)?;
-    encode_jpeg(&small, crops.jpeg_quality)
+    encode_jpeg(&small, quality)
 }
 
 /// An encoded image for the wire.
@@ -242,12 +242,11 @@ mod tests {
     fn large_crops_are_shrunk_under_the_limit_before_they_are_sent() {
         let big = Mat::new_rows_cols_with_default(2000, 1000, opencv::core::CV_8UC3, opencv::core::Scalar::all(90.0))
             .expect("a crop");
-        let crops = crate::config::CropConfig { max_pixels: 20_000, ..Default::default() };
-        let jpeg = encode_crop(&big, &crops).expect("encode");
+        let jpeg = encode_crop(&big, 20_000, 90).expect("encode");
         let pixels = declared_pixels(&encoded(jpeg), u64::MAX).expect("a JPEG");
         assert!(pixels <= 20_000 && pixels > 19_000, "{pixels}");
         let small = Mat::new_rows_cols_with_default(20, 10, opencv::core::CV_8UC3, opencv::core::Scalar::all(90.0))
             .expect("a crop");
-        assert_eq!(declared_pixels(&encoded(encode_crop(&small, &crops).expect("encode")), u64::MAX), Ok(200));
+        assert_eq!(declared_pixels(&encoded(encode_crop(&small, 20_000, 90).expect("encode")), u64::MAX), Ok(200));
     }
 }
