@@ -1,7 +1,17 @@
 //! The matching rules, as pure functions: tracklet aggregation, ranking hits by identity, the
 //! open-set decision (threshold plus margin over the runner-up), and camera transit times.
 
-use crate::config::TransitRule;
+use serde::Deserialize;
+
+/// `[[association.transit]]`: a tracklet on `to` that starts less than `min_seconds` after one on
+/// `from` ended is not that person.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TransitRule {
+    pub from: String,
+    pub to: String,
+    pub min_seconds: f64,
+}
 
 /// L2-normalises in place; false for a vector with no direction (zero, or not finite).
 pub fn normalise(v: &mut [f32]) -> bool {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use reid_server::invalid::{Invalid, ensure, positive};
 use serde::Deserialize;
 
+use crate::association::Linkage;
+pub use crate::association::TransitRule;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -90,7 +93,7 @@ pub struct AssociationConfig {
     pub same_camera_overlap: Duration,
     /// How a tracklet is scored against an identity's sightings: `{ kind = "nearest" }` (default)
     /// or `{ kind = "average", top = 3 }`.
-    pub linkage: crate::association::Linkage,
+    pub linkage: Linkage,
     /// The merge pass (`identities/merging.rs`), on every upkeep tick: identities whose recent
     /// sightings are on average at least this similar are merged into one. Unset: the model
     /// card's `merge_threshold`, and no pass when the card has none.
@@ -125,14 +128,6 @@ impl From<RerankConfig> for reid_cluster::Rerank {
     fn from(c: RerankConfig) -> Self {
         Self { k1: c.k1, k2: c.k2, lambda: c.lambda }
     }
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TransitRule {
-    pub from: String,
-    pub to: String,
-    pub min_seconds: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,7 +229,7 @@ impl Default for AssociationConfig {
             hnsw_ef: None,
             transit: Vec::new(),
             same_camera_overlap: Duration::from_secs(1),
-            linkage: crate::association::Linkage::default(),
+            linkage: Linkage::default(),
             merge_threshold: None,
             merge_pass: true,
             merge_window: Duration::from_secs(30 * 60),
