@@ -30,6 +30,7 @@ use crate::augment::Augment;
 use crate::data::DatasetConfig;
 use crate::error::TrainError;
 use crate::loss::Distance;
+pub use crate::loss::LossKind;
 use crate::miner::Miner;
 use crate::pseudo::PseudoLabels;
 
@@ -119,14 +120,6 @@ impl ModelConfig {
             }
         })
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossKind {
-    Contrastive,
-    Triplet,
-    SoftTriplet,
 }
 
 /// How per-pair or per-triplet losses become the batch loss.

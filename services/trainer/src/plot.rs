@@ -1,6 +1,6 @@
-//! Training plots as PNG, drawn with OpenCV (no plotting stack to install): the loss curve, the
-//! fraction of active triplets per epoch, the CMC curve, and a 2-D PCA scatter of the embedding
-//! space coloured by identity.
+//! Plots as PNG, drawn with OpenCV (no plotting stack to install): line charts and a 2-D PCA
+//! scatter of an embedding space coloured by identity. A run's own plots (loss, active triplets,
+//! CMC) are made from its history in `train/files.rs`.
 
 use std::path::Path;
 
@@ -9,7 +9,6 @@ use opencv::imgproc::{self, FONT_HERSHEY_SIMPLEX, LINE_AA};
 use tch::{Kind, Tensor};
 
 use crate::error::TrainError;
-use crate::train::EpochRecord;
 
 const W: i32 = 640;
 const H: i32 = 420;
@@ -199,38 +198,4 @@ pub fn scatter(path: &Path, title: &str, scatter: &Scatter) -> Result<(), TrainE
         c.text(&format!("id {label}"), Point::new(W - RIGHT - 60, y), 0.4)?;
     }
     c.save(path)
-}
-
-/// The plots of one run, from its history and the last evaluation's embeddings.
-pub fn run_plots(dir: &Path, history: &[EpochRecord], embeddings: &Scatter) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
-    let per_epoch = |f: fn(&EpochRecord) -> f64| history.iter().map(|r| (f64::from(r.epoch), f(r))).collect();
-    lines(
-        &dir.join("loss.png"),
-        "training loss",
-        "epoch",
-        "loss",
-        &[Series { name: "loss", color: palette(0), points: per_epoch(|r| r.loss) }],
-        None,
-    )?;
-    lines(
-        &dir.join("active_triplets.png"),
-        "active (non-zero loss) pairs or triplets",
-        "epoch",
-        "fraction",
-        &[Series { name: "active", color: palette(1), points: per_epoch(|r| r.active_fraction) }],
-        Some((0.0, 1.0)),
-    )?;
-    if let Some(last) = history.last() {
-        let cmc = last.cmc.iter().enumerate().map(|(k, v)| ((k + 1) as f64, *v)).collect();
-        lines(
-            &dir.join("cmc.png"),
-            &format!("CMC, epoch {}", last.epoch),
-            "rank",
-            "match rate",
-            &[Series { name: "CMC", color: palette(2), points: cmc }],
-            Some((0.0, 1.0)),
-        )?;
-    }
-    scatter(&dir.join("embedding_pca.png"), "embedding space (PCA to 2-D)", embeddings)
 }

@@ -1,5 +1,5 @@
-//! A run folder's files: the JSON and CSV history, the checkpoint's state, and the card of the
-//! best model.
+//! A run folder's files: the JSON and CSV history, the checkpoint's state, the card of the best
+//! model, and the plots.
 
 use std::path::Path;
 
@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::EpochRecord;
 use crate::config::RunConfig;
 use crate::error::TrainError;
+use crate::plot;
 
 /// The card of the model a run exports for `record`'s epoch: servable as is, its figures kept.
 pub(super) fn best_card(config: &RunConfig, run: &str, record: &EpochRecord) -> ModelCard {
@@ -78,6 +79,40 @@ pub(super) fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<(), Trai
         ));
     }
     std::fs::write(path, out).map_err(TrainError::io(path))
+}
+
+/// The plots of one run, from its history and the last evaluation's embeddings.
+pub(super) fn run_plots(dir: &Path, history: &[EpochRecord], embeddings: &plot::Scatter) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(TrainError::io(dir))?;
+    let per_epoch = |f: fn(&EpochRecord) -> f64| history.iter().map(|r| (f64::from(r.epoch), f(r))).collect();
+    plot::lines(
+        &dir.join("loss.png"),
+        "training loss",
+        "epoch",
+        "loss",
+        &[plot::Series { name: "loss", color: plot::palette(0), points: per_epoch(|r| r.loss) }],
+        None,
+    )?;
+    plot::lines(
+        &dir.join("active_triplets.png"),
+        "active (non-zero loss) pairs or triplets",
+        "epoch",
+        "fraction",
+        &[plot::Series { name: "active", color: plot::palette(1), points: per_epoch(|r| r.active_fraction) }],
+        Some((0.0, 1.0)),
+    )?;
+    if let Some(last) = history.last() {
+        let cmc = last.cmc.iter().enumerate().map(|(k, v)| ((k + 1) as f64, *v)).collect();
+        plot::lines(
+            &dir.join("cmc.png"),
+            &format!("CMC, epoch {}", last.epoch),
+            "rank",
+            "match rate",
+            &[plot::Series { name: "CMC", color: plot::palette(2), points: cmc }],
+            Some((0.0, 1.0)),
+        )?;
+    }
+    plot::scatter(&dir.join("embedding_pca.png"), "embedding space (PCA to 2-D)", embeddings)
 }
 
 #[cfg(test)]

@@ -326,7 +326,7 @@ impl<'a> Run<'a> {
         }
         self.state.epochs_done = epoch;
         self.checkpoint()?;
-        crate::plot::run_plots(&self.dir.join("plots"), &self.history, &evaluation.scatter)?;
+        files::run_plots(&self.dir.join("plots"), &self.history, &evaluation.scatter)?;
         events(Event::Epoch(record));
         Ok(())
     }
