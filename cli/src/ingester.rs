@@ -171,7 +171,7 @@ pub struct ExportArgs {
 
 pub async fn tracklets(cmd: TrackletsCommand) -> anyhow::Result<ExitCode> {
     let TrackletsCommand::Export(args) = cmd;
-    let mut config: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    let mut config: IngesterConfig = crate::settings::read_toml(args.config.as_deref())?;
     config.export_dir = Some(args.out.clone());
     config.embedder_url = None;
     config.identity_url = None;

@@ -348,17 +348,6 @@ impl TrainerArgs {
     }
 }
 
-/// A service's config from its TOML file, or its defaults without one.
-pub(crate) fn read_toml<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> anyhow::Result<T> {
-    match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-        }
-        None => Ok(T::default()),
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct EmbedderArgs {
     /// TOML file with any `EmbedderConfig` field; flags and environment override it.

@@ -17,6 +17,17 @@ pub fn environment() -> impl Iterator<Item = (String, String)> {
     std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
+/// A service's config from its TOML file, or its defaults without one.
+pub(crate) fn read_toml<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        }
+        None => Ok(T::default()),
+    }
+}
+
 /// Reads `T` from `path` (defaults when `None`) with the overrides of `env` (variables named
 /// `PREFIX__...`) and `sets` (`key.path=value`) applied in that order.
 pub fn read_config<T: DeserializeOwned>(

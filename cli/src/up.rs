@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::serve::{bind, read_toml};
+use crate::serve::bind;
+use crate::settings::read_toml;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {

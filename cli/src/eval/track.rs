@@ -162,7 +162,7 @@ pub fn evaluate(track: bool, args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the detector (and the tracker) over the video: the predictions, and frames read.
 fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequence, u64)> {
-    let mut config: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    let mut config: IngesterConfig = crate::settings::read_toml(args.config.as_deref())?;
     config.detectors.models_under(&args.model_dir);
     let mut detector = reid_ingester::detect::build(&args.detector, &config.detectors)?;
     let mut tracker = Tracker::new(config.tracker.clone(), config.crops.clone(), "eval");

@@ -151,7 +151,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<ExitCode> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{} on {cores} cores, OpenCV threads per call: {threads}", args.video.display());
 
-    let mut base: IngesterConfig = crate::serve::read_toml(args.config.as_deref())?;
+    let mut base: IngesterConfig = crate::settings::read_toml(args.config.as_deref())?;
     base.detectors.models_under(&args.model_dir);
     let decode = decode_only(&args.video)?;
     let reference = decode.frames as f64 / decode.cpu.max(1e-9);
