@@ -25,6 +25,7 @@ test: setup
 	COMPOSE_PROFILES=cpu docker-compose -f docker-compose.yml config -q
 	docker-compose -f docker-compose.yml -f deploy/qdrant-cluster.yml config -q
 	/usr/bin/python3 tests/deploy/check_manifests.py deploy/k8s
+	/usr/bin/python3 tests/structure/check_layout.py
 	$(CARGO) build -p reid-cli
 	.venv/bin/python tests/python/grpc_client.py target/debug/reid
 	.venv/bin/python tests/python/identify_by_reflection.py target/debug/reid
@@ -34,6 +35,7 @@ test: setup
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .cache/cargo-test.log
 
 lint: setup
+	/usr/bin/python3 tests/structure/check_layout.py
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
