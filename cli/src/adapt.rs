@@ -1,7 +1,9 @@
 //! `reid adapt`: the served model adapted to the deployment's own cameras without labels,
 //! judged against the served model on the operators' feedback, and put in its place only when
-//! it is better (`reid_trainer::adapt`, docs/training.md).
+//! it is better (`reid_trainer::adapt`, docs/training.md). Feedback about single tracklets
+//! constrains the training instead (links between the exported tracklets).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -9,8 +11,10 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::Args;
 use reid_model::backend::LoadOptions;
+use reid_proto::v1 as pb;
 use reid_trainer::RunConfig;
-use reid_trainer::adapt::{JudgedPairs, Judgement, judge, replaces};
+use reid_trainer::adapt::{JudgedPairs, Judgement, judge, links_from_feedback, replaces};
+use reid_trainer::data::links::{TrackletKey, write_links};
 use reid_trainer::data::{DatasetConfig, FeedbackPair};
 use serde_json::json;
 
@@ -72,19 +76,52 @@ pub async fn run(args: AdaptArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The feedback pairs, from the file or the identity service.
-async fn feedback(args: &AdaptArgs) -> anyhow::Result<Vec<FeedbackPair>> {
+/// Each identity's tracklets, by camera and track.
+type Sightings = BTreeMap<String, Vec<TrackletKey>>;
+
+/// The feedback pairs, from the file or the identity service, and the tracklets the identities
+/// that feedback about single tracklets names hold now (from the service only).
+async fn feedback(args: &AdaptArgs) -> anyhow::Result<(Vec<FeedbackPair>, Sightings)> {
     match (&args.feedback, &args.identity) {
-        (Some(path), _) => Ok(reid_trainer::data::read_feedback(path)?),
+        (Some(path), _) => Ok((reid_trainer::data::read_feedback(path)?, Sightings::new())),
         (None, Some(addr)) => {
             let mut identity = crate::identity::client(addr).await?;
+            let failed = |what: &str| {
+                let what = what.to_owned();
+                move |s: tonic::Status| anyhow::anyhow!("{what} from {addr}: {:?}: {}", s.code(), s.message())
+            };
             let pairs = identity
-                .list_feedback(reid_proto::v1::ListFeedbackRequest {})
+                .list_feedback(pb::ListFeedbackRequest {})
                 .await
-                .map_err(|s| anyhow::anyhow!("list feedback from {addr}: {:?}: {}", s.code(), s.message()))?
+                .map_err(failed("list feedback"))?
                 .into_inner()
                 .pairs;
-            Ok(pairs.into_iter().map(|p| FeedbackPair { same: p.same, a: p.identity_a, b: p.identity_b }).collect())
+            let pairs: Vec<FeedbackPair> = pairs
+                .into_iter()
+                .map(|p| FeedbackPair {
+                    same: p.same,
+                    a: p.identity_a,
+                    b: p.identity_b,
+                    camera: p.camera_id,
+                    track: p.track_id,
+                })
+                .collect();
+            let mut sightings = Sightings::new();
+            for f in pairs.iter().filter(|f| f.names_a_tracklet()) {
+                if sightings.contains_key(&f.a) {
+                    continue;
+                }
+                let request = pb::SightingsRequest { identity_id: f.a.clone(), ..Default::default() };
+                let held = match identity.sightings(request).await {
+                    Ok(r) => r.into_inner().sightings,
+                    // Forgotten since: nothing of it to keep apart.
+                    Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
+                    Err(s) => return Err(failed(&format!("sightings of {}", f.a))(s)),
+                };
+                let keys = held.into_iter().map(|s| TrackletKey::new(s.camera_id, s.track_id)).collect();
+                sightings.insert(f.a.clone(), keys);
+            }
+            Ok((pairs, sightings))
         }
         (None, None) => anyhow::bail!("give --feedback FILE or --identity ADDR"),
     }
@@ -92,7 +129,8 @@ async fn feedback(args: &AdaptArgs) -> anyhow::Result<Vec<FeedbackPair>> {
 
 /// One adaptation: train, judge, publish if better.
 async fn once(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
-    let judged = JudgedPairs::from_feedback(&args.crops, &feedback(args).await?)?;
+    let (feedback, sightings) = feedback(args).await?;
+    let judged = JudgedPairs::from_feedback(&args.crops, &feedback)?;
     let (same, different) = judged.counts();
     anyhow::ensure!(
         same >= args.min_pairs && different >= args.min_pairs,
@@ -102,16 +140,30 @@ async fn once(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
         args.min_pairs
     );
     let mut config = RunConfig::from_file(&args.config)?;
-    match (&mut config.dataset, &args.tracklets) {
-        (DatasetConfig::Tracklets { path, .. }, Some(tracklets)) => *path = tracklets.clone(),
-        (DatasetConfig::Tracklets { .. }, None) => {}
-        _ => anyhow::bail!(
+    let dir = args.runs_dir.join(reid_trainer::fresh_run_id(&args.runs_dir, &config.name, |_| false));
+    let links = links_from_feedback(&feedback, &sightings);
+    let DatasetConfig::Tracklets { path, links: links_file, .. } = &mut config.dataset else {
+        anyhow::bail!(
             "{}: adaptation trains on exported tracklets (dataset kind = \"tracklets\")",
             args.config.display()
-        ),
+        )
+    };
+    if let Some(tracklets) = &args.tracklets {
+        *path = tracklets.clone();
     }
-    let dir = args.runs_dir.join(reid_trainer::fresh_run_id(&args.runs_dir, &config.name, |_| false));
-    println!("adapting on {} tracklets in {}", config.dataset.paths()[0].display(), dir.display());
+    if !links.is_empty() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("links.jsonl");
+        write_links(&file, &links)?;
+        *links_file = Some(file);
+    }
+    let (same_links, different_links) =
+        (links.iter().filter(|l| l.same).count(), links.iter().filter(|l| !l.same).count());
+    println!(
+        "adapting on {} tracklets in {} ({same_links} same-person and {different_links} different-people links from feedback)",
+        config.dataset.paths()[0].display(),
+        dir.display()
+    );
     let served_dir = args.model_dir.join(&args.model);
     let (candidate, served, run_dir) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut bar = crate::train::ProgressBar::new(config.training.epochs);
@@ -140,6 +192,7 @@ async fn once(args: &AdaptArgs) -> anyhow::Result<ExitCode> {
             "{}",
             json!({
                 "run": run_dir, "pairs": { "same": same, "different": different },
+                "links": { "same": same_links, "different": different_links },
                 "candidate": judgement(candidate), "served": served.map(judgement),
                 "published": published.as_ref().map(|(version, _)| version),
             })

@@ -58,7 +58,9 @@ fn tracklets(root: &Path) {
 }
 
 /// Two identities per person in the identity service's crop folder, and feedback about them:
-/// `same` pairs of one person's two identities, `different` pairs of neighbours.
+/// `same` pairs of one person's two identities, `different` pairs of neighbours; and about
+/// single tracklets, which train instead of judging: two of person 0's confirmed as `p0a`, one
+/// of person 1's rejected from it.
 fn crops_and_feedback(root: &Path, pairs_of_each: usize) -> (std::path::PathBuf, std::path::PathBuf) {
     let crops = root.join("crops");
     for p in 0..PEOPLE {
@@ -76,6 +78,10 @@ fn crops_and_feedback(root: &Path, pairs_of_each: usize) -> (std::path::PathBuf,
         let q = (p + 1) % PEOPLE;
         lines.push(serde_json::json!({"same": false, "a": format!("p{p}a"), "b": format!("p{q}b")}).to_string());
     }
+    let about = |same: bool, track: &str| {
+        serde_json::json!({"same": same, "a": "p0a", "camera": "cam-a", "track": track}).to_string()
+    };
+    lines.extend([about(true, "p0-0"), about(true, "p0-1"), about(false, "p1-0")]);
     let feedback = root.join("pairs.jsonl");
     std::fs::write(&feedback, lines.join("\n")).unwrap();
     (crops, feedback)
@@ -154,6 +160,17 @@ fn an_adapted_model_replaces_the_served_one_only_when_the_feedback_says_it_is_be
     };
     let first = run(adapt(&crops, &feedback, &["--min-pairs", "3"]));
     assert_eq!(first["pairs"], serde_json::json!({"same": 4, "different": 4}), "{first}");
+    // The tracklet feedback became links the run trained with: p0-0 with p0-1, p1-0 apart from both.
+    assert_eq!(first["links"], serde_json::json!({"same": 1, "different": 2}), "{first}");
+    let run_dir = Path::new(first["run"].as_str().unwrap());
+    let links = std::fs::read_to_string(run_dir.join("links.jsonl")).unwrap();
+    assert_eq!(links.lines().count(), 3, "{links}");
+    assert!(
+        links.contains(r#""same":false,"a":{"camera":"cam-a","track":"p0-0"},"b":{"camera":"cam-a","track":"p1-0"}"#),
+        "{links}"
+    );
+    let recorded = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(recorded.contains("links.jsonl"), "the run's recipe names its links: {recorded}");
     assert!(first["served"].is_null(), "{first}");
     let version = first["published"].as_str().unwrap().to_owned();
     let card: Value = serde_json::from_slice(&std::fs::read(models.join("adapted/model.json")).unwrap()).unwrap();

@@ -11,12 +11,20 @@
 //! candidate is published in the served model's place only if its AUC is higher by at least
 //! `min_gain`. Too few judged pairs and nothing is trained: an adaptation nobody can check is not
 //! deployed.
+//!
+//! Feedback about one tracklet (a sighting confirmed, rejected or split off in the console)
+//! trains instead of judging: [`links_from_feedback`] turns it into links between the exported
+//! tracklets, constraints on the pseudo-identities (`crate::data::links`). Each pair is used
+//! once, so the judge never scores what the candidate was told.
 
 use std::path::{Path, PathBuf};
 
 use reid_model::EmbeddingModel;
 use reid_model::preprocess::{DEFAULT_MAX_PIXELS, ImageInput, preprocess};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::data::links::{TrackletKey, TrackletLink};
 use crate::data::{self, FeedbackPair};
 use crate::error::TrainError;
 
@@ -34,7 +42,8 @@ pub struct JudgedPairs {
 
 impl JudgedPairs {
     /// The feedback pairs in `feedback` (JSON lines, as `reid feedback` prints them) whose two
-    /// identities both have image crops under `crops/<identity>/`; the others are left out.
+    /// identities both have image crops under `crops/<identity>/`; the others, and those about
+    /// one tracklet (which train), are left out.
     pub fn read(crops: &Path, feedback: &Path) -> Result<Self, TrainError> {
         let lines = data::read_feedback(feedback)?;
         Self::from_feedback(crops, &lines)
@@ -60,7 +69,7 @@ impl JudgedPairs {
             Ok(Some(identities.len() - 1))
         };
         let mut pairs = Vec::new();
-        for f in feedback {
+        for f in feedback.iter().filter(|f| !f.names_a_tracklet()) {
             if let (Some(a), Some(b)) = (index(&f.a)?, index(&f.b)?)
                 && a != b
             {
@@ -117,6 +126,53 @@ pub fn judge(model: &mut dyn EmbeddingModel, judged: &JudgedPairs) -> Result<Jud
         s.iter().sum::<f64>() / s.len().max(1) as f64
     };
     Ok(Judgement { auc: auc(&scores, &same), same_mean: mean_of(true), different_mean: mean_of(false) })
+}
+
+/// The links the feedback about single tracklets makes, given each identity's tracklets now
+/// (`sightings`, as the identity service lists them):
+///
+/// - tracklet `t` confirmed as identity `a`: `t` is one person with every other tracklet
+///   confirmed as `a`;
+/// - `t` rejected from `a`, or split off it: `t` is not the person of any other tracklet of `a`
+///   (those it holds now and those confirmed as it).
+///
+/// Pairs of two identities make no link: they judge.
+pub fn links_from_feedback(
+    feedback: &[FeedbackPair],
+    sightings: &BTreeMap<String, Vec<TrackletKey>>,
+) -> Vec<TrackletLink> {
+    let about_tracklets: Vec<(&FeedbackPair, TrackletKey)> = feedback
+        .iter()
+        .filter(|f| f.names_a_tracklet())
+        .map(|f| (f, TrackletKey::new(f.camera.clone(), f.track.clone())))
+        .collect();
+    let mut confirmed: BTreeMap<&str, BTreeSet<&TrackletKey>> = BTreeMap::new();
+    for (f, t) in about_tracklets.iter().filter(|(f, _)| f.same) {
+        confirmed.entry(f.a.as_str()).or_default().insert(t);
+    }
+    let mut links = BTreeSet::new();
+    let mut link = |same: bool, a: &TrackletKey, b: &TrackletKey| {
+        if a != b {
+            let (a, b) = if a < b { (a, b) } else { (b, a) };
+            links.insert((same, a.clone(), b.clone()));
+        }
+    };
+    for tracks in confirmed.values() {
+        let tracks: Vec<&&TrackletKey> = tracks.iter().collect();
+        for (i, a) in tracks.iter().enumerate() {
+            for b in &tracks[i + 1..] {
+                link(true, a, b);
+            }
+        }
+    }
+    for (f, t) in about_tracklets.iter().filter(|(f, _)| !f.same) {
+        let held = sightings.get(&f.a).into_iter().flatten();
+        let sure = confirmed.get(f.a.as_str()).into_iter().flatten().copied();
+        for other in held.chain(sure) {
+            link(false, t, other);
+        }
+    }
+    links.into_iter().map(|(same, a, b)| TrackletLink { same, a, b }).collect()
 }
 
 /// ROC AUC of `same` under `scores` (higher is more alike): over every same/different pair of
@@ -181,9 +237,11 @@ mod tests {
             std::fs::create_dir_all(dir.path().join(id)).unwrap();
             std::fs::write(dir.path().join(id).join(file), b"").unwrap();
         }
-        let pair = |same, a: &str, b: &str| FeedbackPair { same, a: a.into(), b: b.into() };
+        let pair = |same, a: &str, b: &str| FeedbackPair { same, a: a.into(), b: b.into(), ..Default::default() };
         let feedback = [
             pair(true, "a", "b"),
+            // About one tracklet: trains, never judged.
+            FeedbackPair { camera: "east".into(), track: "7".into(), ..pair(false, "a", "b") },
             pair(false, "b", "c"), // c has no image crop
             pair(false, "a", "nobody"),
             pair(false, "../a", "b"), // not an identity folder name
@@ -196,5 +254,35 @@ mod tests {
         );
         assert_eq!(judged.pairs, vec![(0, 1, true), (1, 0, false)]);
         assert_eq!(judged.counts(), (1, 1));
+    }
+
+    #[test]
+    fn feedback_about_tracklets_becomes_links_and_pairs_of_identities_do_not() {
+        let key = |t: &str| TrackletKey::new("east", t);
+        let about = |same, a: &str, track: &str| FeedbackPair {
+            same,
+            a: a.into(),
+            camera: "east".into(),
+            track: track.into(),
+            ..Default::default()
+        };
+        let sightings =
+            BTreeMap::from([("A".to_owned(), vec![key("1"), key("2"), key("3")]), ("B".to_owned(), vec![key("4")])]);
+        let feedback = [
+            about(true, "A", "1"),
+            about(true, "A", "2"),
+            // Rejected from A although A still holds it.
+            about(false, "A", "3"),
+            // Split off B into a new identity (recorded with the new one as `b`).
+            FeedbackPair { b: "C".into(), ..about(false, "B", "4") },
+            // Two identities: judged, not linked.
+            FeedbackPair { same: false, a: "A".into(), b: "B".into(), ..Default::default() },
+        ];
+        let links = links_from_feedback(&feedback, &sightings);
+        let l = |same, a: &str, b: &str| TrackletLink { same, a: key(a), b: key(b) };
+        assert_eq!(links, vec![l(false, "1", "3"), l(false, "2", "3"), l(true, "1", "2")]);
+        // B held only the tracklet split off it: nothing to keep it apart from.
+        assert!(links_from_feedback(&feedback[3..], &sightings).is_empty());
+        assert!(links_from_feedback(&feedback, &BTreeMap::new()).contains(&l(false, "1", "3")), "confirmed as A");
     }
 }

@@ -7,13 +7,15 @@
 //! themselves. Grouping tracklets that the current model finds alike (average linkage, so one
 //! close pair cannot tie two people together) turns those into positives, across time and
 //! cameras. Two tracklets of one camera that overlap in time are never grouped: they are two
-//! people in one frame.
+//! people in one frame. What people said ([`Links`]) constrains the groups too: tracklets linked
+//! as one person start in one group, and tracklets linked as two people are never grouped.
 
-use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_by, reranked_similarities};
+use reid_cluster::{Rerank, cosine_similarities, overlap_ms, regroup_from, reranked_similarities};
 use reid_server::invalid::{Invalid, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Span;
+use crate::data::links::Links;
 use crate::memory::MemoryConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,19 +53,21 @@ impl PseudoLabels {
         epoch >= 1 && (epoch - 1).is_multiple_of(self.every)
     }
 
-    /// Groups tracklets given each one's L2-normalised mean embedding (`embeddings[t]`) and
-    /// span: a group label per tracklet, 0, 1, ... in order of first appearance.
-    pub fn group(&self, embeddings: &[Vec<f32>], spans: &[Span]) -> Vec<i64> {
+    /// Groups tracklets given each one's L2-normalised mean embedding (`embeddings[t]`), span and
+    /// links: a group label per tracklet, 0, 1, ... in order of first appearance.
+    pub fn group(&self, embeddings: &[Vec<f32>], spans: &[Span], links: &Links) -> Vec<i64> {
         let similarity = if self.rerank {
             reranked_similarities(embeddings, Rerank::default())
         } else {
             cosine_similarities(embeddings)
         };
-        let together = |i: usize, j: usize| {
+        let apart = |i: usize, j: usize| {
             let (a, b) = (spans[i], spans[j]);
-            a.camera == b.camera && overlap_ms((a.start_ms, a.end_ms), (b.start_ms, b.end_ms)) > 0
+            (a.camera == b.camera && overlap_ms((a.start_ms, a.end_ms), (b.start_ms, b.end_ms)) > 0)
+                || links.different.contains(&(i, j))
         };
-        regroup_by(&similarity, self.threshold, together).into_iter().map(|g| g as i64).collect()
+        let linked = links.components(embeddings.len());
+        regroup_from(&similarity, &linked, self.threshold, apart).into_iter().map(|g| g as i64).collect()
     }
 }
 
@@ -113,18 +117,49 @@ mod tests {
             span(0, 1000, 3000),
             span(0, 20_000, 21_000),
         ];
-        let labels = PseudoLabels { threshold: 0.9, ..Default::default() }.group(&embeddings, &spans);
+        let labels =
+            PseudoLabels { threshold: 0.9, ..Default::default() }.group(&embeddings, &spans, &Links::default());
         assert_eq!(labels, vec![0, 0, 0, 1, 1]);
-        let reranked = PseudoLabels { threshold: 0.0, rerank: true, ..Default::default() }.group(&embeddings, &spans);
+        let reranked = PseudoLabels { threshold: 0.0, rerank: true, ..Default::default() }.group(
+            &embeddings,
+            &spans,
+            &Links::default(),
+        );
         assert_eq!(reranked, vec![0, 0, 0, 1, 1], "whatever the similarity, never across a cannot-link");
         // Were A's first and B's first tracklets not seen together, the look-alikes would merge.
         let mut apart = spans;
         apart[0] = span(0, 0, 500);
-        let merged = PseudoLabels { threshold: 0.9, ..Default::default() }.group(&embeddings, &apart);
+        let merged =
+            PseudoLabels { threshold: 0.9, ..Default::default() }.group(&embeddings, &apart, &Links::default());
         assert_eq!(merged, vec![0; 5]);
         // A high threshold keeps every tracklet its own identity.
-        let alone = PseudoLabels { threshold: 0.99999, ..Default::default() }.group(&embeddings, &spans);
+        let alone =
+            PseudoLabels { threshold: 0.99999, ..Default::default() }.group(&embeddings, &spans, &Links::default());
         assert_eq!(alone, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn links_people_gave_hold_whatever_the_model_thinks() {
+        // Two look-alikes on two cameras at different times: the model groups them at 0.9.
+        let embeddings = vec![unit(&[1.0, 0.1, 0.0]), unit(&[1.0, 0.0, 0.1]), unit(&[0.0, 1.0, 0.0])];
+        let spans = [span(0, 0, 1000), span(1, 5000, 6000), span(0, 9000, 9500)];
+        let labels =
+            |links: &Links| PseudoLabels { threshold: 0.9, ..Default::default() }.group(&embeddings, &spans, links);
+        assert_eq!(labels(&Links::default()), vec![0, 0, 1]);
+        // Someone said the first two are two people: they stay apart.
+        let different = Links { different: [(0, 1), (1, 0)].into(), ..Links::default() };
+        assert_eq!(labels(&different), vec![0, 1, 2]);
+        // Someone said the first and the third are one person, though they look nothing alike:
+        // they start as one group, which the second joins only where its average similarity to
+        // both reaches the threshold, and never when it is linked as different to either.
+        let same = Links { same: vec![(0, 2)], ..Links::default() };
+        assert_eq!(labels(&same), vec![0, 1, 0], "average linkage over the group: 0.5 < 0.9");
+        let both = Links { same: vec![(0, 2)], different: [(1, 2), (2, 1)].into() };
+        assert_eq!(labels(&both), vec![0, 1, 0]);
+        let low =
+            |links: &Links| PseudoLabels { threshold: 0.4, ..Default::default() }.group(&embeddings, &spans, links);
+        assert_eq!(low(&same), vec![0, 0, 0], "at 0.4 the second joins the linked pair");
+        assert_eq!(low(&both), vec![0, 1, 0], "a different link to any member keeps it out");
     }
 
     #[test]

@@ -11,12 +11,25 @@ use super::{
 };
 use crate::error::TrainError;
 
-/// One feedback line: two identity folders a person said are (or are not) the same person.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One feedback line: two identity folders a person said are (or are not) the same person, or
+/// (with `camera` and `track`) one tracklet a person said is (or is not) identity `a`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct FeedbackPair {
     pub same: bool,
     pub a: String,
+    #[serde(default)]
     pub b: String,
+    #[serde(default)]
+    pub camera: String,
+    #[serde(default)]
+    pub track: String,
+}
+
+impl FeedbackPair {
+    /// Whether the pair is about one tracklet (a sighting confirmed, rejected or split off).
+    pub fn names_a_tracklet(&self) -> bool {
+        !self.camera.is_empty() && !self.track.is_empty()
+    }
 }
 
 /// Reads feedback pairs, one JSON object a line (blank lines skipped).
@@ -136,6 +149,7 @@ fn split_identities(trained: &[Identity], evaluated: &[Identity]) -> Dataset {
             protocol: crate::eval::Protocol::ReId,
             hard_negatives: Vec::new(),
             spans: Vec::new(),
+            links: Default::default(),
         }
     } else {
         Dataset::leave_one_out(train, Split { samples: eval, images: None })

@@ -44,6 +44,7 @@ pub(super) fn market1501(root: &Path) -> Result<Dataset, TrainError> {
         protocol: crate::eval::Protocol::ReId,
         hard_negatives: Vec::new(),
         spans: Vec::new(),
+        links: Default::default(),
     })
 }
 

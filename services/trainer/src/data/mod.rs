@@ -12,6 +12,7 @@
 
 mod folders;
 mod idx;
+pub mod links;
 mod market;
 mod tracklets;
 
@@ -128,6 +129,9 @@ pub struct Dataset {
     /// what clustering tracklets into pseudo-identities needs for its cannot-link rule. Empty
     /// for the other kinds.
     pub spans: Vec<Span>,
+    /// For tracklet datasets, what people said about training tracklets ([`links`]): constraints
+    /// on the pseudo-identities.
+    pub links: links::Links,
 }
 
 impl Dataset {
@@ -140,6 +144,7 @@ impl Dataset {
             protocol: crate::eval::Protocol::LeaveOneOut,
             hard_negatives: Vec::new(),
             spans: Vec::new(),
+            links: links::Links::default(),
         }
     }
 }
@@ -199,6 +204,10 @@ pub enum DatasetConfig {
         path: PathBuf,
         #[serde(default = "default_eval_fraction")]
         eval_fraction: f64,
+        /// Links between tracklets people said are the same person or two ([`links`]; `reid
+        /// adapt` writes them from the identity service's feedback).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        links: Option<PathBuf>,
     },
 }
 
@@ -237,7 +246,8 @@ impl DatasetConfig {
             DatasetConfig::FashionMnist { path, .. }
             | DatasetConfig::Mnist { path, .. }
             | DatasetConfig::Market1501 { path }
-            | DatasetConfig::Tracklets { path, .. } => vec![path],
+            | DatasetConfig::Tracklets { path, links: None, .. } => vec![path],
+            DatasetConfig::Tracklets { path, links: Some(links), .. } => vec![path, links],
             DatasetConfig::Idx { train_images, train_labels, eval_images, eval_labels, .. } => {
                 vec![train_images, train_labels, eval_images, eval_labels]
             }
@@ -276,7 +286,9 @@ impl DatasetConfig {
                     }
                 }
             }
-            DatasetConfig::Tracklets { path, eval_fraction } => tracklets::tracklets(path, *eval_fraction)?,
+            DatasetConfig::Tracklets { path, eval_fraction, links } => {
+                tracklets::tracklets(path, *eval_fraction, links.as_deref())?
+            }
             DatasetConfig::Market1501 { path } => market1501(path)?,
         };
         if dataset.train.identities() < 2 {

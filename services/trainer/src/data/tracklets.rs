@@ -1,23 +1,31 @@
 //! The ingester's tracklet exports, `ROOT/<camera>/<track>/*.jpg` with `tracklet.json`: each
-//! tracklet a pseudo-identity, held out by time.
+//! tracklet a pseudo-identity, held out by time, with the [`links`](super::links) people gave
+//! between them.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::links::{Links, TrackletKey, read_links};
 use super::{Dataset, Identity, MAX_FEEDBACK_BYTES, Span, Split, is_image, read_bounded, samples_of, sorted_entries};
 use crate::error::TrainError;
 
-/// The tracklets under `root`, the last `eval_fraction` of their time held out.
-pub(super) fn tracklets(root: &Path, eval_fraction: f64) -> Result<Dataset, TrainError> {
-    tracklet_split(exported_tracklets(root)?, eval_fraction, root)
+/// The tracklets under `root`, the last `eval_fraction` of their time held out, and the links in
+/// the file `links` between those that train.
+pub(super) fn tracklets(root: &Path, eval_fraction: f64, links: Option<&Path>) -> Result<Dataset, TrainError> {
+    let (mut dataset, keys) = tracklet_split(exported_tracklets(root)?, eval_fraction, root)?;
+    if let Some(path) = links {
+        dataset.links = Links::resolve(&read_links(path)?, &keys);
+    }
+    Ok(dataset)
 }
 
-/// One exported tracklet: its camera (position among the camera folders), time span and images
-/// with their capture times.
+/// One exported tracklet: its camera (position among the camera folders), name, time span and
+/// images with their capture times.
 #[derive(Debug, Clone)]
 struct Exported {
     camera: i64,
+    key: TrackletKey,
     start_ms: i64,
     end_ms: i64,
     images: Vec<(PathBuf, i64)>,
@@ -25,6 +33,10 @@ struct Exported {
 
 #[derive(Deserialize)]
 struct ExportedMeta {
+    #[serde(default)]
+    camera: Option<String>,
+    #[serde(default)]
+    track: Option<String>,
     start_ms: i64,
     end_ms: i64,
     crops: Vec<ExportedCrop>,
@@ -67,7 +79,16 @@ fn exported_tracklets(root: &Path) -> Result<Vec<Exported>, TrainError> {
                     .map_or(start_ms, |c| c.captured_at_ms)
             };
             let images = files.into_iter().map(|p| (time_of(&p), p)).map(|(t, p)| (p, t)).collect();
-            tracklets.push(Exported { camera: camera as i64, start_ms, end_ms, images });
+            // Named as the ingester named it; without metadata, by its folders (`<start>_<track>`).
+            let folder = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let key = TrackletKey {
+                camera: meta.as_ref().and_then(|m| m.camera.clone()).unwrap_or_else(|| folder(&dir)),
+                track: meta.as_ref().and_then(|m| m.track.clone()).unwrap_or_else(|| {
+                    let name = folder(&track);
+                    name.split_once('_').map_or(name.clone(), |(_, t)| t.to_owned())
+                }),
+            };
+            tracklets.push(Exported { camera: camera as i64, key, start_ms, end_ms, images });
         }
     }
     Ok(tracklets)
@@ -75,8 +96,12 @@ fn exported_tracklets(root: &Path) -> Result<Vec<Exported>, TrainError> {
 
 /// Splits tracklets by time: the last `fraction` of the span from the first start to the last
 /// end is held out. Tracklets starting in it evaluate; the others train on their images from
-/// before it.
-fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> Result<Dataset, TrainError> {
+/// before it. Also returns each training tracklet's name.
+fn tracklet_split(
+    mut tracklets: Vec<Exported>,
+    fraction: f64,
+    root: &Path,
+) -> Result<(Dataset, Vec<TrackletKey>), TrainError> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(TrainError::Config(format!("eval_fraction {fraction} is not in [0, 1)")));
     }
@@ -87,7 +112,7 @@ fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> R
         return Err(TrainError::Dataset(format!("{} holds no tracklets with images", root.display())));
     };
     let cut = last - ((last - first) as f64 * fraction).round() as i64;
-    let (mut train, mut spans, mut eval) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut train, mut spans, mut keys, mut eval) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for t in tracklets {
         let camera = t.camera;
         if t.start_ms >= cut && fraction > 0.0 {
@@ -99,6 +124,7 @@ fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> R
             continue;
         }
         spans.push(Span { camera, start_ms: t.start_ms, end_ms: t.end_ms.min(cut) });
+        keys.push(t.key);
         train.push(before.into_iter().map(|(p, _)| (p, camera)).collect::<Identity>());
     }
     if train.len() < 2 || eval.is_empty() {
@@ -115,7 +141,7 @@ fn tracklet_split(mut tracklets: Vec<Exported>, fraction: f64, root: &Path) -> R
     // cameras the others come from.
     let eval = Split { samples: samples_of(&eval, train.len()), images: None };
     let train = Split { samples: samples_of(&train, 0), images: None };
-    Ok(Dataset { spans, ..Dataset::leave_one_out(train, eval) })
+    Ok((Dataset { spans, ..Dataset::leave_one_out(train, eval) }, keys))
 }
 
 #[cfg(test)]
@@ -146,15 +172,33 @@ mod tests {
         });
         std::fs::write(root.join("cam-a/0000000004000_t2/tracklet.json"), meta.to_string()).unwrap();
         // The last end is 9 s (the folder-named tracklet ends where it starts): cut at 6.3 s.
-        let d = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.3 }.load().unwrap();
+        let d = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.3, links: None }.load().unwrap();
         assert_eq!(d.train.identities(), 3, "each tracklet is its own pseudo-identity");
         assert_eq!(d.train.len(), 5, "the crop from after the cut is left out");
         assert_eq!(d.query.pids(), vec![3, 3], "the tracklet starting at 9 s evaluates");
         let span = |camera, start_ms, end_ms| Span { camera, start_ms, end_ms };
         assert_eq!(d.spans, vec![span(0, 0, 0), span(1, 1000, 1000), span(0, 4000, 6300)], "in time order");
         assert_eq!(d.train.samples[2].label, Label { pid: 1, camid: 1 });
-        let err = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.95 }.load().unwrap_err();
+        let err = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.95, links: None }.load().unwrap_err();
         assert!(err.to_string().contains("before the held-out"), "{err}");
+
+        // Links name tracklets by `tracklet.json`'s camera and track, else by their folders.
+        let meta = serde_json::json!({
+            "camera": "lobby", "track": "s1-2", "start_ms": 4000, "end_ms": 8000,
+            "crops": [{"file": "0.jpg", "captured_at_ms": 5000}, {"file": "1.jpg", "captured_at_ms": 8000}],
+        });
+        std::fs::write(root.join("cam-a/0000000004000_t2/tracklet.json"), meta.to_string()).unwrap();
+        let link = |same, a: (&str, &str), b: (&str, &str)| serde_json::json!({"same": same, "a": {"camera": a.0, "track": a.1}, "b": {"camera": b.0, "track": b.1}});
+        let lines = [
+            link(true, ("cam-a", "t1"), ("cam-b", "t1")),
+            link(false, ("cam-b", "t1"), ("lobby", "s1-2")),
+            link(false, ("cam-a", "t1"), ("cam-b", "t7")),
+        ];
+        let links = root.join("links.jsonl");
+        std::fs::write(&links, lines.map(|l| l.to_string()).join("\n")).unwrap();
+        let d = DatasetConfig::Tracklets { path: root.clone(), eval_fraction: 0.3, links: Some(links) }.load().unwrap();
+        assert_eq!(d.links.same, vec![(0, 1)]);
+        assert_eq!(d.links.different, std::collections::HashSet::from([(1, 2), (2, 1)]), "the held-out t7 left out");
         std::fs::remove_dir_all(root).unwrap();
     }
 }

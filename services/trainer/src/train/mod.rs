@@ -226,7 +226,7 @@ impl<'a> Run<'a> {
         let embeddings = self.embed_split(&dataset.train, TRAIN)?;
         let dim = embeddings.size()[1] as usize;
         let means = pseudo::tracklet_means(&host(&embeddings), dim, &dataset.train.pids(), dataset.spans.len());
-        self.state.groups = pseudo.group(&means, &dataset.spans);
+        self.state.groups = pseudo.group(&means, &dataset.spans, &dataset.links);
         self.labels = grouped(&dataset.train.pids(), &self.state.groups);
         self.sampler = build_sampler(self.config, &self.labels, &dataset.hard_negatives)?;
         let groups = self.state.groups.iter().max().map_or(0, |g| g + 1);
