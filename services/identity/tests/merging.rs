@@ -103,18 +103,19 @@ async fn the_merge_pass_joins_one_person_and_keeps_a_look_alike_seen_beside_them
 }
 
 #[tokio::test]
-async fn the_merge_pass_reads_a_touch_of_overlap_as_a_hand_over_as_observe_does() {
+async fn the_merge_pass_never_merges_across_any_same_camera_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let service = open(dir.path(), Some(0.7)).await;
     let (identities, embedder) = (&service.identities, &service.embedder);
     let t0 = reid_identity::identities::now_ms() - 60_000;
-    // One person's track on west is cut and picked up again 0.2 s before the first one ends
-    // (under `same_camera_overlap`, 1 s); cos 0.735 between the two leaves them apart in Observe.
+    // Two tracks on west overlapping by 0.2 s, cos 0.735 apart: under `same_camera_overlap` (1 s)
+    // `Observe` would let one join the other's identity, but a merge is never undone, so the
+    // pass keeps them apart (docs/evaluation.md measured the looser rule live).
     let first = identities.observe(tracklet(embedder, "west", "a", near_e0(1, 0.6), t0)).await.unwrap();
     let again = identities.observe(tracklet(embedder, "west", "a2", near_e0(2, 0.6), t0 + 800)).await.unwrap();
     assert!(first.created && again.created);
-    assert_eq!(identities.merge_pass(reid_identity::identities::now_ms()).await.unwrap(), 1);
-    assert_eq!(identity_of(identities, "west", "a2").await, first.identity);
+    assert_eq!(identities.merge_pass(reid_identity::identities::now_ms()).await.unwrap(), 0);
+    assert_eq!(identities.list(100, None).await.unwrap().0.len(), 2);
 }
 
 #[tokio::test]

@@ -110,8 +110,6 @@ impl Identities {
             .filter_map(|(a, b)| Some((*index_of.get(a.as_str())?, *index_of.get(b.as_str())?)))
             .collect();
         let rules = &self.config.association.transit;
-        // The one-place rule as Observe applies it: a touch of overlap is a tracker hand-over.
-        let min_overlap = (self.config.association.same_camera_overlap.as_millis() as i64).max(1);
         // Made once: the pair test below runs for every two sightings.
         let seen: Vec<Match> = sightings
             .iter()
@@ -130,7 +128,7 @@ impl Identities {
                 return false;
             }
             let (si, sj) = (&sightings[i], &sightings[j]);
-            (si.camera == sj.camera && overlap_ms((si.start_ms, si.end_ms), (sj.start_ms, sj.end_ms)) >= min_overlap)
+            (si.camera == sj.camera && overlap_ms((si.start_ms, si.end_ms), (sj.start_ms, sj.end_ms)) > 0)
                 || !association::transit_allows(rules, &seen[i], &sj.camera, sj.start_ms, sj.end_ms)
                 || apart.contains(&(a, b))
                 || (enrolled[a] && enrolled[b])
