@@ -134,7 +134,8 @@ pub fn judge(model: &mut dyn EmbeddingModel, judged: &JudgedPairs) -> Result<Jud
 /// - tracklet `t` confirmed as identity `a`: `t` is one person with every other tracklet
 ///   confirmed as `a`;
 /// - `t` rejected from `a`, or split off it: `t` is not the person of any other tracklet of `a`
-///   (those it holds now and those confirmed as it).
+///   (those it holds now and those confirmed as it), except those rejected from `a` too: two
+///   tracklets that are both not `a` may well be one person.
 ///
 /// Pairs of two identities make no link: they judge.
 pub fn links_from_feedback(
@@ -165,11 +166,18 @@ pub fn links_from_feedback(
             }
         }
     }
+    let mut rejected: BTreeMap<&str, BTreeSet<&TrackletKey>> = BTreeMap::new();
     for (f, t) in about_tracklets.iter().filter(|(f, _)| !f.same) {
-        let held = sightings.get(&f.a).into_iter().flatten();
-        let sure = confirmed.get(f.a.as_str()).into_iter().flatten().copied();
-        for other in held.chain(sure) {
-            link(false, t, other);
+        rejected.entry(f.a.as_str()).or_default().insert(t);
+    }
+    for (a, out) in &rejected {
+        let held = sightings.get(*a).into_iter().flatten();
+        let sure = confirmed.get(a).into_iter().flatten().copied();
+        let members: BTreeSet<&TrackletKey> = held.chain(sure).filter(|k| !out.contains(k)).collect();
+        for t in out {
+            for other in &members {
+                link(false, t, other);
+            }
         }
     }
     links.into_iter().map(|(same, a, b)| TrackletLink { same, a, b }).collect()
@@ -271,8 +279,10 @@ mod tests {
         let feedback = [
             about(true, "A", "1"),
             about(true, "A", "2"),
-            // Rejected from A although A still holds it.
+            // Rejected from A although A still holds it, and so is 5 (not held): 3 and 5 are both
+            // not A, which says nothing of the two.
             about(false, "A", "3"),
+            about(false, "A", "5"),
             // Split off B into a new identity (recorded with the new one as `b`).
             FeedbackPair { b: "C".into(), ..about(false, "B", "4") },
             // Two identities: judged, not linked.
@@ -280,9 +290,12 @@ mod tests {
         ];
         let links = links_from_feedback(&feedback, &sightings);
         let l = |same, a: &str, b: &str| TrackletLink { same, a: key(a), b: key(b) };
-        assert_eq!(links, vec![l(false, "1", "3"), l(false, "2", "3"), l(true, "1", "2")]);
+        assert_eq!(
+            links,
+            vec![l(false, "1", "3"), l(false, "1", "5"), l(false, "2", "3"), l(false, "2", "5"), l(true, "1", "2")]
+        );
         // B held only the tracklet split off it: nothing to keep it apart from.
-        assert!(links_from_feedback(&feedback[3..], &sightings).is_empty());
+        assert!(links_from_feedback(&feedback[4..], &sightings).is_empty());
         assert!(links_from_feedback(&feedback, &BTreeMap::new()).contains(&l(false, "1", "3")), "confirmed as A");
     }
 }
