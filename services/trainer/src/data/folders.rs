@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{
-    Dataset, Identity, MAX_FEEDBACK_BYTES, Sample, Split, is_image, market_name, read_bounded, samples_of,
+    Dataset, Identity, MAX_FEEDBACK_BYTES, Sample, Split, is_image, market_name, read_json_lines, samples_of,
     sorted_entries,
 };
 use crate::error::TrainError;
@@ -34,17 +34,7 @@ impl FeedbackPair {
 
 /// Reads feedback pairs, one JSON object a line (blank lines skipped).
 pub fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
-    let bytes = read_bounded(path, MAX_FEEDBACK_BYTES)?;
-    let text =
-        String::from_utf8(bytes).map_err(|e| TrainError::Dataset(format!("feedback file {}: {e}", path.display())))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| TrainError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    read_json_lines(path, MAX_FEEDBACK_BYTES)
 }
 
 /// Folds same-person pairs into one identity (union-find over folder names, the first name in

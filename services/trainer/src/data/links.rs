@@ -41,16 +41,7 @@ pub struct TrackletLink {
 }
 
 pub fn read_links(path: &Path) -> Result<Vec<TrackletLink>, TrainError> {
-    let bytes = super::read_bounded(path, MAX_LINKS_BYTES)?;
-    let text = String::from_utf8(bytes).map_err(|e| TrainError::Dataset(format!("{}: {e}", path.display())))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .map_err(|e| TrainError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    super::read_json_lines(path, MAX_LINKS_BYTES)
 }
 
 pub fn write_links(path: &Path, links: &[TrackletLink]) -> Result<(), TrainError> {

@@ -311,6 +311,21 @@ pub(super) const MAX_IDX_BYTES: u64 = 2 << 30;
 /// Largest feedback file.
 pub(super) const MAX_FEEDBACK_BYTES: u64 = 64 << 20;
 
+/// Reads a file of one JSON object a line (blank lines skipped; at most `limit` bytes), naming the
+/// line that does not parse.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path, limit: u64) -> Result<Vec<T>, TrainError> {
+    let bytes = read_bounded(path, limit)?;
+    let text = String::from_utf8(bytes).map_err(|e| TrainError::Dataset(format!("{}: {e}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| TrainError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
 /// Reads a regular file of at most `limit` bytes: a device, a pipe or `/dev/zero` named as
 /// data is refused, not read until memory runs out.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, TrainError> {
