@@ -1,11 +1,12 @@
 //! Client verbs of the identity service: `reid enroll`, `reid identify`, `reid forget`,
-//! `reid sightings` and `reid identities`, each printing JSON on stdout.
+//! `reid sightings`, `reid identities` and `reid feedback` (list, confirm, reject, merge,
+//! split), each printing JSON on stdout.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use reid_proto::v1 as pb;
 use reid_proto::v1::identity_service_client::IdentityServiceClient;
 use reid_server::Channel;
@@ -66,10 +67,70 @@ pub struct SightingsArgs {
     identity: String,
 }
 
+/// `reid feedback`: with no subcommand, lists the recorded pairs (as `reid feedback list`).
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FeedbackArgs {
     #[arg(long, default_value = reid_proto::ports::IDENTITY)]
     addr: String,
+    #[command(subcommand)]
+    correction: Option<Correction>,
+}
+
+/// An operator's correction, as the console sends it (docs/identity.md, "Feedback").
+#[derive(Debug, Subcommand)]
+pub enum Correction {
+    /// Prints the recorded pairs (same / different) as JSON lines, for training.
+    List(AddrArgs),
+    /// Says two identities, or an identity and one of its tracklets, are the same person.
+    Confirm(PairArgs),
+    /// Says two identities, or an identity and one of its tracklets, are different people.
+    Reject(PairArgs),
+    /// Folds identity B into identity A: its sightings and crops move, B no longer exists.
+    Merge(MergeArgs),
+    /// Moves one tracklet's sightings out of an identity into a new identity.
+    Split(SplitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddrArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    identity_a: String,
+    /// The other identity; or give `--camera` and `--track` for one tracklet of A.
+    #[arg(required_unless_present = "track", conflicts_with_all = ["camera", "track"])]
+    identity_b: Option<String>,
+    #[arg(long, requires = "track")]
+    camera: Option<String>,
+    #[arg(long, requires = "camera")]
+    track: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    /// The identity that stays.
+    into: String,
+    /// The identity folded into it.
+    from: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    #[arg(long, default_value = reid_proto::ports::IDENTITY)]
+    addr: String,
+    identity: String,
+    #[arg(long)]
+    camera: String,
+    #[arg(long)]
+    track: String,
 }
 
 #[derive(Debug, Args)]
@@ -200,10 +261,52 @@ pub async fn identities(args: IdentitiesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the recorded feedback pairs as JSON lines: the file a trainer run's `feedback` reads.
+/// `reid feedback [list|confirm|reject|merge|split]`.
 pub async fn feedback(args: FeedbackArgs) -> anyhow::Result<ExitCode> {
-    let r =
-        client(&args.addr).await?.list_feedback(pb::ListFeedbackRequest {}).await.map_err(failed("list feedback"))?;
+    let (addr, request) = match args.correction {
+        None => return list_feedback(&args.addr).await,
+        Some(Correction::List(a)) => return list_feedback(&a.addr).await,
+        Some(Correction::Confirm(p)) => (p.addr.clone(), pair_request(pb::FeedbackKind::Confirm, p)),
+        Some(Correction::Reject(p)) => (p.addr.clone(), pair_request(pb::FeedbackKind::Reject, p)),
+        Some(Correction::Merge(m)) => (
+            m.addr,
+            pb::FeedbackRequest {
+                kind: pb::FeedbackKind::Merge.into(),
+                identity_a: m.into,
+                identity_b: m.from,
+                ..Default::default()
+            },
+        ),
+        Some(Correction::Split(s)) => (
+            s.addr,
+            pb::FeedbackRequest {
+                kind: pb::FeedbackKind::Split.into(),
+                identity_a: s.identity,
+                camera_id: s.camera,
+                track_id: s.track,
+                ..Default::default()
+            },
+        ),
+    };
+    let kind = request.kind().as_str_name().trim_start_matches("FEEDBACK_KIND_").to_lowercase();
+    let r = client(&addr).await?.feedback(request).await.map_err(failed(&kind))?.into_inner();
+    println!("{}", json!({ "kind": kind, "identity": r.identity_id, "pairs_recorded": r.pairs_recorded }));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pair_request(kind: pb::FeedbackKind, p: PairArgs) -> pb::FeedbackRequest {
+    pb::FeedbackRequest {
+        kind: kind.into(),
+        identity_a: p.identity_a,
+        identity_b: p.identity_b.unwrap_or_default(),
+        camera_id: p.camera.unwrap_or_default(),
+        track_id: p.track.unwrap_or_default(),
+    }
+}
+
+/// Prints the recorded feedback pairs as JSON lines: the file a trainer run's `feedback` reads.
+async fn list_feedback(addr: &str) -> anyhow::Result<ExitCode> {
+    let r = client(addr).await?.list_feedback(pb::ListFeedbackRequest {}).await.map_err(failed("list feedback"))?;
     for p in r.into_inner().pairs {
         let line = json!({
             "same": p.same, "a": p.identity_a, "b": p.identity_b, "camera": p.camera_id, "track": p.track_id,

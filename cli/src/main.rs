@@ -59,7 +59,8 @@ enum Command {
     Sightings(identity::SightingsArgs),
     /// Lists the known identities, one JSON object per line.
     Identities(identity::IdentitiesArgs),
-    /// Prints the feedback pairs (same / different) as JSON lines, for training.
+    /// An operator's corrections (confirm, reject, merge, split), or with no subcommand the
+    /// recorded feedback pairs as JSON lines, for training.
     Feedback(identity::FeedbackArgs),
     /// Follows the identity service's events (sightings, merges, splits, enrollments, erasures)
     /// as they happen, one JSON object per line; reconnects after the last one printed.

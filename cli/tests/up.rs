@@ -1,7 +1,7 @@
 //! `reid up`, the real binary: four services on four consecutive ports with one key, wired to each
 //! other (an enrollment goes through the identity service to the embedder), stopped cleanly by
 //! ctrl-c, and what they stored under `--data` is there after a restart; `reid watch` prints the
-//! identity events.
+//! identity events; `reid feedback` sends an operator's corrections.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{KEY, ok, reid, repo};
+use serde_json::Value;
 
 /// A base port whose next three are free too.
 fn four_free_ports() -> u16 {
@@ -83,6 +84,27 @@ fn four_services_on_four_ports_one_key_and_state_under_data() {
     assert_eq!(events[0]["name"], "Barack");
     let cursor = events[0]["cursor"].as_str().unwrap().to_owned();
     assert!(ok(&["cameras", "list", "--addr", &ingester]).is_empty());
+    // An operator's corrections from the command line: a second enrollment said to be someone
+    // else, then merged after all; a split of a tracklet the identity does not hold is refused.
+    let biden = repo().join(".cache/data/face_recognition/test_images/biden.jpg");
+    let other = ok(&["enroll", "--addr", &identity, "--name", "Joe", biden.to_str().unwrap()])[0]["identity"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rejected = &ok(&["feedback", "reject", "--addr", &identity, &id, &other])[0];
+    assert_eq!((rejected["kind"].as_str(), rejected["identity"].as_str()), (Some("reject"), Some(id.as_str())));
+    let merged = &ok(&["feedback", "merge", "--addr", &identity, &id, &other])[0];
+    assert_eq!(merged["identity"], id.as_str());
+    let ids: Vec<Value> = ok(&["identities", "--addr", &identity]);
+    assert_eq!(ids.iter().map(|l| l["identity"].as_str().unwrap()).collect::<Vec<_>>(), [id.as_str()], "{ids:?}");
+    let split = reid(&["feedback", "split", "--addr", &identity, &id, "--camera", "door", "--track", "7"]);
+    assert!(!split.status.success());
+    assert!(String::from_utf8_lossy(&split.stderr).contains("InvalidArgument"), "{split:?}");
+    let pairs = ok(&["feedback", "--addr", &identity]);
+    let labels: Vec<_> = pairs.iter().map(|p| (p["same"].as_bool().unwrap(), p["a"].as_str().unwrap())).collect();
+    assert_eq!(labels.len(), 2, "the reject and the merge: {pairs:?}");
+    assert!(labels.iter().all(|(_, a)| *a == id), "pairs naming the merged identity are renamed: {pairs:?}");
+    assert!(labels.iter().any(|(same, _)| *same) && labels.iter().any(|(same, _)| !same), "{pairs:?}");
     let refused = Command::new(env!("CARGO_BIN_EXE_reid")).args(["identities", "--addr", &identity]).output().unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("Unauthenticated"), "{refused:?}");
     let status = interrupt(child);
@@ -96,5 +118,6 @@ fn four_services_on_four_ports_one_key_and_state_under_data() {
     assert!(String::from_utf8_lossy(&stale.stderr).contains("restarted"), "{stale:?}");
     let listed = ok(&["identities", "--addr", &identity]);
     assert!(listed.iter().any(|l| l["identity"] == id.as_str() && l["name"] == "Barack"), "{listed:?}");
+    assert_eq!(ok(&["feedback", "list", "--addr", &identity]).len(), 2, "feedback is stored");
     assert!(interrupt(child).success());
 }
