@@ -18,6 +18,7 @@ use opencv::videoio;
 use reid_eval::measures::Evaluation;
 use reid_eval::{Box2, Sequence, evaluate_detection, evaluate_tracking};
 use reid_ingester::IngesterConfig;
+use reid_ingester::appearance::Appearance;
 use reid_ingester::track::{Observed, Tracker};
 
 use super::{read_sequence, roi};
@@ -182,8 +183,14 @@ fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequen
         }
         let detections = detector.detect(&image)?;
         if track {
-            let observed =
-                detections.into_iter().map(|detection| Observed { detection, crop: None, external_id: None }).collect();
+            let observed = detections
+                .into_iter()
+                .map(|detection| {
+                    let appearance =
+                        config.tracker.uses_appearance().then(|| Appearance::of_box(&image, &detection.bbox)).flatten();
+                    Observed { detection, crop: None, appearance, external_id: None }
+                })
+                .collect();
             tracker.update(frame, SystemTime::now(), observed);
             for (id, b) in tracker.boxes(frame) {
                 out.push(frame, id as i64, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));

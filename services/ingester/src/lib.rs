@@ -26,7 +26,7 @@ pub mod service;
 mod source;
 
 pub use delivery::{deliver, export};
-pub use pipeline::{camera, track, view};
+pub use pipeline::{appearance, camera, track, view};
 pub use source::policy;
 
 use std::future::Future;

@@ -16,6 +16,7 @@ use crate::delivery::deliver::{EncodedCrop, Outbox, Tracklet, backoff};
 use crate::detect::{Detection, Detector, Target};
 use crate::frame::{Frame, encode_crop};
 use crate::metrics::IngesterMetrics;
+use crate::pipeline::appearance::Appearance;
 use crate::pipeline::config::{CameraSpec, CropConfig, PipelineConfig, ReconnectConfig};
 use crate::pipeline::track::{FinishedTrack, Observed, TrackedCrop, Tracker, crop_quality};
 use crate::pipeline::view::ViewError;
@@ -488,7 +489,8 @@ fn process_loop(
                     .observe(started.elapsed().as_secs_f64());
                 match detected {
                     Ok(detections) => {
-                        let observed = cut_crops(&frame, detections, &config.crops, target);
+                        let observed =
+                            cut_crops(&frame, detections, &config.crops, target, config.tracker.uses_appearance());
                         stats.frames_processed.fetch_add(1, Ordering::Relaxed);
                         lock(&stats.processed_rate).tick();
                         ctx.metrics.frames.with_label_values(&[&spec.id, "processed"]).inc();
@@ -507,6 +509,7 @@ fn process_loop(
                     .into_iter()
                     .map(|(detection, crop, external_id)| {
                         let quality = crop_quality(&crop, &detection, i32::MAX, i32::MAX, target);
+                        let appearance = config.tracker.uses_appearance().then(|| Appearance::of_crop(&crop)).flatten();
                         let crop = (detection.bbox.h >= config.crops.min_height as f32).then(|| TrackedCrop {
                             image: crop,
                             bbox: detection.bbox,
@@ -514,7 +517,7 @@ fn process_loop(
                             frame: pushed_sequence,
                             quality,
                         });
-                        Observed { detection, crop, external_id }
+                        Observed { detection, crop, appearance, external_id }
                     })
                     .collect();
                 tracker.update(pushed_sequence, captured_at, observed)
@@ -536,8 +539,15 @@ fn process_loop(
     }
 }
 
-/// Each detection with its crop, when it is large enough to keep.
-fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, target: Target) -> Vec<Observed> {
+/// Each detection with its crop, when it is large enough to keep, and its appearance when the
+/// tracker `describe`s people by it.
+fn cut_crops(
+    frame: &Frame,
+    detections: Vec<Detection>,
+    crops: &CropConfig,
+    target: Target,
+    describe: bool,
+) -> Vec<Observed> {
     let (w, h) = (frame.image.cols(), frame.image.rows());
     detections
         .into_iter()
@@ -560,7 +570,8 @@ fn cut_crops(frame: &Frame, detections: Vec<Detection>, crops: &CropConfig, targ
                     quality,
                 }
             });
-            Observed { detection, crop, external_id: None }
+            let appearance = describe.then(|| Appearance::of_box(&frame.image, &detection.bbox)).flatten();
+            Observed { detection, crop, appearance, external_id: None }
         })
         .collect()
 }

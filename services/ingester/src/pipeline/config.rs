@@ -84,11 +84,29 @@ pub struct TrackerConfig {
     /// A track longer than this is cut into consecutive tracklets, so that a person standing in
     /// view for an hour is still reported (0: never cut).
     pub max_tracklet_frames: u32,
+    /// A detection joins a track only when the colour histograms of their torso and legs are at
+    /// least this alike (Bhattacharyya coefficient, 0-1; 0: overlap alone decides), so that a
+    /// track does not swap between two people walking side by side.
+    pub min_appearance: f32,
+}
+
+impl TrackerConfig {
+    /// Whether detections need their [`crate::appearance::Appearance`] (the gate is on).
+    pub fn uses_appearance(&self) -> bool {
+        self.min_appearance > 0.0
+    }
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        Self { min_iou: 0.2, weak_min_iou: 0.5, min_hits: 3, max_misses: 10, max_tracklet_frames: 600 }
+        Self {
+            min_iou: 0.2,
+            weak_min_iou: 0.5,
+            min_hits: 3,
+            max_misses: 10,
+            max_tracklet_frames: 600,
+            min_appearance: 0.7,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The tracker: SORT-like association of detections across frames (IoU against a
-//! constant-velocity prediction, greedy by overlap), and for each track the few best crops by
-//! quality, so that a person is embedded a handful of times rather than at every frame.
+//! constant-velocity prediction, greedy by overlap, gated by a colour histogram of what each box
+//! holds), and for each track the few best crops by quality, so that a person is embedded a
+//! handful of times rather than at every frame.
 
 use std::time::SystemTime;
 
@@ -10,6 +11,7 @@ use opencv::{core, imgproc};
 
 use crate::detect::{Detection, Target};
 use crate::frame::BBox;
+use crate::pipeline::appearance::Appearance;
 use crate::pipeline::config::{CropConfig, TrackerConfig};
 
 /// A crop cut from one frame for one detection.
@@ -28,6 +30,9 @@ pub struct TrackedCrop {
 pub struct Observed {
     pub detection: Detection,
     pub crop: Option<TrackedCrop>,
+    /// What the box holds, for telling side-by-side people apart (`None`: not known, matched on
+    /// overlap alone).
+    pub appearance: Option<Appearance>,
     /// An id the edge device gave this object (`PushDetections`); the tracker then trusts it
     /// instead of matching boxes.
     pub external_id: Option<String>,
@@ -107,6 +112,9 @@ impl BestCrops {
     }
 }
 
+/// How fast a track's appearance follows its latest detection.
+const APPEARANCE_RATE: f32 = 0.2;
+
 #[derive(Debug)]
 struct Track {
     id: u64,
@@ -121,6 +129,8 @@ struct Track {
     misses: u32,
     frames: u32,
     last_frame: u64,
+    /// The running appearance of the detections it took.
+    appearance: Option<Appearance>,
     crops: BestCrops,
     start: SystemTime,
     end: SystemTime,
@@ -135,7 +145,7 @@ impl Track {
         BBox::new(cx + vx * dt - w / 2.0, cy + vy * dt - h / 2.0, w, h)
     }
 
-    fn update(&mut self, bbox: BBox, frame: u64, at: SystemTime) {
+    fn update(&mut self, bbox: BBox, appearance: Option<&Appearance>, frame: u64, at: SystemTime) {
         let dt = frame.saturating_sub(self.last_frame).max(1) as f32;
         let (cx0, cy0) = self.bbox.center();
         let (cx1, cy1) = bbox.center();
@@ -145,6 +155,11 @@ impl Track {
         let v = self.velocity;
         self.velocity = (a * measured.0 + (1.0 - a) * v.0, a * measured.1 + (1.0 - a) * v.1);
         self.bbox = bbox;
+        match (&mut self.appearance, appearance) {
+            (Some(running), Some(latest)) => running.blend(latest, APPEARANCE_RATE),
+            (None, Some(latest)) => self.appearance = Some(latest.clone()),
+            (_, None) => {}
+        }
         self.last_frame = frame;
         self.hits += 1;
         self.misses = 0;
@@ -245,6 +260,7 @@ impl Tracker {
                         misses: 0,
                         frames: 1,
                         last_frame: frame,
+                        appearance: None,
                         crops: BestCrops::default(),
                         start: at,
                         end: at,
@@ -255,7 +271,9 @@ impl Tracker {
                 }
             };
             let track = &mut self.tracks[t];
-            track.update(o.detection.bbox, frame, at);
+            // Weak detections are often half a person: they carry the track, not its look.
+            let look = if o.detection.weak { None } else { o.appearance.as_ref() };
+            track.update(o.detection.bbox, look, frame, at);
             if let Some(crop) = o.crop {
                 track.crops.offer(crop, k, gap);
             }
@@ -283,8 +301,10 @@ impl Tracker {
         finished
     }
 
-    /// The (IoU, track, detection) pairs still unassigned that `eligible` accepts and that
-    /// overlap by at least `min_iou`, the track's box predicted to `frame`.
+    /// The (score, track, detection) pairs still unassigned that `eligible` accepts, that overlap
+    /// by at least `min_iou`, the track's box predicted to `frame`, and whose appearances are at
+    /// least `min_appearance` alike (when both are known). The score is the overlap, times the
+    /// appearance similarity when the gate is on.
     fn overlaps(
         &self,
         frame: u64,
@@ -304,8 +324,15 @@ impl Tracker {
                     continue;
                 }
                 let iou = track.predicted(frame).iou(&o.detection.bbox);
-                if iou >= min_iou {
-                    pairs.push((iou, t, d));
+                if iou < min_iou {
+                    continue;
+                }
+                let alike = match (&track.appearance, &o.appearance) {
+                    (Some(a), Some(b)) if self.config.min_appearance > 0.0 => a.similarity(b),
+                    _ => 1.0,
+                };
+                if alike >= self.config.min_appearance {
+                    pairs.push((iou * alike, t, d));
                 }
             }
         }
@@ -392,6 +419,7 @@ mod tests {
         Observed {
             detection: Detection::new(bbox, 0.9),
             crop: Some(TrackedCrop { bbox, ..crop(frame, quality) }),
+            appearance: None,
             external_id: None,
         }
     }
@@ -401,11 +429,44 @@ mod tests {
     }
 
     fn tracker() -> Tracker {
-        Tracker::new(
-            TrackerConfig { min_iou: 0.3, weak_min_iou: 0.5, min_hits: 3, max_misses: 2, max_tracklet_frames: 0 },
-            CropConfig { per_tracklet: 3, min_gap_frames: 2, ..CropConfig::default() },
-            "s",
-        )
+        tracker_with(0.0)
+    }
+
+    fn tracker_with(min_appearance: f32) -> Tracker {
+        let config = TrackerConfig {
+            min_iou: 0.3,
+            weak_min_iou: 0.5,
+            min_hits: 3,
+            max_misses: 2,
+            max_tracklet_frames: 0,
+            min_appearance,
+        };
+        Tracker::new(config, CropConfig { per_tracklet: 3, min_gap_frames: 2, ..CropConfig::default() }, "s")
+    }
+
+    #[test]
+    fn the_appearance_gate_keeps_a_track_off_the_person_beside_it() {
+        use crate::pipeline::appearance::tests::look;
+        let (red, blue) = (look([30.0, 30.0, 200.0]), look([200.0, 60.0, 30.0]));
+        let dressed = |x: f32, f: u64, appearance: &Appearance| Observed {
+            appearance: Some(appearance.clone()),
+            ..seen(x, 50.0, f, 0.5)
+        };
+        // The person in red walks alone for four frames; then, hidden for a frame, the person in
+        // blue beside them (15 px on) is the only box near their track.
+        let run = |min_appearance: f32| {
+            let mut t = tracker_with(min_appearance);
+            for f in 0..4u64 {
+                t.update(f, at(f), vec![dressed(100.0 + 5.0 * f as f32, f, &red)]);
+            }
+            let red_track = t.boxes(3)[0].0;
+            t.update(4, at(4), vec![dressed(135.0, 4, &blue)]);
+            (red_track, t.tracks.iter().find(|tr| tr.last_frame == 4).map(|tr| tr.id))
+        };
+        let (red_track, took_blue) = run(0.0);
+        assert_eq!(took_blue, Some(red_track), "on overlap alone the red track swaps to the person in blue");
+        let (red_track, took_blue) = run(0.5);
+        assert_ne!(took_blue, Some(red_track), "gated by appearance the person in blue starts a track of their own");
     }
 
     #[test]
@@ -535,7 +596,14 @@ mod tests {
     #[test]
     fn long_tracks_are_cut_into_tracklets() {
         let mut t = Tracker::new(
-            TrackerConfig { min_iou: 0.3, weak_min_iou: 0.5, min_hits: 2, max_misses: 2, max_tracklet_frames: 10 },
+            TrackerConfig {
+                min_iou: 0.3,
+                weak_min_iou: 0.5,
+                min_hits: 2,
+                max_misses: 2,
+                max_tracklet_frames: 10,
+                min_appearance: 0.0,
+            },
             CropConfig { per_tracklet: 2, min_gap_frames: 1, ..CropConfig::default() },
             "s",
         );
