@@ -265,6 +265,17 @@ pub fn fresh_config(data: &Path, model_dir: &Path, model: &str, video: &Path) ->
     Ok(config)
 }
 
+/// The ingester's settings from a TOML file (any `IngesterConfig` field: `[tracker]`,
+/// `[detectors.*]`, `[crops]`) in place of the defaults `config` was made with; its detectors'
+/// models still come from `model_dir` and the video's folder stays readable.
+pub fn ingester_from_file(config: &mut PipelineConfig, file: &Path, model_dir: &Path) -> anyhow::Result<()> {
+    let mut ingester: reid_ingester::IngesterConfig = crate::settings::read_toml(Some(file))?;
+    ingester.detectors.models_under(model_dir);
+    ingester.sources.file_roots = std::mem::take(&mut config.ingester.sources.file_roots);
+    config.ingester = ingester;
+    Ok(())
+}
+
 pub async fn pipeline_model(embedder: &str) -> anyhow::Result<pb::ModelInfo> {
     let mut client = reid_proto::v1::embedder_service_client::EmbedderServiceClient::new(connect(embedder).await?);
     let reply = client.get_model(pb::GetModelRequest {}).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
@@ -285,5 +296,22 @@ mod tests {
         MergePass { merge_threshold: Threshold(Some(0.7)) }.apply(&mut config);
         assert_eq!(config.identity.association.merge_threshold, Some(0.7));
         assert_eq!(config.identity.retention.sweep_interval, MERGE_TICK);
+    }
+
+    #[test]
+    fn an_ingester_file_replaces_the_defaults_but_not_the_models_or_the_video_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ingester.toml");
+        std::fs::write(&file, "[tracker]\nmin_appearance = 0.0\nmax_misses = 4\n").unwrap();
+        let mut config = PipelineConfig::new(Path::new("data"), Path::new("my-models"));
+        config.ingester.sources.file_roots = vec!["/videos".into()];
+        ingester_from_file(&mut config, &file, Path::new("my-models")).unwrap();
+        assert_eq!((config.ingester.tracker.min_appearance, config.ingester.tracker.max_misses), (0.0, 4));
+        assert_eq!(config.ingester.sources.file_roots, [std::path::PathBuf::from("/videos")]);
+        let mut expected = reid_ingester::IngesterConfig::default();
+        expected.detectors.models_under(Path::new("my-models"));
+        assert_eq!(format!("{:?}", config.ingester.detectors), format!("{:?}", expected.detectors));
+        std::fs::write(&file, "[tracker]\nno_such_field = 1\n").unwrap();
+        assert!(ingester_from_file(&mut config, &file, Path::new("my-models")).is_err(), "unknown fields are refused");
     }
 }

@@ -47,6 +47,10 @@ pub struct MtmcArgs {
     /// The model folder the embedder serves (under --model-dir).
     #[arg(long, default_value = reid_embedder::DEFAULT_MODEL)]
     model: String,
+    /// TOML with any `IngesterConfig` field (`[tracker]`, `[detectors.*]`, `[crops]`), in place of
+    /// the ingester's defaults: the pipeline under other tracker or detector settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Cosine threshold for a match (the demo's when unset).
     #[arg(long, default_value_t = crate::playback::DEFAULT_THRESHOLD)]
     threshold: f32,
@@ -123,6 +127,9 @@ struct ExportedCrop {
 pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     let gt = super::ground_truth(&args.gt, args.roi.as_deref())?.between(args.first_frame, u64::MAX);
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
+    if let Some(file) = &args.config {
+        crate::playback::ingester_from_file(&mut config, file, &args.model_dir)?;
+    }
     config.identity.association.threshold = Some(args.threshold);
     config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;
