@@ -123,19 +123,7 @@ impl Groups {
 
     /// Each member's group, numbered 0, 1, ... in order of first appearance.
     fn labels(&self) -> Vec<usize> {
-        let root = |mut i: usize| {
-            while self.parent[i] != i {
-                i = self.parent[i];
-            }
-            i
-        };
-        let mut of_root = std::collections::HashMap::new();
-        (0..self.parent.len())
-            .map(|i| {
-                let next = of_root.len();
-                *of_root.entry(root(i)).or_insert(next)
-            })
-            .collect()
+        crate::components(self.parent.len(), self.parent.iter().copied().enumerate())
     }
 }
 

@@ -43,37 +43,20 @@ pub fn read_feedback(path: &Path) -> Result<Vec<FeedbackPair>, TrainError> {
 pub fn apply_feedback(named: Vec<(String, Identity)>, pairs: &[FeedbackPair]) -> (Vec<Identity>, Vec<(i64, i64)>) {
     let index: std::collections::HashMap<&str, usize> =
         named.iter().enumerate().map(|(i, (name, _))| (name.as_str(), i)).collect();
-    let mut parent: Vec<usize> = (0..named.len()).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for p in pairs.iter().filter(|p| p.same) {
-        if let (Some(&a), Some(&b)) = (index.get(p.a.as_str()), index.get(p.b.as_str())) {
-            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-            parent[ra.max(rb)] = ra.min(rb);
-        }
-    }
-    let roots: Vec<usize> = (0..named.len()).map(|i| root(&mut parent, i)).collect();
-    let mut position = vec![usize::MAX; named.len()];
-    let mut identities: Vec<Identity> = Vec::new();
-    for (i, (_, images)) in named.iter().enumerate() {
-        let r = roots[i];
-        if position[r] == usize::MAX {
-            position[r] = identities.len();
-            identities.push(Vec::new());
-        }
-        identities[position[r]].extend(images.iter().cloned());
+    let same =
+        pairs.iter().filter(|p| p.same).filter_map(|p| Some((*index.get(p.a.as_str())?, *index.get(p.b.as_str())?)));
+    // Each group's label is its position in the list: groups in order of their first folder.
+    let position = reid_cluster::components(named.len(), same);
+    let mut identities: Vec<Identity> = vec![Vec::new(); position.iter().max().map_or(0, |m| m + 1)];
+    for ((_, images), &p) in named.iter().zip(&position) {
+        identities[p].extend(images.iter().cloned());
     }
     let mut negatives: Vec<(i64, i64)> = pairs
         .iter()
         .filter(|p| !p.same)
         .filter_map(|p| {
-            let a = position[roots[*index.get(p.a.as_str())?]] as i64;
-            let b = position[roots[*index.get(p.b.as_str())?]] as i64;
+            let a = position[*index.get(p.a.as_str())?] as i64;
+            let b = position[*index.get(p.b.as_str())?] as i64;
             (a != b).then_some((a.min(b), a.max(b)))
         })
         .collect();

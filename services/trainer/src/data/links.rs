@@ -93,26 +93,7 @@ impl Links {
     /// The groups the `same` links make of `n` tracklets (connected components): a label per
     /// tracklet, 0, 1, ... in order of first appearance.
     pub fn components(&self, n: usize) -> Vec<usize> {
-        let mut parent: Vec<usize> = (0..n).collect();
-        fn root(parent: &mut [usize], mut i: usize) -> usize {
-            while parent[i] != i {
-                parent[i] = parent[parent[i]];
-                i = parent[i];
-            }
-            i
-        }
-        for &(a, b) in self.same.iter().filter(|(a, b)| *a < n && *b < n) {
-            let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-            parent[ra.max(rb)] = ra.min(rb);
-        }
-        let mut labels = BTreeMap::new();
-        (0..n)
-            .map(|i| {
-                let r = root(&mut parent, i);
-                let next = labels.len();
-                *labels.entry(r).or_insert(next)
-            })
-            .collect()
+        reid_cluster::components(n, self.same.iter().copied())
     }
 }
 
