@@ -16,7 +16,7 @@ use reid_vector_store::{
     SearchQuery, ServerOptions, StoreResult, VectorStore,
 };
 
-/// A store whose writes take a while, as a loaded server's do: two replicas that start
+/// A store whose writes take a while (150 ms), as a loaded server's do: two replicas that start
 /// observing one person at the same moment then both search before either writes, which is the
 /// race under test, every time instead of now and then.
 struct SlowWrites(Arc<dyn VectorStore>);
@@ -36,7 +36,7 @@ impl VectorStore for SlowWrites {
         self.0.delete_collection(name).await
     }
     async fn upsert(&self, collection: &str, points: Vec<Point>) -> StoreResult<()> {
-        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         self.0.upsert(collection, points).await
     }
     async fn search(&self, collection: &str, query: &SearchQuery) -> StoreResult<Vec<Hit>> {
