@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(Variant::parse("merge=off").map(|v| v.apply(&merging).merge_threshold), Ok(None));
         assert_eq!(Variant::parse("merge=off").map(|v| v.to_string()), Ok("merge=off".into()));
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
-        assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
+        assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(base.linkage), "no key keeps the run's");
+        assert_eq!(Variant::parse("top=1").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
         let apart = Variant::parse("overlap=2.5").map(|v| (v.apply(&base).same_camera_overlap, v.to_string()));
         assert_eq!(apart, Ok((std::time::Duration::from_millis(2500), "overlap=2.5".into())));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));
@@ -234,6 +235,8 @@ mod tests {
         let at = |threshold: f32, cross: Option<f32>| AssociationConfig {
             threshold: Some(threshold),
             cross_camera_threshold: cross,
+            // Scored on the nearest sighting, so that the similarities below decide alone.
+            linkage: Linkage::Nearest,
             ..AssociationConfig::default()
         };
         let one = replay(at(0.9, None), &model, &deliveries).await.unwrap_or_else(|e| panic!("{e:#}"));

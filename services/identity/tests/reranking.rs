@@ -22,6 +22,8 @@ async fn re_ranked_identify_prefers_the_person_whose_neighbours_agree() {
     let mut config = config(dir.path());
     // Neighbouring pictures of one person (0.11 rad or less apart) join; a and b (0.21) do not.
     config.association.threshold = Some(0.99);
+    // Each picture of a joins a's chain by its nearest sighting (the chain is the test's setting).
+    config.association.linkage = reid_identity::association::Linkage::Nearest;
     config.association.rerank = reid_identity::config::RerankConfig { k1: 3, k2: 1, lambda: 0.3 };
     let service = Service::start(config, ScriptedEmbedder::new("A")).await;
     let model = service.embedder.key();
