@@ -23,7 +23,7 @@ use reid_proto::v1 as pb;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::replay::{Delivery, Variant, replay};
+use super::replay::{Delivery, Variant, centre_per_camera, replay};
 use crate::playback::{EastCamera, Played, Seen, fresh_config, play};
 
 #[derive(Debug, Args)]
@@ -83,7 +83,8 @@ pub struct MtmcArgs {
     regroup_merge: bool,
     /// Also observe the delivered tracklets again, in the order they ended, into a fresh
     /// identity service with these association settings (`threshold=0.8,cross=0.7,top=3,margin=0.05`,
-    /// and `merge=0.7` or `merge=off` for the merge pass at the end; what is unset keeps this run's), and score its
+    /// `merge=0.7` or `merge=off` for the merge pass at the end, `centre=on` for embeddings less
+    /// their camera's mean over the run; what is unset keeps this run's), and score its
     /// identities: the same tracklets and embeddings, only the association changed. Repeat for
     /// several.
     #[arg(long, value_parser = Variant::parse)]
@@ -256,8 +257,10 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
                     .collect(),
             })
             .collect();
+        let centred = args.replay.iter().any(|v| v.centre).then(|| centre_per_camera(&deliveries));
         for variant in &args.replay {
-            let given = replay(variant.apply(&association), &model, &deliveries).await?;
+            let input = centred.as_ref().filter(|_| variant.centre).unwrap_or(&deliveries);
+            let given = replay(variant.apply(&association), &model, input).await?;
             let made = given.iter().collect::<std::collections::BTreeSet<_>>().len();
             replayed.push((score(&|i| given[i].clone()), made, variant));
         }

@@ -29,11 +29,13 @@ pub struct Variant {
     pub merge_threshold: Option<Option<f32>>,
     /// `association.same_camera_overlap`, seconds.
     pub same_camera_overlap: Option<f32>,
+    /// Every crop embedding less its camera's mean over the whole run ([`centre_per_camera`]).
+    pub centre: bool,
 }
 
 impl Variant {
-    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), and `overlap=1`
-    /// (seconds), any of them.
+    /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), `overlap=1`
+    /// (seconds) and `centre=on`, any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -46,8 +48,17 @@ impl Variant {
                 "merge" => v.merge_threshold = Some(crate::playback::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
                 "overlap" => v.same_camera_overlap = Some(number(value)?),
+                "centre" => {
+                    v.centre = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("centre: `{value}` is not on or off")),
+                    }
+                }
                 other => {
-                    return Err(format!("unknown key `{other}` (threshold, cross, top, margin, merge, overlap)"));
+                    return Err(format!(
+                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre)"
+                    ));
                 }
             }
         }
@@ -102,6 +113,9 @@ impl std::fmt::Display for Variant {
         if let Some(s) = self.same_camera_overlap {
             parts.push(format!("overlap={s}"));
         }
+        if self.centre {
+            parts.push("centre=on".into());
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -123,6 +137,37 @@ pub struct Delivery {
     /// of delivery.
     pub ended_ms: i64,
     pub crops: Vec<TrackletCrop>,
+}
+
+/// The deliveries with every crop embedding L2-normalised and less the mean of its camera's
+/// normalised crop embeddings over the whole run: what a camera adds to everyone it sees (its
+/// colour cast, its angle) is taken out, as camera-aware normalisation does in unsupervised
+/// re-ID. The mean is taken over tracklets that had not ended yet when each was observed, so
+/// this is an upper bound on what a running mean in the identity service could give.
+/// Similarities of centred embeddings are lower: replay them with a lower threshold.
+pub fn centre_per_camera(deliveries: &[Delivery]) -> Vec<Delivery> {
+    fn normalised(e: &[f32]) -> impl Iterator<Item = f32> + '_ {
+        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+        e.iter().map(move |x| x / norm)
+    }
+    let mut sums: BTreeMap<&str, (Vec<f32>, usize)> = BTreeMap::new();
+    for d in deliveries {
+        for e in d.crops.iter().filter_map(|c| c.embedding.as_deref()) {
+            let (sum, count) = sums.entry(d.camera.as_str()).or_insert_with(|| (vec![0.0; e.len()], 0));
+            sum.iter_mut().zip(normalised(e)).for_each(|(s, x)| *s += x);
+            *count += 1;
+        }
+    }
+    let mut centred = deliveries.to_vec();
+    for d in &mut centred {
+        let (sum, count) = &sums[d.camera.as_str()];
+        for c in &mut d.crops {
+            if let Some(e) = &mut c.embedding {
+                *e = normalised(e).zip(sum).map(|(x, s)| x - s / *count as f32).collect();
+            }
+        }
+    }
+    centred
 }
 
 /// The model that made the replayed embeddings, as the identity service asks its embedder for it
@@ -215,6 +260,38 @@ mod tests {
 
     fn crop(v: [f32; 3], at_ms: i64) -> TrackletCrop {
         TrackletCrop { image: None, embedding: Some(v.to_vec()), quality: 1.0, bbox: None, at_ms: Some(at_ms) }
+    }
+
+    #[test]
+    fn centring_takes_out_what_a_camera_adds_to_everyone() {
+        let delivery = |camera: &str, vectors: &[[f32; 3]]| Delivery {
+            camera: camera.into(),
+            track: "t".into(),
+            ended_ms: 0,
+            crops: vectors.iter().map(|&v| crop(v, 0)).collect(),
+        };
+        // West sees two people along x and y; east sees the same two with a cast along z (the
+        // same direction after normalising, scaled by 2), and a crop without an embedding.
+        let mut east = delivery("east", &[[2.0, 0.0, 2.0], [0.0, 2.0, 2.0]]);
+        east.crops.push(TrackletCrop { embedding: None, ..crop([0.0; 3], 0) });
+        let centred = centre_per_camera(&[delivery("west", &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), east]);
+        let embedding = |d: usize, c: usize| centred[d].crops[c].embedding.clone().unwrap();
+        let near = |a: Vec<f32>, b: [f32; 3]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(near(embedding(0, 0), [0.5, -0.5, 0.0]), "{:?}", embedding(0, 0));
+        let s = std::f32::consts::FRAC_1_SQRT_2 / 2.0;
+        assert!(near(embedding(1, 0), [s, -s, 0.0]), "{:?}", embedding(1, 0));
+        assert!(near(embedding(1, 1), [-s, s, 0.0]), "{:?}", embedding(1, 1));
+        assert_eq!(centred[1].crops[2].embedding, None);
+        // Before, one person's crops on the two cameras were cos 0.71 apart; after, they point
+        // the same way.
+        let cos = |a: &[f32], b: &[f32]| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            dot / (a.iter().map(|x| x * x).sum::<f32>().sqrt() * b.iter().map(|x| x * x).sum::<f32>().sqrt())
+        };
+        assert!((cos(&embedding(0, 0), &embedding(1, 0)) - 1.0).abs() < 1e-6);
+        assert!((cos(&embedding(0, 0), &embedding(1, 1)) + 1.0).abs() < 1e-6);
+        assert_eq!(Variant::parse("centre=on").map(|v| (v.centre, v.to_string())), Ok((true, "centre=on".into())));
+        assert!(Variant::parse("centre=yes").is_err());
     }
 
     #[tokio::test]
