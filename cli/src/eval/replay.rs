@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use reid_identity::IdentityError;
-use reid_identity::association::Linkage;
+use reid_identity::association::{Linkage, normalise};
 use reid_identity::config::AssociationConfig;
 use reid_identity::embedder::{EmbedderClient, ModelDescription};
 use reid_identity::identities::{Tracklet, TrackletCrop};
@@ -142,29 +142,24 @@ pub struct Delivery {
 /// The deliveries with every crop embedding L2-normalised and less the mean of its camera's
 /// normalised crop embeddings over the whole run: what a camera adds to everyone it sees (its
 /// colour cast, its angle) is taken out, as camera-aware normalisation does in unsupervised
-/// re-ID. The mean is taken over tracklets that had not ended yet when each was observed, so
-/// this is an upper bound on what a running mean in the identity service could give.
-/// Similarities of centred embeddings are lower: replay them with a lower threshold.
+/// re-ID. The mean includes tracklets that end after the one being observed, so this is an upper
+/// bound on what a running mean in the identity service could give. Similarities of centred
+/// embeddings are lower: replay them with a lower threshold.
 pub fn centre_per_camera(deliveries: &[Delivery]) -> Vec<Delivery> {
-    fn normalised(e: &[f32]) -> impl Iterator<Item = f32> + '_ {
-        let norm = e.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
-        e.iter().map(move |x| x / norm)
-    }
-    let mut sums: BTreeMap<&str, (Vec<f32>, usize)> = BTreeMap::new();
-    for d in deliveries {
-        for e in d.crops.iter().filter_map(|c| c.embedding.as_deref()) {
-            let (sum, count) = sums.entry(d.camera.as_str()).or_insert_with(|| (vec![0.0; e.len()], 0));
-            sum.iter_mut().zip(normalised(e)).for_each(|(s, x)| *s += x);
+    let mut centred = deliveries.to_vec();
+    let mut sums: BTreeMap<String, (Vec<f32>, usize)> = BTreeMap::new();
+    for d in &mut centred {
+        for e in d.crops.iter_mut().filter_map(|c| c.embedding.as_mut()) {
+            normalise(e);
+            let (sum, count) = sums.entry(d.camera.clone()).or_insert_with(|| (vec![0.0; e.len()], 0));
+            sum.iter_mut().zip(e.iter()).for_each(|(s, x)| *s += x);
             *count += 1;
         }
     }
-    let mut centred = deliveries.to_vec();
     for d in &mut centred {
-        let (sum, count) = &sums[d.camera.as_str()];
-        for c in &mut d.crops {
-            if let Some(e) = &mut c.embedding {
-                *e = normalised(e).zip(sum).map(|(x, s)| x - s / *count as f32).collect();
-            }
+        let (sum, count) = &sums[&d.camera];
+        for e in d.crops.iter_mut().filter_map(|c| c.embedding.as_mut()) {
+            e.iter_mut().zip(sum).for_each(|(x, s)| *x -= s / *count as f32);
         }
     }
     centred
