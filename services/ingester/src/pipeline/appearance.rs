@@ -12,7 +12,7 @@ use opencv::{Result, imgproc};
 
 use crate::frame::BBox;
 
-/// Bins of one stripe: 4 of brightness for greys, blacks and whites (saturation or value too low
+/// Bins of one stripe: 8 of brightness for greys, blacks and whites (saturation or value too low
 /// for a hue to mean anything), 8 hues x 2 saturations for colours.
 const GREYS: usize = 8;
 const HUES: usize = 8;
