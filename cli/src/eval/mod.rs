@@ -4,10 +4,12 @@
 //! - `detect`, `track`: the ingester's detector and tracker over a video;
 //! - `reid`: the ground truth's own crops embedded by a running embedder, as retrieval;
 //! - `mtmc`: the whole pipeline on cameras cut from one video, its identities scored;
-//! - `replay`: a run's delivered tracklets observed again under other association settings.
+//! - `replay`: a run's delivered tracklets observed again under other association settings;
+//! - `associate`: association alone, on tracklets cut from the ground truth.
 //!
 //! Videos are read frame by frame; frames are numbered from 1, as MOTChallenge numbers them.
 
+mod associate;
 mod mtmc;
 mod reid;
 mod replay;
@@ -18,8 +20,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use opencv::imgcodecs;
 use opencv::prelude::*;
+use opencv::{imgcodecs, videoio};
 use reid_eval::Sequence;
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +36,10 @@ pub enum EvalCommand {
     /// The whole pipeline on two cameras cut from the video: tracklet purity, people covered,
     /// identities made, pairwise precision and recall of "same person".
     Mtmc(mtmc::MtmcArgs),
+    /// Association alone: the ground truth's people cut into tracklets as the two cameras of
+    /// `mtmc` see them (perfect detection and tracking), embedded, associated and scored as
+    /// `mtmc` scores.
+    Associate(associate::AssociateArgs),
 }
 
 pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
@@ -42,6 +48,7 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
         EvalCommand::Track(args) => tokio::task::spawn_blocking(move || track::evaluate(true, &args)).await?,
         EvalCommand::Reid(args) => reid::run(args).await,
         EvalCommand::Mtmc(args) => mtmc::run(args).await,
+        EvalCommand::Associate(args) => associate::run(args).await,
     }
 }
 
@@ -68,4 +75,29 @@ fn ground_truth(path: &Path, roi_mask: Option<&Path>) -> anyhow::Result<Sequence
         gt.retain_inside(roi(mask)?);
     }
     Ok(gt)
+}
+
+/// The width and height of `video`'s frames.
+fn frame_size(video: &Path) -> anyhow::Result<(i32, i32)> {
+    let capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
+    anyhow::ensure!(capture.is_opened()?, "cannot open {}", video.display());
+    let (w, h) = (capture.get(videoio::CAP_PROP_FRAME_WIDTH)?, capture.get(videoio::CAP_PROP_FRAME_HEIGHT)?);
+    anyhow::ensure!(w >= 1.0 && h >= 1.0, "{} reports no frame size", video.display());
+    Ok((w as i32, h as i32))
+}
+
+/// An embedder serving `model` from `model_dir` in this process, and a client of it.
+async fn local_embedder(
+    model_dir: &Path,
+    model: &str,
+) -> anyhow::Result<(crate::serve::InProcessEmbedder, reid::Embedder)> {
+    let embedder = crate::serve::InProcessEmbedder::start(reid_embedder::EmbedderConfig {
+        model_dir: model_dir.to_path_buf(),
+        model: model.to_owned(),
+        watch_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    })
+    .await?;
+    let client = reid::Embedder::connect(&embedder.addr).await?;
+    Ok((embedder, client))
 }

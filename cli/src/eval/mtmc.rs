@@ -12,8 +12,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use opencv::prelude::*;
-use opencv::videoio;
 use reid_cluster::Rerank;
 use reid_eval::Box2;
 use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc};
@@ -144,7 +142,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     config.ingester.export_dir = Some(exports.clone());
     let cameras = args.east.cameras(&args.video);
     let played = play(config, &cameras).await?;
-    let (cols, rows) = frame_size(&args.video)?;
+    let (cols, rows) = super::frame_size(&args.video)?;
     let views: BTreeMap<&str, &View> = cameras.iter().map(|(id, _, view)| (id.as_str(), view)).collect();
     let mut unobserved = 0;
     let (mut tracklets, mut delivered) = (Vec::new(), Vec::new());
@@ -300,14 +298,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
 /// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
 /// process), one embedding per crop.
 async fn embed_crops(args: &MtmcArgs, delivered: &[(Exported, i64)]) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
-    let embedder = crate::serve::InProcessEmbedder::start(reid_embedder::EmbedderConfig {
-        model_dir: args.model_dir.clone(),
-        model: args.model.clone(),
-        watch_interval: std::time::Duration::ZERO,
-        ..Default::default()
-    })
-    .await?;
-    let mut client = super::reid::Embedder::connect(&embedder.addr).await?;
+    let (embedder, mut client) = super::local_embedder(&args.model_dir, &args.model).await?;
     let mut embedded = Vec::with_capacity(delivered.len());
     for (t, _) in delivered {
         let images = t
@@ -321,7 +312,7 @@ async fn embed_crops(args: &MtmcArgs, delivered: &[(Exported, i64)]) -> anyhow::
     Ok(embedded)
 }
 
-fn print_figures(m: &Mtmc, identities: usize, unobserved: usize, explain: bool) {
+pub(super) fn print_figures(m: &Mtmc, identities: usize, unobserved: usize, explain: bool) {
     println!(
         "\n{} tracklets on {} cameras ({} not delivered), {} on a labelled person; {} identities in all",
         m.tracklets, m.cameras, unobserved, m.matched_tracklets, identities
@@ -355,14 +346,6 @@ fn print_figures(m: &Mtmc, identities: usize, unobserved: usize, explain: bool) 
             }
         }
     }
-}
-
-fn frame_size(video: &Path) -> anyhow::Result<(i32, i32)> {
-    let capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
-    anyhow::ensure!(capture.is_opened()?, "cannot open {}", video.display());
-    let (w, h) = (capture.get(videoio::CAP_PROP_FRAME_WIDTH)?, capture.get(videoio::CAP_PROP_FRAME_HEIGHT)?);
-    anyhow::ensure!(w >= 1.0 && h >= 1.0, "{} reports no frame size", video.display());
-    Ok((w as i32, h as i32))
 }
 
 /// Every `tracklet.json` under the export folder (`<camera>/<start>_<track>/`).

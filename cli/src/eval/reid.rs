@@ -244,6 +244,7 @@ fn histogram(crop: &Mat) -> opencv::Result<Vec<f32>> {
 pub(super) struct Embedder {
     client: EmbedderServiceClient<reid_server::Channel>,
     pub(super) model: serde_json::Value,
+    r#ref: pb::ModelRef,
 }
 
 impl Embedder {
@@ -258,11 +259,16 @@ impl Embedder {
             .unwrap_or_default();
         let r = info.r#ref.unwrap_or_default();
         let model = json!({ "id": r.id, "version": r.version, "dimension": r.dimension });
-        Ok(Self { client, model })
+        Ok(Self { client, model, r#ref: r })
+    }
+
+    /// The model it serves, as the identity service keys its gallery.
+    pub(super) fn key(&self) -> reid_identity::model::ModelKey {
+        reid_identity::model::ModelKey::from(&self.r#ref)
     }
 
     /// The crops' embeddings, in order.
-    async fn embed<'a>(&mut self, crops: impl Iterator<Item = &'a Mat>) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub(super) async fn embed<'a>(&mut self, crops: impl Iterator<Item = &'a Mat>) -> anyhow::Result<Vec<Vec<f32>>> {
         let encoded = crops.map(|m| encode_jpeg(m, 95)).collect::<opencv::Result<Vec<_>>>()?;
         self.embed_encoded(encoded).await
     }

@@ -95,6 +95,25 @@ impl View {
         BBox::new(left + b.x / s, top + b.y / s, b.w / s, b.h / s)
     }
 
+    /// A box in the pixels of the `cols` x `rows` source frame in this view's pixels: the inverse
+    /// of [`View::to_source`] (ground truth labelled on the source, cut as the camera sees it).
+    pub fn from_source(&self, b: BBox, cols: i32, rows: i32) -> BBox {
+        let (left, top) = self.region_rect(cols, rows).map_or((0.0, 0.0), |r| (r.x as f32, r.y as f32));
+        let s = self.scale;
+        BBox::new((b.x - left) * s, (b.y - top) * s, b.w * s, b.h * s)
+    }
+
+    /// The share of a source box's width that lies inside this view's region (1 without one):
+    /// how much of a person walking out of the camera's side it still sees.
+    pub fn share_inside(&self, b: BBox, cols: i32, rows: i32) -> f32 {
+        let Some(r) = self.region_rect(cols, rows) else { return 1.0 };
+        if b.w <= 0.0 {
+            return 0.0;
+        }
+        let inside = (b.x + b.w).min((r.x + r.width) as f32) - b.x.max(r.x as f32);
+        (inside / b.w).clamp(0.0, 1.0)
+    }
+
     /// The frame as this camera sees it; a frame the view would make larger than `max_pixels`
     /// is refused before it is resized.
     pub fn apply(&self, frame: Frame, max_pixels: u64) -> Result<Frame, ViewError> {
@@ -181,6 +200,17 @@ mod tests {
         let seen = BBox::new(25.0, 25.0, 5.0, 10.0);
         assert_eq!(view.to_source(seen, 200, 100), BBox::new(150.0, 50.0, 10.0, 20.0));
         assert_eq!(View::default().to_source(seen, 200, 100), seen);
+        assert_eq!(view.from_source(BBox::new(150.0, 50.0, 10.0, 20.0), 200, 100), seen);
+        assert_eq!(View::default().from_source(seen, 200, 100), seen);
+    }
+
+    #[test]
+    fn a_view_sees_the_part_of_a_box_inside_its_region() {
+        let right_half = View { region: Some([0.5, 0.0, 0.5, 1.0]), ..View::default() };
+        assert_eq!(right_half.share_inside(BBox::new(120.0, 10.0, 20.0, 40.0), 200, 100), 1.0);
+        assert_eq!(right_half.share_inside(BBox::new(90.0, 10.0, 20.0, 40.0), 200, 100), 0.5);
+        assert_eq!(right_half.share_inside(BBox::new(10.0, 10.0, 20.0, 40.0), 200, 100), 0.0);
+        assert_eq!(View::default().share_inside(BBox::new(10.0, 10.0, 20.0, 40.0), 200, 100), 1.0);
     }
 
     #[test]
