@@ -79,6 +79,11 @@ pub struct AssociateArgs {
     /// Context added around each box, as a fraction of its size (the ingester's `crops.padding`).
     #[arg(long, default_value_t = 0.05)]
     padding: f32,
+    /// Whose boxes the crops are cut on: the ground truth's (`labels`), or the detections of the
+    /// ingester's default detector on the camera's view that match them best (`detector`; IoU at
+    /// least 0.5, a labelled box without one gives no crop): tracking perfect, boxes as detected.
+    #[arg(long, value_enum, default_value_t = Boxes::Labels)]
+    boxes: Boxes,
     /// Score only what was seen from this frame on; tracklets are associated over the whole video.
     #[arg(long, default_value_t = 1)]
     first_frame: u64,
@@ -88,6 +93,19 @@ pub struct AssociateArgs {
     /// Also print what each identity holds.
     #[arg(long)]
     explain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Boxes {
+    Labels,
+    Detector,
+}
+
+/// One crop of a tracklet: its frame, its box in the camera's pixels, and the image cut on it.
+struct Cut {
+    frame: u64,
+    bbox: BBox,
+    image: Mat,
 }
 
 /// How labelled boxes become tracklets.
@@ -168,18 +186,20 @@ fn spread(items: &[u64], k: usize) -> Vec<u64> {
     (0..k).map(|i| items[(i * (items.len() - 1) + (k - 1) / 2) / (k - 1)]).collect()
 }
 
-/// Each run's crops, cut from `video` as its camera sees the frame.
+/// Each run's crops, cut from `video` as its camera sees the frame, on the labelled box or on the
+/// detection that matches it (`detector`); and the video's frame rate.
 fn cut_crops(
     video: &std::path::Path,
     views: &[View],
     runs: &[Run],
     padding: f32,
-) -> anyhow::Result<(Vec<Vec<Mat>>, f64)> {
+    mut detector: Option<Box<dyn reid_ingester::detect::Detector>>,
+) -> anyhow::Result<(Vec<Vec<Cut>>, f64)> {
     let mut capture = videoio::VideoCapture::from_file(video, videoio::CAP_ANY)?;
     anyhow::ensure!(capture.is_opened()?, "cannot open {}", video.display());
     let fps = capture.get(videoio::CAP_PROP_FPS)?;
     let fps = if fps > 0.0 { fps } else { 25.0 };
-    // frame -> (run, box) wanted from it.
+    // frame -> the (run, box) wanted from it.
     let mut wanted: BTreeMap<u64, Vec<(usize, Box2)>> = BTreeMap::new();
     for (i, run) in runs.iter().enumerate() {
         for (frame, b) in run.boxes.iter().filter(|(f, _)| run.crops.contains(f)) {
@@ -187,21 +207,40 @@ fn cut_crops(
         }
     }
     let last = wanted.keys().next_back().copied().unwrap_or(0);
-    let mut crops: Vec<Vec<Mat>> = vec![Vec::new(); runs.len()];
+    let mut crops: Vec<Vec<Cut>> = runs.iter().map(|_| Vec::new()).collect();
     let (mut image, mut frame) = (Mat::default(), 0u64);
     while frame < last && capture.read(&mut image)? && !image.empty() {
         frame += 1;
         let Some(here) = wanted.get(&frame) else { continue };
         let (cols, rows) = (image.cols(), image.rows());
-        for &(i, b) in here {
-            let view = &views[runs[i].camera];
+        for (camera, view) in views.iter().enumerate() {
+            let boxes: Vec<&(usize, Box2)> = here.iter().filter(|(i, _)| runs[*i].camera == camera).collect();
+            if boxes.is_empty() {
+                continue;
+            }
             let seen = Frame { image: image.try_clone()?, captured_at: SystemTime::UNIX_EPOCH, sequence: frame };
             let seen = view.apply(seen, u64::MAX).context("a camera's view")?.image;
-            let inside = view.from_source(bbox(&b), cols, rows);
-            let rect = inside
-                .to_rect(padding, seen.cols(), seen.rows())
-                .with_context(|| format!("frame {frame}: a box outside its camera's view"))?;
-            crops[i].push(Mat::roi(&seen, rect)?.try_clone()?);
+            let detections = match detector.as_mut() {
+                Some(d) => Some(d.detect(&seen)?.into_iter().filter(|d| !d.weak).map(|d| d.bbox).collect::<Vec<_>>()),
+                None => None,
+            };
+            for &&(i, b) in &boxes {
+                let labelled = view.from_source(bbox(&b), cols, rows);
+                let cut_on = match &detections {
+                    None => Some(labelled),
+                    Some(found) => found
+                        .iter()
+                        .map(|d| (d, d.iou(&labelled)))
+                        .filter(|(_, iou)| *iou >= 0.5)
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                        .map(|(d, _)| *d),
+                };
+                let Some(cut_on) = cut_on else { continue };
+                let rect = cut_on
+                    .to_rect(padding, seen.cols(), seen.rows())
+                    .with_context(|| format!("frame {frame}: a box outside its camera's view"))?;
+                crops[i].push(Cut { frame, bbox: cut_on, image: Mat::roi(&seen, rect)?.try_clone()? });
+            }
         }
     }
     anyhow::ensure!(frame >= last, "{} ends at frame {frame}, before the ground truth does", video.display());
@@ -222,14 +261,25 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
     };
     let runs = runs(&gt, &views, cols, rows, rules);
     anyhow::ensure!(!runs.is_empty(), "no labelled person gives a tracklet");
-    let (crops, fps) = {
-        let (video, views, runs, padding) = (args.video.clone(), views.clone(), runs.clone(), args.padding);
-        tokio::task::spawn_blocking(move || cut_crops(&video, &views, &runs, padding)).await??
+    let detector = match args.boxes {
+        Boxes::Labels => None,
+        Boxes::Detector => {
+            let mut config = reid_ingester::IngesterConfig::default();
+            config.detectors.models_under(&args.model_dir);
+            Some(reid_ingester::detect::build(&config.default_detector, &config.detectors)?)
+        }
     };
+    let (crops, fps) = {
+        let (video, views, cut_runs, padding) = (args.video.clone(), views.clone(), runs.clone(), args.padding);
+        tokio::task::spawn_blocking(move || cut_crops(&video, &views, &cut_runs, padding, detector)).await??
+    };
+    // A tracklet left without a crop is not delivered.
+    let (runs, crops): (Vec<Run>, Vec<Vec<Cut>>) = runs.into_iter().zip(crops).filter(|(_, c)| !c.is_empty()).unzip();
+    anyhow::ensure!(!runs.is_empty(), "no tracklet has a crop");
     let (embedder, mut client) = super::local_embedder(&args.model_dir, &args.model).await?;
     let mut embeddings = Vec::with_capacity(runs.len());
     for run_crops in &crops {
-        embeddings.push(client.embed(run_crops.iter()).await?);
+        embeddings.push(client.embed(run_crops.iter().map(|c| &c.image)).await?);
     }
     embedder.stop().await?;
     let model = client.key();
@@ -239,24 +289,19 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
     let at = |frame: u64| start_ms + ((frame - 1) as f64 * 1000.0 / fps).round() as i64;
     let deliveries: Vec<Delivery> = runs
         .iter()
-        .zip(&embeddings)
+        .zip(crops.iter().zip(&embeddings))
         .enumerate()
-        .map(|(i, (run, embedded))| {
+        .map(|(i, (run, (cuts, embedded)))| {
             let (id, _, view) = &cameras[run.camera];
-            let crops = run
-                .crops
+            let crops = cuts
                 .iter()
                 .zip(embedded)
-                .map(|(frame, e)| {
-                    let b = run.boxes.iter().find(|(f, _)| f == frame).map(|(_, b)| bbox(b)).unwrap_or_default();
-                    let seen = view.from_source(b, cols, rows);
-                    TrackletCrop {
-                        image: None,
-                        embedding: Some(e.clone()),
-                        quality: 1.0,
-                        bbox: Some([seen.x, seen.y, seen.w, seen.h]),
-                        at_ms: Some(at(*frame) + view.time_offset_ms),
-                    }
+                .map(|(cut, e)| TrackletCrop {
+                    image: None,
+                    embedding: Some(e.clone()),
+                    quality: 1.0,
+                    bbox: Some([cut.bbox.x, cut.bbox.y, cut.bbox.w, cut.bbox.h]),
+                    at_ms: Some(at(cut.frame) + view.time_offset_ms),
                 })
                 .collect();
             let last = run.boxes[run.boxes.len() - 1].0;
@@ -301,6 +346,7 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         let run = json!({
             "model": client.model, "tracklets": runs.len(), "threshold": args.threshold,
             "merge_threshold": args.merge_threshold.0, "first_frame": args.first_frame,
+            "boxes": if args.boxes == Boxes::Detector { "detector" } else { "labels" },
         });
         let results: Vec<_> = results
             .into_iter()
@@ -310,9 +356,10 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{} ground-truth tracklets on {}; association as the demo's{}",
+        "{} ground-truth tracklets on {}, crops cut on {}; association as the demo's{}",
         runs.len(),
         args.east.describe(),
+        if args.boxes == Boxes::Detector { "the matching detections" } else { "the labelled boxes" },
         if args.first_frame > 1 { format!(", scored from frame {}", args.first_frame) } else { String::new() }
     );
     for (m, made, settings) in results {

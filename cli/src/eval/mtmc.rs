@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use reid_cluster::Rerank;
 use reid_eval::Box2;
-use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc};
+use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc, person};
 use reid_ingester::frame::BBox;
 use reid_ingester::view::View;
 use reid_proto::v1 as pb;
@@ -165,6 +165,8 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         tracklets.push(Tracklet { camera: exported.camera.clone(), track: exported.track.clone(), identity, boxes });
         delivered.push((exported, view.time_offset_ms));
     }
+    // Each crop's box over the whole run, for the `pure=on` oracle.
+    let crop_boxes: Vec<Vec<(u64, Box2)>> = tracklets.iter().map(|t| t.boxes.clone()).collect();
     let inside = args.roi.as_deref().map(super::roi).transpose()?;
     for t in &mut tracklets {
         t.boxes.retain(|(frame, b)| {
@@ -255,11 +257,40 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
                     .collect(),
             })
             .collect();
-        let centred = args.replay.iter().any(|v| v.centre).then(|| centre_per_camera(&deliveries));
+        // The oracles' view of each crop: the labelled person its box is on, and its tracklet's.
+        let people: Vec<Vec<Option<i64>>> = if args.replay.iter().any(|v| v.pure || v.labelled) {
+            let whole = super::ground_truth(&args.gt, args.roi.as_deref())?;
+            crop_boxes
+                .iter()
+                .map(|boxes| boxes.iter().map(|(f, b)| person(&whole, *f, b, args.iou)).collect())
+                .collect()
+        } else {
+            vec![Vec::new(); deliveries.len()]
+        };
+        let own: Vec<Option<i64>> = people.iter().map(|p| majority(p)).collect();
         for variant in &args.replay {
-            let input = centred.as_ref().filter(|_| variant.centre).unwrap_or(&deliveries);
-            let given = replay(variant.apply(&association), &model, input).await?;
-            let made = given.iter().collect::<std::collections::BTreeSet<_>>().len();
+            let kept: Vec<usize> = (0..deliveries.len()).filter(|&i| !variant.labelled || own[i].is_some()).collect();
+            let mut input: Vec<Delivery> = kept
+                .iter()
+                .map(|&i| {
+                    let mut d = deliveries[i].clone();
+                    if variant.pure && own[i].is_some() {
+                        let on_own = people[i].iter().map(|p| p.is_none() || *p == own[i]);
+                        d.crops = d.crops.into_iter().zip(on_own).filter(|(_, keep)| *keep).map(|(c, _)| c).collect();
+                    }
+                    d
+                })
+                .collect();
+            if variant.centre {
+                input = centre_per_camera(&input);
+            }
+            let observed = replay(variant.apply(&association), &model, &input).await?;
+            // What was not observed is its own identity (and on nobody labelled, so unscored).
+            let mut given: Vec<String> = (0..deliveries.len()).map(|i| format!("unobserved-{i}")).collect();
+            for (&i, identity) in kept.iter().zip(observed) {
+                given[i] = identity;
+            }
+            let made = kept.iter().map(|&i| &given[i]).collect::<std::collections::BTreeSet<_>>().len();
             replayed.push((score(&|i| given[i].clone()), made, variant));
         }
     }
@@ -293,6 +324,15 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The person most of `people` are (on a tie the smallest id, as the scoring breaks it).
+fn majority(people: &[Option<i64>]) -> Option<i64> {
+    let mut votes: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in people.iter().flatten() {
+        *votes.entry(*p).or_default() += 1;
+    }
+    votes.iter().rev().max_by_key(|(_, n)| **n).map(|(p, _)| *p)
 }
 
 /// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
@@ -385,6 +425,13 @@ fn identity_of(played: &Played, t: &Exported) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tracklet_is_the_person_most_of_its_crops_are_on() {
+        assert_eq!(majority(&[Some(4), None, Some(5), Some(5)]), Some(5));
+        assert_eq!(majority(&[Some(5), Some(4)]), Some(4), "a tie goes to the smaller id, as scoring breaks it");
+        assert_eq!(majority(&[None, None]), None);
+    }
 
     #[test]
     fn exported_tracklets_parse() {

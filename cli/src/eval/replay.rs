@@ -31,11 +31,17 @@ pub struct Variant {
     pub same_camera_overlap: Option<f32>,
     /// Every crop embedding less its camera's mean over the whole run ([`centre_per_camera`]).
     pub centre: bool,
+    /// Only the crops on each tracklet's own ground-truth person (`reid eval mtmc`): tracklets
+    /// as a tracker that never swaps would have made them, an oracle.
+    pub pure: bool,
+    /// Only tracklets with a crop on a labelled person observed (`reid eval mtmc`, an oracle):
+    /// nothing off the labelled people chains their identities.
+    pub labelled: bool,
 }
 
 impl Variant {
     /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), `overlap=1`
-    /// (seconds) and `centre=on`, any of them.
+    /// (seconds), `centre=on`, `pure=on` and `labelled=on`, any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -48,16 +54,12 @@ impl Variant {
                 "merge" => v.merge_threshold = Some(crate::playback::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
                 "overlap" => v.same_camera_overlap = Some(number(value)?),
-                "centre" => {
-                    v.centre = match value {
-                        "on" => true,
-                        "off" => false,
-                        _ => return Err(format!("centre: `{value}` is not on or off")),
-                    }
-                }
+                "centre" => v.centre = on_off(key, value)?,
+                "pure" => v.pure = on_off(key, value)?,
+                "labelled" => v.labelled = on_off(key, value)?,
                 other => {
                     return Err(format!(
-                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre)"
+                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled)"
                     ));
                 }
             }
@@ -116,7 +118,21 @@ impl std::fmt::Display for Variant {
         if self.centre {
             parts.push("centre=on".into());
         }
+        if self.pure {
+            parts.push("pure=on".into());
+        }
+        if self.labelled {
+            parts.push("labelled=on".into());
+        }
         f.write_str(&parts.join(","))
+    }
+}
+
+fn on_off(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{key}: `{value}` is not on or off")),
     }
 }
 
@@ -287,6 +303,10 @@ mod tests {
         assert!((cos(&embedding(0, 0), &embedding(1, 1)) + 1.0).abs() < 1e-6);
         assert_eq!(Variant::parse("centre=on").map(|v| (v.centre, v.to_string())), Ok((true, "centre=on".into())));
         assert!(Variant::parse("centre=yes").is_err());
+        assert_eq!(Variant::parse("pure=on").map(|v| (v.pure, v.to_string())), Ok((true, "pure=on".into())));
+        assert!(Variant::parse("pure=1").unwrap_err().contains("not on or off"));
+        let both = Variant::parse("labelled=on,pure=on").map(|v| (v.pure, v.labelled, v.to_string()));
+        assert_eq!(both, Ok((true, true, "pure=on,labelled=on".into())));
     }
 
     #[tokio::test]

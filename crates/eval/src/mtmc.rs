@@ -97,7 +97,7 @@ pub struct Member {
 }
 
 /// The person a box matches in the ground truth, if any.
-fn person(gt: &Sequence, frame: u64, b: &Box2, iou: f64) -> Option<i64> {
+pub fn person(gt: &Sequence, frame: u64, b: &Box2, iou: f64) -> Option<i64> {
     let f = gt.at(frame)?;
     let best = f.boxes.iter().map(|(id, g)| (Some(*id), g.iou(b))).chain(f.ignore.iter().map(|g| (None, g.iou(b))));
     let (id, overlap) = best.max_by(|a, b| a.1.total_cmp(&b.1))?;
