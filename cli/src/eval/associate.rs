@@ -84,15 +84,8 @@ pub struct AssociateArgs {
     /// least 0.5, a labelled box without one gives no crop): tracking perfect, boxes as detected.
     #[arg(long, value_enum, default_value_t = Boxes::Labels)]
     boxes: Boxes,
-    /// Score only what was seen from this frame on; tracklets are associated over the whole video.
-    #[arg(long, default_value_t = 1)]
-    first_frame: u64,
-    /// Print the figures as one JSON object.
-    #[arg(long)]
-    json: bool,
-    /// Also print what each identity holds.
-    #[arg(long)]
-    explain: bool,
+    #[command(flatten)]
+    report: super::Report,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -317,7 +310,7 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         merge_pass: args.merge_threshold.0.is_some(),
         ..AssociationConfig::default()
     };
-    let scored = gt.between(args.first_frame, u64::MAX);
+    let scored = gt.between(args.report.first_frame, u64::MAX);
     let score = |given: &[String]| {
         let tracklets: Vec<Tracklet> = runs
             .iter()
@@ -327,7 +320,7 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
                 camera: d.camera.clone(),
                 track: d.track.clone(),
                 identity: identity.clone(),
-                boxes: run.boxes.iter().filter(|(f, _)| *f >= args.first_frame).copied().collect(),
+                boxes: run.boxes.iter().filter(|(f, _)| *f >= args.report.first_frame).copied().collect(),
             })
             .filter(|t| !t.boxes.is_empty())
             .collect();
@@ -342,10 +335,10 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         results.push((score(&given), made, variant.to_string()));
     }
 
-    if args.json {
+    if args.report.json {
         let run = json!({
             "model": client.model, "tracklets": runs.len(), "threshold": args.threshold,
-            "merge_threshold": args.merge_threshold.0, "first_frame": args.first_frame,
+            "merge_threshold": args.merge_threshold.0, "first_frame": args.report.first_frame,
             "boxes": if args.boxes == Boxes::Detector { "detector" } else { "labels" },
         });
         let results: Vec<_> = results
@@ -360,13 +353,17 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         runs.len(),
         args.east.describe(),
         if args.boxes == Boxes::Detector { "the matching detections" } else { "the labelled boxes" },
-        if args.first_frame > 1 { format!(", scored from frame {}", args.first_frame) } else { String::new() }
+        if args.report.first_frame > 1 {
+            format!(", scored from frame {}", args.report.first_frame)
+        } else {
+            String::new()
+        }
     );
     for (m, made, settings) in results {
         if !settings.is_empty() {
             println!("\nwith {settings}: {made} identities");
         }
-        super::mtmc::print_figures(&m, made, 0, args.explain);
+        super::mtmc::print_figures(&m, made, 0, args.report.explain);
     }
     Ok(ExitCode::SUCCESS)
 }

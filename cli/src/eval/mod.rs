@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use opencv::prelude::*;
 use opencv::{imgcodecs, videoio};
 use reid_eval::Sequence;
@@ -50,6 +50,22 @@ pub async fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
         EvalCommand::Mtmc(args) => mtmc::run(args).await,
         EvalCommand::Associate(args) => associate::run(args).await,
     }
+}
+
+/// How `mtmc` and `associate` report their identities.
+#[derive(Debug, Args)]
+struct Report {
+    /// Score only what was seen from this frame on (e.g. the model's held-out last part of the
+    /// video); tracklets are matched to identities over the whole video either way.
+    #[arg(long, default_value_t = 1)]
+    first_frame: u64,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Also print what each identity holds: its tracklets with their ground-truth person, camera,
+    /// frames and purity (identities of two people are where precision goes).
+    #[arg(long)]
+    explain: bool,
 }
 
 fn read_sequence(path: &Path) -> anyhow::Result<Sequence> {

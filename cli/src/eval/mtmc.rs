@@ -87,17 +87,8 @@ pub struct MtmcArgs {
     /// several.
     #[arg(long, value_parser = Variant::parse)]
     replay: Vec<Variant>,
-    /// Score only what was seen from this frame on (e.g. the model's held-out last part of the
-    /// video); tracklets are matched to identities over the whole run either way.
-    #[arg(long, default_value_t = 1)]
-    first_frame: u64,
-    /// Print the figures as one JSON object.
-    #[arg(long)]
-    json: bool,
-    /// Also print what each identity holds: its tracklets with their ground-truth person, camera,
-    /// frames and purity (identities of two people are where precision goes).
-    #[arg(long)]
-    explain: bool,
+    #[command(flatten)]
+    report: super::Report,
 }
 
 /// The part of an exported `tracklet.json` read here.
@@ -124,7 +115,7 @@ struct ExportedCrop {
 }
 
 pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
-    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?.between(args.first_frame, u64::MAX);
+    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?.between(args.report.first_frame, u64::MAX);
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
     if let Some(file) = &args.config {
         crate::playback::ingester_from_file(&mut config, file, &args.model_dir)?;
@@ -171,11 +162,11 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     for t in &mut tracklets {
         t.boxes.retain(|(frame, b)| {
             let (x, y) = b.foot();
-            *frame >= args.first_frame && inside.as_ref().is_none_or(|inside| inside(x, y))
+            *frame >= args.report.first_frame && inside.as_ref().is_none_or(|inside| inside(x, y))
         });
     }
     // Held out: only what has a box in the scored part is a tracklet to score.
-    let scored = |t: &Tracklet| args.first_frame <= 1 || !t.boxes.is_empty();
+    let scored = |t: &Tracklet| args.report.first_frame <= 1 || !t.boxes.is_empty();
     let score = |identities: &dyn Fn(usize) -> String| {
         let relabelled: Vec<Tracklet> = tracklets
             .iter()
@@ -294,11 +285,11 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             replayed.push((score(&|i| given[i].clone()), made, variant));
         }
     }
-    if args.json {
+    if args.report.json {
         let r = played.model.r#ref.clone().unwrap_or_default();
         let run = json!({
             "model": { "id": r.id, "version": r.version }, "threshold": args.threshold,
-            "cross_camera_threshold": args.cross_camera_threshold, "first_frame": args.first_frame,
+            "cross_camera_threshold": args.cross_camera_threshold, "first_frame": args.report.first_frame,
             "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
             "regroup_rerank": args.regroup_rerank, "regroup_merge": args.regroup_merge,
             "merge_threshold": association.merge_threshold,
@@ -313,14 +304,14 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", json!({ "run": run, "mtmc": m, "regrouped": regrouped, "replayed": replayed }));
     } else {
-        print_figures(&m, played.seen.len(), unobserved, args.explain);
+        print_figures(&m, played.seen.len(), unobserved, args.report.explain);
         for (m, groups, threshold) in regrouped {
             println!("\nre-grouped at once, average linkage at {threshold}: {groups} groups");
-            print_figures(&m, groups, unobserved, args.explain);
+            print_figures(&m, groups, unobserved, args.report.explain);
         }
         for (m, made, variant) in replayed {
             println!("\nreplayed with {variant}: {made} identities");
-            print_figures(&m, made, unobserved, args.explain);
+            print_figures(&m, made, unobserved, args.report.explain);
         }
     }
     Ok(ExitCode::SUCCESS)
