@@ -129,6 +129,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         config.identity.association.linkage = super::replay::linkage(top);
     }
     let association = config.identity.association.clone();
+    let per_tracklet = config.ingester.crops.per_tracklet;
     let exports = args.data.join("exports");
     config.ingester.export_dir = Some(exports.clone());
     let cameras = args.east.cameras(&args.video);
@@ -249,7 +250,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         // The oracles' view of each crop: the labelled person its box is on, and its tracklet's.
-        let people: Vec<Vec<Option<i64>>> = if args.replay.iter().any(|v| v.pure || v.labelled) {
+        let people: Vec<Vec<Option<i64>>> = if args.replay.iter().any(|v| v.pure || v.labelled || v.join_s.is_some()) {
             let whole = super::ground_truth(&args.gt, args.roi.as_deref())?;
             crop_boxes
                 .iter()
@@ -259,17 +260,34 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             vec![Vec::new(); deliveries.len()]
         };
         let own: Vec<Option<i64>> = people.iter().map(|p| majority(p)).collect();
+        let pieces: Vec<Piece> = delivered
+            .iter()
+            .zip(&own)
+            .map(|((t, offset_ms), person)| Piece {
+                camera: t.camera.clone(),
+                person: *person,
+                start_ms: t.start_ms as i64 - offset_ms,
+                end_ms: t.end_ms as i64 - offset_ms,
+            })
+            .collect();
         for variant in &args.replay {
             let kept: Vec<usize> = (0..deliveries.len()).filter(|&i| !variant.labelled || own[i].is_some()).collect();
-            let mut input: Vec<Delivery> = kept
+            let join_ms = variant.join_s.map(|s| (s * 1000.0).round() as i64);
+            let groups = join_pieces(&kept, &pieces, join_ms);
+            let mut input: Vec<Delivery> = groups
                 .iter()
-                .map(|&i| {
-                    let mut d = deliveries[i].clone();
-                    if variant.pure && own[i].is_some() {
-                        let on_own = people[i].iter().map(|p| p.is_none() || *p == own[i]);
-                        d.crops = d.crops.into_iter().zip(on_own).filter(|(_, keep)| *keep).map(|(c, _)| c).collect();
-                    }
-                    d
+                .map(|group| {
+                    let mut parts = group.iter().map(|&i| {
+                        let mut d = deliveries[i].clone();
+                        if variant.pure && own[i].is_some() {
+                            let on_own = people[i].iter().map(|p| p.is_none() || *p == own[i]);
+                            d.crops =
+                                d.crops.into_iter().zip(on_own).filter(|(_, keep)| *keep).map(|(c, _)| c).collect();
+                        }
+                        d
+                    });
+                    let first = parts.next().unwrap_or_else(|| deliveries[group[0]].clone());
+                    parts.fold(first, |joined, next| joined_delivery(joined, next, per_tracklet))
                 })
                 .collect();
             if variant.centre {
@@ -278,8 +296,10 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             let observed = replay(variant.apply(&association), &model, &input).await?;
             // What was not observed is its own identity (and on nobody labelled, so unscored).
             let mut given: Vec<String> = (0..deliveries.len()).map(|i| format!("unobserved-{i}")).collect();
-            for (&i, identity) in kept.iter().zip(observed) {
-                given[i] = identity;
+            for (group, identity) in groups.iter().zip(observed) {
+                for &i in group {
+                    given[i] = identity.clone();
+                }
             }
             let made = kept.iter().map(|&i| &given[i]).collect::<std::collections::BTreeSet<_>>().len();
             replayed.push((score(&|i| given[i].clone()), made, variant));
@@ -315,6 +335,50 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A delivered tracklet as the `join` oracle sees it: its camera, its person, its span on the
+/// scene's clock.
+struct Piece {
+    camera: String,
+    person: Option<i64>,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+/// The deliveries `kept` as groups observed as one tracklet each: alone, or with `join_ms` a
+/// camera's consecutive pieces of one labelled person that start at most that long after the
+/// previous one ended (the `join` oracle: a tracker that carried everyone across occlusions).
+fn join_pieces(kept: &[usize], pieces: &[Piece], join_ms: Option<i64>) -> Vec<Vec<usize>> {
+    let mut order = kept.to_vec();
+    order.sort_by_key(|&i| (pieces[i].start_ms, i));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut open: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    for i in order {
+        if let (Some(join_ms), Some(person)) = (join_ms, pieces[i].person) {
+            let key = (pieces[i].camera.as_str(), person);
+            if let Some(&g) = open.get(&key) {
+                let end = groups[g].iter().map(|&j| pieces[j].end_ms).max().unwrap_or(i64::MIN);
+                if pieces[i].start_ms - end <= join_ms {
+                    groups[g].push(i);
+                    continue;
+                }
+            }
+            open.insert(key, groups.len());
+        }
+        groups.push(vec![i]);
+    }
+    groups
+}
+
+/// Two pieces of one person as one tracklet: the later end, and the best `per_tracklet` crops of
+/// both by quality, in time order.
+fn joined_delivery(a: Delivery, b: Delivery, per_tracklet: usize) -> Delivery {
+    let mut crops: Vec<_> = a.crops.into_iter().chain(b.crops).collect();
+    crops.sort_by(|x, y| y.quality.total_cmp(&x.quality));
+    crops.truncate(per_tracklet.max(1));
+    crops.sort_by_key(|c| c.at_ms);
+    Delivery { ended_ms: a.ended_ms.max(b.ended_ms), crops, ..a }
 }
 
 /// The person most of `people` are (on a tie the smallest id, as the scoring breaks it).
@@ -422,6 +486,45 @@ mod tests {
         assert_eq!(majority(&[Some(4), None, Some(5), Some(5)]), Some(5));
         assert_eq!(majority(&[Some(5), Some(4)]), Some(4), "a tie goes to the smaller id, as scoring breaks it");
         assert_eq!(majority(&[None, None]), None);
+    }
+
+    #[test]
+    fn the_join_oracle_joins_one_cameras_pieces_of_one_person_close_in_time() {
+        let piece = |camera: &str, person: Option<i64>, start_ms: i64, end_ms: i64| Piece {
+            camera: camera.into(),
+            person,
+            start_ms,
+            end_ms,
+        };
+        let pieces = vec![
+            piece("east", Some(4), 0, 1_000),
+            piece("east", Some(4), 2_500, 4_000), // 1.5 s after the first: joined
+            piece("west", Some(4), 2_000, 3_000), // another camera
+            piece("east", Some(5), 1_500, 2_000), // another person
+            piece("east", Some(4), 9_000, 9_500), // 5 s after the second: alone
+            piece("east", None, 1_000, 2_000),    // nobody labelled
+        ];
+        let all: Vec<usize> = (0..pieces.len()).collect();
+        assert_eq!(join_pieces(&all, &pieces, Some(2_000)), vec![vec![0, 1], vec![5], vec![3], vec![2], vec![4]]);
+        assert_eq!(join_pieces(&all, &pieces, None).len(), pieces.len(), "no join: each alone");
+        assert_eq!(join_pieces(&[0, 4], &pieces, Some(10_000)), vec![vec![0, 4]]);
+    }
+
+    #[test]
+    fn a_joined_tracklet_keeps_the_best_crops_of_both() {
+        let crop = |quality: f32, at_ms: i64| reid_identity::identities::TrackletCrop {
+            image: None,
+            embedding: Some(vec![1.0]),
+            quality,
+            bbox: None,
+            at_ms: Some(at_ms),
+        };
+        let d = |ended_ms: i64, crops| Delivery { camera: "east".into(), track: "t".into(), ended_ms, crops };
+        let joined =
+            joined_delivery(d(10, vec![crop(0.9, 1), crop(0.2, 2)]), d(20, vec![crop(0.5, 15), crop(0.8, 12)]), 3);
+        assert_eq!(joined.ended_ms, 20);
+        let kept: Vec<(f32, Option<i64>)> = joined.crops.iter().map(|c| (c.quality, c.at_ms)).collect();
+        assert_eq!(kept, vec![(0.9, Some(1)), (0.8, Some(12)), (0.5, Some(15))]);
     }
 
     #[test]

@@ -37,11 +37,15 @@ pub struct Variant {
     /// Only tracklets with a crop on a labelled person observed (`reid eval mtmc`, an oracle):
     /// nothing off the labelled people chains their identities.
     pub labelled: bool,
+    /// One camera's consecutive tracklets of one labelled person, at most this many seconds
+    /// apart, observed as one (`reid eval mtmc`, an oracle: a tracker that carried everyone across
+    /// occlusions).
+    pub join_s: Option<f32>,
 }
 
 impl Variant {
     /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), `overlap=1`
-    /// (seconds), `centre=on`, `pure=on` and `labelled=on`, any of them.
+    /// (seconds), `centre=on`, `pure=on`, `labelled=on` and `join=5` (seconds), any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -57,9 +61,10 @@ impl Variant {
                 "centre" => v.centre = on_off(key, value)?,
                 "pure" => v.pure = on_off(key, value)?,
                 "labelled" => v.labelled = on_off(key, value)?,
+                "join" => v.join_s = Some(number(value)?),
                 other => {
                     return Err(format!(
-                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled)"
+                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled, join)"
                     ));
                 }
             }
@@ -123,6 +128,9 @@ impl std::fmt::Display for Variant {
         }
         if self.labelled {
             parts.push("labelled=on".into());
+        }
+        if let Some(s) = self.join_s {
+            parts.push(format!("join={s}"));
         }
         f.write_str(&parts.join(","))
     }
@@ -307,6 +315,7 @@ mod tests {
         assert!(Variant::parse("pure=1").unwrap_err().contains("not on or off"));
         let both = Variant::parse("labelled=on,pure=on").map(|v| (v.pure, v.labelled, v.to_string()));
         assert_eq!(both, Ok((true, true, "pure=on,labelled=on".into())));
+        assert_eq!(Variant::parse("join=2.5").map(|v| (v.join_s, v.to_string())), Ok((Some(2.5), "join=2.5".into())));
     }
 
     #[tokio::test]
