@@ -21,7 +21,7 @@ use reid_proto::v1 as pb;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::replay::{Delivery, Variant, centre_per_camera, replay};
+use super::replay::{Delivery, Stitch, Variant, centre_per_camera, replay, stitch};
 use crate::playback::{EastCamera, Played, Seen, fresh_config, play};
 
 #[derive(Debug, Args)]
@@ -273,7 +273,18 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         for variant in &args.replay {
             let kept: Vec<usize> = (0..deliveries.len()).filter(|&i| !variant.labelled || own[i].is_some()).collect();
             let join_ms = variant.join_s.map(|s| (s * 1000.0).round() as i64);
-            let groups = join_pieces(&kept, &pieces, join_ms);
+            let groups = match (join_ms, variant.stitch_s) {
+                (None, Some(seconds)) => {
+                    let rule = Stitch {
+                        max_gap_ms: (seconds * 1000.0).round() as i64,
+                        min_similarity: variant.stitch_similarity.unwrap_or(0.7),
+                        heights_per_second: 1.0,
+                    };
+                    let starts: Vec<i64> = pieces.iter().map(|p| p.start_ms).collect();
+                    stitch(&deliveries, &starts, &kept, rule)
+                }
+                _ => join_pieces(&kept, &pieces, join_ms),
+            };
             let mut input: Vec<Delivery> = groups
                 .iter()
                 .map(|group| {

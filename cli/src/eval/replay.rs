@@ -41,6 +41,11 @@ pub struct Variant {
     /// apart, observed as one (`reid eval mtmc`, an oracle: a tracker that carried everyone across
     /// occlusions).
     pub join_s: Option<f32>,
+    /// Stitch one camera's tracklets without ground truth ([`stitch`]): at most this many
+    /// seconds apart.
+    pub stitch_s: Option<f32>,
+    /// [`stitch`]'s least cosine similarity of the two tracklets' mean crops (0.7 when unset).
+    pub stitch_similarity: Option<f32>,
 }
 
 impl Variant {
@@ -62,9 +67,11 @@ impl Variant {
                 "pure" => v.pure = on_off(key, value)?,
                 "labelled" => v.labelled = on_off(key, value)?,
                 "join" => v.join_s = Some(number(value)?),
+                "stitch" => v.stitch_s = Some(number(value)?),
+                "stitch_sim" => v.stitch_similarity = Some(number(value)?),
                 other => {
                     return Err(format!(
-                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled, join)"
+                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled, join, stitch, stitch_sim)"
                     ));
                 }
             }
@@ -132,6 +139,12 @@ impl std::fmt::Display for Variant {
         if let Some(s) = self.join_s {
             parts.push(format!("join={s}"));
         }
+        if let Some(s) = self.stitch_s {
+            parts.push(format!("stitch={s}"));
+        }
+        if let Some(s) = self.stitch_similarity {
+            parts.push(format!("stitch_sim={s}"));
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -187,6 +200,82 @@ pub fn centre_per_camera(deliveries: &[Delivery]) -> Vec<Delivery> {
         }
     }
     centred
+}
+
+/// How [`stitch`] joins one camera's tracklets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stitch {
+    /// The most time from one tracklet's end to the next one's start.
+    pub max_gap_ms: i64,
+    /// The least cosine similarity of their mean crop embeddings.
+    pub min_similarity: f32,
+    /// How far a person may have walked between the last crop of one and the first of the next,
+    /// in heights of the earlier box per second, plus one height.
+    pub heights_per_second: f32,
+}
+
+/// Tracklet stitching, without ground truth: each of `kept` (in the order they start, `starts`
+/// on the scene's clock) continues the tracklet of its camera that ended at most `max_gap_ms`
+/// before it started, whose last crop is near its first one (the person could have walked there
+/// in between), and whose mean crop looks most like its own, at least `min_similarity`; a
+/// tracklet is continued once. The groups are observed as one tracklet each.
+pub fn stitch(deliveries: &[Delivery], starts: &[i64], kept: &[usize], rule: Stitch) -> Vec<Vec<usize>> {
+    let mean = |d: &Delivery| {
+        let mut sum: Vec<f32> = Vec::new();
+        for e in d.crops.iter().filter_map(|c| c.embedding.as_ref()) {
+            let mut e = e.clone();
+            normalise(&mut e);
+            if sum.is_empty() {
+                sum = vec![0.0; e.len()];
+            }
+            sum.iter_mut().zip(&e).for_each(|(s, x)| *s += x);
+        }
+        normalise(&mut sum);
+        sum
+    };
+    let means: BTreeMap<usize, Vec<f32>> = kept.iter().map(|&i| (i, mean(&deliveries[i]))).collect();
+    let centre = |c: &TrackletCrop| c.bbox.map(|[x, y, w, h]| (x + w / 2.0, y + h / 2.0, h));
+    let first = |d: &Delivery| d.crops.iter().filter(|c| c.bbox.is_some()).min_by_key(|c| c.at_ms).cloned();
+    let last = |d: &Delivery| d.crops.iter().filter(|c| c.bbox.is_some()).max_by_key(|c| c.at_ms).cloned();
+    let mut order = kept.to_vec();
+    order.sort_by_key(|&i| (starts[i], i));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    // Group index by the tracklet that ends it, while it can still be continued.
+    let mut tails: BTreeMap<usize, usize> = BTreeMap::new();
+    for i in order {
+        let d = &deliveries[i];
+        let best = tails
+            .keys()
+            .copied()
+            .filter(|&j| {
+                let e = &deliveries[j];
+                let gap = starts[i] - e.ended_ms;
+                e.camera == d.camera && (0..=rule.max_gap_ms).contains(&gap)
+            })
+            .filter(|&j| match (last(&deliveries[j]).as_ref().and_then(centre), first(d).as_ref().and_then(centre)) {
+                (Some((x0, y0, h)), Some((x1, y1, _))) => {
+                    let (t0, t1) = (last(&deliveries[j]).and_then(|c| c.at_ms), first(d).and_then(|c| c.at_ms));
+                    let seconds = t1.zip(t0).map_or(0.0, |(b, a)| (b - a).max(0) as f32 / 1000.0);
+                    ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt() <= h * (1.0 + rule.heights_per_second * seconds)
+                }
+                _ => false,
+            })
+            .map(|j| (j, means[&j].iter().zip(&means[&i]).map(|(a, b)| a * b).sum::<f32>()))
+            .filter(|(_, similarity)| *similarity >= rule.min_similarity)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((j, _)) => {
+                let g = tails.remove(&j).unwrap_or_default();
+                groups[g].push(i);
+                tails.insert(i, g);
+            }
+            None => {
+                tails.insert(i, groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    groups
 }
 
 /// The model that made the replayed embeddings, as the identity service asks its embedder for it
@@ -316,6 +405,38 @@ mod tests {
         let both = Variant::parse("labelled=on,pure=on").map(|v| (v.pure, v.labelled, v.to_string()));
         assert_eq!(both, Ok((true, true, "pure=on,labelled=on".into())));
         assert_eq!(Variant::parse("join=2.5").map(|v| (v.join_s, v.to_string())), Ok((Some(2.5), "join=2.5".into())));
+    }
+
+    #[test]
+    fn stitching_continues_a_cameras_tracklet_nearby_soon_after_and_alike() {
+        let piece = |camera: &str, at_ms: i64, x: f32, v: [f32; 3]| Delivery {
+            camera: camera.into(),
+            track: "t".into(),
+            ended_ms: at_ms + 500,
+            crops: vec![
+                TrackletCrop { bbox: Some([x, 0.0, 10.0, 20.0]), ..crop(v, at_ms) },
+                TrackletCrop { bbox: Some([x + 5.0, 0.0, 10.0, 20.0]), ..crop(v, at_ms + 500) },
+            ],
+        };
+        let deliveries = vec![
+            piece("east", 0, 0.0, [1.0, 0.0, 0.0]),
+            piece("east", 1_500, 10.0, [0.95, 0.31, 0.0]), // 1 s later, a box away, alike: continues 0
+            piece("east", 1_600, 400.0, [1.0, 0.0, 0.0]),  // alike, but too far to have walked there
+            piece("west", 1_500, 10.0, [1.0, 0.0, 0.0]),   // another camera
+            piece("east", 2_500, 20.0, [0.0, 1.0, 0.0]),   // near and soon after 1, but unlike it
+            piece("east", 9_000, 20.0, [1.0, 0.0, 0.0]),   // 7 s after 1 ended
+        ];
+        let starts: Vec<i64> = deliveries.iter().map(|d| d.ended_ms - 500).collect();
+        let all: Vec<usize> = (0..deliveries.len()).collect();
+        let rule = Stitch { max_gap_ms: 5_000, min_similarity: 0.7, heights_per_second: 1.0 };
+        let groups = stitch(&deliveries, &starts, &all, rule);
+        assert_eq!(groups, vec![vec![0, 1], vec![3], vec![2], vec![4], vec![5]], "in the order they start");
+        let longer = stitch(&deliveries, &starts, &all, Stitch { max_gap_ms: 10_000, ..rule });
+        assert_eq!(longer, vec![vec![0, 1, 5], vec![3], vec![2], vec![4]]);
+        assert_eq!(
+            Variant::parse("stitch=5,stitch_sim=0.6").map(|v| v.to_string()),
+            Ok("stitch=5,stitch_sim=0.6".into())
+        );
     }
 
     #[tokio::test]
