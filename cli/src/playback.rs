@@ -136,19 +136,33 @@ pub fn secs(t: Option<&prost_types::Timestamp>, t0: SystemTime) -> f64 {
     }
 }
 
-/// Every identity with its sightings.
+/// Every identity with its sightings, as one consistent reading: the merge pass can fold a listed
+/// identity into another before its sightings are asked for, and then the reading starts again.
 pub async fn identities(client: &mut IdentityServiceClient<reid_server::Channel>) -> anyhow::Result<Vec<Seen>> {
+    for _ in 0..10 {
+        if let Some(all) = read_identities(client).await? {
+            return Ok(all);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("identities kept being merged away while they were read")
+}
+
+/// One reading; `None` when a listed identity was gone by the time its sightings were asked for.
+async fn read_identities(
+    client: &mut IdentityServiceClient<reid_server::Channel>,
+) -> anyhow::Result<Option<Vec<Seen>>> {
     let mut all = Vec::new();
     for summary in crate::identity::list_all(client).await? {
-        let sightings = client
-            .sightings(pb::SightingsRequest { identity_id: summary.identity_id.clone(), ..Default::default() })
-            .await
-            .map_err(|s| anyhow::anyhow!("sightings of {}: {}", summary.identity_id, s.message()))?
-            .into_inner()
-            .sightings;
+        let request = pb::SightingsRequest { identity_id: summary.identity_id.clone(), ..Default::default() };
+        let sightings = match client.sightings(request).await {
+            Ok(reply) => reply.into_inner().sightings,
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(s) => anyhow::bail!("sightings of {}: {}", summary.identity_id, s.message()),
+        };
         all.push(Seen { summary, sightings });
     }
-    Ok(all)
+    Ok(Some(all))
 }
 
 /// Waits until every camera has finished its video and the ingester has delivered everything.
