@@ -106,45 +106,24 @@ impl Variant {
 
 impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(t) = self.threshold {
-            parts.push(format!("threshold={t}"));
-        }
-        if let Some(t) = self.cross_camera_threshold {
-            parts.push(format!("cross={t}"));
-        }
-        if let Some(t) = self.linkage_top {
-            parts.push(format!("top={t}"));
-        }
-        if let Some(m) = self.min_margin {
-            parts.push(format!("margin={m}"));
-        }
-        match self.merge_threshold {
-            Some(Some(t)) => parts.push(format!("merge={t}")),
-            Some(None) => parts.push("merge=off".into()),
-            None => {}
-        }
-        if let Some(s) = self.same_camera_overlap {
-            parts.push(format!("overlap={s}"));
-        }
-        if self.centre {
-            parts.push("centre=on".into());
-        }
-        if self.pure {
-            parts.push("pure=on".into());
-        }
-        if self.labelled {
-            parts.push("labelled=on".into());
-        }
-        if let Some(s) = self.join_s {
-            parts.push(format!("join={s}"));
-        }
-        if let Some(s) = self.stitch_s {
-            parts.push(format!("stitch={s}"));
-        }
-        if let Some(s) = self.stitch_similarity {
-            parts.push(format!("stitch_sim={s}"));
-        }
+        let on = |set: bool, key: &str| set.then(|| format!("{key}=on"));
+        let parts: Vec<String> = [
+            self.threshold.map(|t| format!("threshold={t}")),
+            self.cross_camera_threshold.map(|t| format!("cross={t}")),
+            self.linkage_top.map(|t| format!("top={t}")),
+            self.min_margin.map(|m| format!("margin={m}")),
+            self.merge_threshold.map(|t| t.map_or_else(|| "merge=off".into(), |t| format!("merge={t}"))),
+            self.same_camera_overlap.map(|s| format!("overlap={s}")),
+            on(self.centre, "centre"),
+            on(self.pure, "pure"),
+            on(self.labelled, "labelled"),
+            self.join_s.map(|s| format!("join={s}")),
+            self.stitch_s.map(|s| format!("stitch={s}")),
+            self.stitch_similarity.map(|s| format!("stitch_sim={s}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         f.write_str(&parts.join(","))
     }
 }
