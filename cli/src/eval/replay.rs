@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use reid_identity::IdentityError;
-use reid_identity::association::{Linkage, normalise};
+use reid_identity::association::{Linkage, aggregate, normalise};
 use reid_identity::config::AssociationConfig;
 use reid_identity::embedder::{EmbedderClient, ModelDescription};
 use reid_identity::identities::{Tracklet, TrackletCrop};
@@ -199,23 +199,26 @@ pub struct Stitch {
 /// in between), and whose mean crop looks most like its own, at least `min_similarity`; a
 /// tracklet is continued once. The groups are observed as one tracklet each.
 pub fn stitch(deliveries: &[Delivery], starts: &[i64], kept: &[usize], rule: Stitch) -> Vec<Vec<usize>> {
-    let mean = |d: &Delivery| {
-        let mut sum: Vec<f32> = Vec::new();
-        for e in d.crops.iter().filter_map(|c| c.embedding.as_ref()) {
-            let mut e = e.clone();
-            normalise(&mut e);
-            if sum.is_empty() {
-                sum = vec![0.0; e.len()];
-            }
-            sum.iter_mut().zip(&e).for_each(|(s, x)| *s += x);
-        }
-        normalise(&mut sum);
-        sum
-    };
-    let means: BTreeMap<usize, Vec<f32>> = kept.iter().map(|&i| (i, mean(&deliveries[i]))).collect();
-    let centre = |c: &TrackletCrop| c.bbox.map(|[x, y, w, h]| (x + w / 2.0, y + h / 2.0, h));
-    let first = |d: &Delivery| d.crops.iter().filter(|c| c.bbox.is_some()).min_by_key(|c| c.at_ms).cloned();
-    let last = |d: &Delivery| d.crops.iter().filter(|c| c.bbox.is_some()).max_by_key(|c| c.at_ms).cloned();
+    // Each tracklet's mean crop (as the identity service aggregates, every crop weighed the same)
+    // and its first and last crop with a box: compared for every later candidate.
+    let means: BTreeMap<usize, Vec<f32>> = kept
+        .iter()
+        .map(|&i| {
+            let embeddings: Vec<Vec<f32>> = deliveries[i].crops.iter().filter_map(|c| c.embedding.clone()).collect();
+            (i, aggregate(&embeddings, &[]).unwrap_or_default())
+        })
+        .collect();
+    // (x, y) of a crop's box centre, its height, and when it was taken.
+    let place = |c: &TrackletCrop| c.bbox.map(|[x, y, w, h]| (x + w / 2.0, y + h / 2.0, h, c.at_ms));
+    let ends: BTreeMap<usize, (Option<_>, Option<_>)> = kept
+        .iter()
+        .map(|&i| {
+            let boxed = || deliveries[i].crops.iter().filter(|c| c.bbox.is_some());
+            let first = boxed().min_by_key(|c| c.at_ms).and_then(place);
+            let last = boxed().max_by_key(|c| c.at_ms).and_then(place);
+            (i, (first, last))
+        })
+        .collect();
     let mut order = kept.to_vec();
     order.sort_by_key(|&i| (starts[i], i));
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -231,9 +234,8 @@ pub fn stitch(deliveries: &[Delivery], starts: &[i64], kept: &[usize], rule: Sti
                 let gap = starts[i] - e.ended_ms;
                 e.camera == d.camera && (0..=rule.max_gap_ms).contains(&gap)
             })
-            .filter(|&j| match (last(&deliveries[j]).as_ref().and_then(centre), first(d).as_ref().and_then(centre)) {
-                (Some((x0, y0, h)), Some((x1, y1, _))) => {
-                    let (t0, t1) = (last(&deliveries[j]).and_then(|c| c.at_ms), first(d).and_then(|c| c.at_ms));
+            .filter(|&j| match (ends[&j].1, ends[&i].0) {
+                (Some((x0, y0, h, t0)), Some((x1, y1, _, t1))) => {
                     let seconds = t1.zip(t0).map_or(0.0, |(b, a)| (b - a).max(0) as f32 / 1000.0);
                     ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt() <= h * (1.0 + rule.heights_per_second * seconds)
                 }
