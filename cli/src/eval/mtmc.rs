@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use reid_cluster::Rerank;
 use reid_eval::Box2;
-use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc, person};
+use reid_eval::mtmc::{Mtmc, Pairs, Tracklet, evaluate_mtmc, majority, person};
 use reid_ingester::frame::BBox;
 use reid_ingester::view::View;
 use reid_proto::v1 as pb;
@@ -115,7 +115,9 @@ struct ExportedCrop {
 }
 
 pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
-    let gt = super::ground_truth(&args.gt, args.roi.as_deref())?.between(args.report.first_frame, u64::MAX);
+    // The whole video's labels for the oracles; the scored part for the figures.
+    let whole = super::ground_truth(&args.gt, args.roi.as_deref())?;
+    let gt = whole.between(args.report.first_frame, u64::MAX);
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
     if let Some(file) = &args.config {
         crate::playback::ingester_from_file(&mut config, file, &args.model_dir)?;
@@ -251,7 +253,6 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
             .collect();
         // The oracles' view of each crop: the labelled person its box is on, and its tracklet's.
         let people: Vec<Vec<Option<i64>>> = if args.replay.iter().any(|v| v.pure || v.labelled || v.join_s.is_some()) {
-            let whole = super::ground_truth(&args.gt, args.roi.as_deref())?;
             crop_boxes
                 .iter()
                 .map(|boxes| boxes.iter().map(|(f, b)| person(&whole, *f, b, args.iou)).collect())
@@ -259,7 +260,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
         } else {
             vec![Vec::new(); deliveries.len()]
         };
-        let own: Vec<Option<i64>> = people.iter().map(|p| majority(p)).collect();
+        let own: Vec<Option<i64>> = people.iter().map(|p| majority(p).map(|(id, _)| id)).collect();
         let pieces: Vec<Piece> = delivered
             .iter()
             .zip(&own)
@@ -392,15 +393,6 @@ fn joined_delivery(a: Delivery, b: Delivery, per_tracklet: usize) -> Delivery {
     Delivery { ended_ms: a.ended_ms.max(b.ended_ms), crops, ..a }
 }
 
-/// The person most of `people` are (on a tie the smallest id, as the scoring breaks it).
-fn majority(people: &[Option<i64>]) -> Option<i64> {
-    let mut votes: BTreeMap<i64, usize> = BTreeMap::new();
-    for p in people.iter().flatten() {
-        *votes.entry(*p).or_default() += 1;
-    }
-    votes.iter().rev().max_by_key(|(_, n)| **n).map(|(p, _)| *p)
-}
-
 /// Embeds each delivered tracklet's exported crops with the run's model (an embedder in this
 /// process), one embedding per crop.
 async fn embed_crops(args: &MtmcArgs, delivered: &[(Exported, i64)]) -> anyhow::Result<Vec<Vec<Vec<f32>>>> {
@@ -491,13 +483,6 @@ fn identity_of(played: &Played, t: &Exported) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tracklet_is_the_person_most_of_its_crops_are_on() {
-        assert_eq!(majority(&[Some(4), None, Some(5), Some(5)]), Some(5));
-        assert_eq!(majority(&[Some(5), Some(4)]), Some(4), "a tie goes to the smaller id, as scoring breaks it");
-        assert_eq!(majority(&[None, None]), None);
-    }
 
     #[test]
     fn the_join_oracle_joins_one_cameras_pieces_of_one_person_close_in_time() {

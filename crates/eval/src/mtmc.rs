@@ -104,26 +104,29 @@ pub fn person(gt: &Sequence, frame: u64, b: &Box2, iou: f64) -> Option<i64> {
     if overlap >= iou { id } else { None }
 }
 
+/// The person most of `people` are, and how many are that person: a tracklet's person from its
+/// boxes' matches. On a tie the smallest id; `None` when nobody is matched.
+pub fn majority(people: &[Option<i64>]) -> Option<(i64, usize)> {
+    let mut votes: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in people.iter().flatten() {
+        *votes.entry(*p).or_default() += 1;
+    }
+    // BTreeMap order, first maximum kept.
+    votes.into_iter().fold(None, |best, (id, n)| match best {
+        Some((_, most)) if most >= n => best,
+        _ => Some((id, n)),
+    })
+}
+
 pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
     let mut labelled: Vec<(&Tracklet, i64)> = Vec::new();
     let mut composition: BTreeMap<String, Vec<Member>> = BTreeMap::new();
     let (mut boxes, mut matched_boxes, mut pure_boxes) = (0, 0, 0);
     for t in tracklets {
-        let mut votes: BTreeMap<i64, usize> = BTreeMap::new();
-        for (frame, b) in &t.boxes {
-            boxes += 1;
-            if let Some(id) = person(gt, *frame, b, iou) {
-                *votes.entry(id).or_default() += 1;
-            }
-        }
-        // The most votes; on a tie the smallest id (BTreeMap order, first maximum kept).
-        let Some((&id, &n)) = votes.iter().fold(None, |best: Option<(&i64, &usize)>, e| match best {
-            Some(b) if b.1 >= e.1 => Some(b),
-            _ => Some(e),
-        }) else {
-            continue;
-        };
-        let matched = votes.values().sum::<usize>();
+        let people: Vec<Option<i64>> = t.boxes.iter().map(|(frame, b)| person(gt, *frame, b, iou)).collect();
+        boxes += people.len();
+        let Some((id, n)) = majority(&people) else { continue };
+        let matched = people.iter().flatten().count();
         matched_boxes += matched;
         pure_boxes += n;
         labelled.push((t, id));
@@ -168,6 +171,13 @@ pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tracklet_is_the_person_most_of_its_boxes_are_on() {
+        assert_eq!(majority(&[Some(4), None, Some(5), Some(5)]), Some((5, 2)));
+        assert_eq!(majority(&[Some(5), Some(4)]), Some((4, 1)), "a tie goes to the smaller id");
+        assert_eq!(majority(&[None, None]), None);
+    }
 
     fn b(x: f64) -> Box2 {
         Box2::new(x, 0.0, 10.0, 20.0)
