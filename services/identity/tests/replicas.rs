@@ -107,21 +107,17 @@ async fn concurrent_observes_make_one_identity_per_person(store: Arc<dyn VectorS
     };
     let (west, east) = (replica().await, replica().await);
     let base = 1_700_000_000_000i64;
-    let mut tasks = Vec::new();
+    // One person at a time, both cameras at once. (With every person's pair in flight together,
+    // each replica's lock queued them in its own order, and a person whose two tracklets were far
+    // apart in the two queues raced nobody: about one run in six saw no race at all.)
     for round in 0..ROUNDS {
         for person in 0..PEOPLE {
             let at = base + 60_000 * round as i64;
-            let (w, e) = (west.clone(), east.clone());
             let a = observed("west", &format!("w{round}-{person}"), person, round, at);
             let b = observed("east", &format!("e{round}-{person}"), person, round, at);
-            tasks.push(tokio::spawn(async move {
-                let (x, y) = tokio::join!(w.observe(a), e.observe(b));
-                x.unwrap();
-                y.unwrap();
-            }));
-        }
-        for task in tasks.drain(..) {
-            task.await.unwrap();
+            let (x, y) = tokio::join!(west.observe(a), east.observe(b));
+            x.unwrap();
+            y.unwrap();
         }
     }
 
@@ -144,7 +140,8 @@ async fn concurrent_observes_make_one_identity_per_person(store: Arc<dyn VectorS
     let listed: BTreeSet<&String> = listed.iter().map(|s| &s.entry.identity).collect();
     assert_eq!(listed, distinct);
     let merges = west.metrics().replica_merges.get() + east.metrics().replica_merges.get();
-    assert!(merges > 0, "no race happened, so this test showed nothing");
+    // Every person's first pair raced, and at least one of its two replicas saw the race.
+    assert!(merges >= PEOPLE, "only {merges} races merged for {PEOPLE} people, so this test showed little");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
