@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
@@ -191,7 +191,10 @@ fn predict(track: bool, args: &EvalArgs, video: &Path) -> anyhow::Result<(Sequen
                     Observed { detection, crop: None, appearance, external_id: None }
                 })
                 .collect();
-            tracker.update(frame, SystemTime::now(), observed);
+            // The video's own clock, as the ingester's file source gives it: the tracker holds
+            // lost tracks for seconds, which must not depend on how fast this machine detects.
+            let ms = capture.get(videoio::CAP_PROP_POS_MSEC).unwrap_or(0.0).max(0.0);
+            tracker.update(frame, SystemTime::UNIX_EPOCH + Duration::from_secs_f64(ms / 1000.0), observed);
             for (id, b) in tracker.boxes(frame) {
                 out.push(frame, id as i64, Box2::new(b.x.into(), b.y.into(), b.w.into(), b.h.into()));
             }
