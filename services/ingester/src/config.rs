@@ -120,6 +120,12 @@ impl IngesterConfig {
         self.security.validate().map_err(|e| e.within("security"))?;
         let min_iou = self.tracker.min_iou;
         ensure(min_iou > 0.0 && min_iou <= 1.0, "tracker.min_iou", || format!("{min_iou} must lie in (0, 1]"))?;
+        for (key, value) in [
+            ("tracker.reattach_secs", self.tracker.reattach_secs),
+            ("tracker.reattach_speed", self.tracker.reattach_speed),
+        ] {
+            ensure(value.is_finite() && value >= 0.0, key, || format!("{value} must be a number, 0 or more"))?;
+        }
         positive(&[
             ("crops.per_tracklet", self.crops.per_tracklet as u64),
             ("crops.max_pixels", self.crops.max_pixels),
@@ -141,6 +147,25 @@ impl IngesterConfig {
         ensure(self.reconnect.max >= self.reconnect.initial, "reconnect.max", || {
             "must be at least reconnect.initial".into()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracker_settings_out_of_range_are_refused_by_name() {
+        let with = |f: fn(&mut IngesterConfig)| {
+            let mut config = IngesterConfig::default();
+            f(&mut config);
+            config.validate().map_err(|e| e.key)
+        };
+        assert!(with(|_| {}).is_ok());
+        assert_eq!(with(|c| c.tracker.min_iou = 0.0).unwrap_err(), "tracker.min_iou");
+        assert_eq!(with(|c| c.tracker.reattach_secs = -1.0).unwrap_err(), "tracker.reattach_secs");
+        assert_eq!(with(|c| c.tracker.reattach_speed = f32::NAN).unwrap_err(), "tracker.reattach_speed");
+        assert!(with(|c| c.tracker.reattach_secs = 2.0).is_ok());
     }
 }
 

@@ -88,12 +88,32 @@ pub struct TrackerConfig {
     /// least this alike (Bhattacharyya coefficient, 0-1; 0: overlap alone decides), so that a
     /// track does not swap between two people walking side by side.
     pub min_appearance: f32,
+    /// Re-attaching: a confirmed track that lost its person (coasting on its motion, or past
+    /// `max_misses`) is continued by a new track that starts within this many seconds (of the
+    /// camera's clock) near where it was lost and looking like it, so that a person hidden behind
+    /// another or a post stays one tracklet; a lost track is reported only after this long. 0 (the
+    /// default) turns it off: on vtest.avi's crowd of dark jackets a new track there is someone
+    /// else about as often as the same person, and a wrong join costs association more than a
+    /// right one gains (docs/evaluation.md, "Re-attaching lost tracks in the tracker").
+    pub reattach_secs: f32,
+    /// A new track continues a held one only when their colour histograms are at least this alike.
+    pub reattach_appearance: f32,
+    /// How far a new track may start from where a held one was lost, in box heights: half a
+    /// height, plus this many per second of the gap, from anywhere between the lost box and where
+    /// its motion would have carried it.
+    pub reattach_speed: f32,
 }
 
 impl TrackerConfig {
-    /// Whether detections need their [`crate::appearance::Appearance`] (the gate is on).
+    /// Whether detections need their [`crate::appearance::Appearance`] (the gate or re-attaching
+    /// is on).
     pub fn uses_appearance(&self) -> bool {
-        self.min_appearance > 0.0
+        self.min_appearance > 0.0 || self.reattaches()
+    }
+
+    /// Whether lost tracks are held for re-attaching.
+    pub fn reattaches(&self) -> bool {
+        self.reattach_secs > 0.0
     }
 }
 
@@ -106,6 +126,9 @@ impl Default for TrackerConfig {
             max_misses: 10,
             max_tracklet_frames: 600,
             min_appearance: 0.7,
+            reattach_secs: 0.0,
+            reattach_appearance: 0.9,
+            reattach_speed: 0.25,
         }
     }
 }
