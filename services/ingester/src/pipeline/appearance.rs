@@ -98,6 +98,16 @@ impl Appearance {
             }
         }
     }
+
+    /// A running appearance moved towards `latest` by `rate`, or started from it; kept as it is
+    /// when nothing new was seen.
+    pub fn follow(running: &mut Option<Appearance>, latest: Option<&Appearance>, rate: f32) {
+        match (running, latest) {
+            (Some(running), Some(latest)) => running.blend(latest, rate),
+            (running @ None, Some(latest)) => *running = Some(latest.clone()),
+            (_, None) => {}
+        }
+    }
 }
 
 /// The bin of one pixel of OpenCV's 8-bit HSV (hue 0-179).
