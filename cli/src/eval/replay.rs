@@ -29,6 +29,8 @@ pub struct Variant {
     pub merge_threshold: Option<Option<f32>>,
     /// `association.same_camera_overlap`, seconds.
     pub same_camera_overlap: Option<f32>,
+    /// `association.crop_agreement`.
+    pub crop_agreement: Option<f32>,
     /// Every crop embedding less its camera's mean over the whole run ([`centre_per_camera`]).
     pub centre: bool,
     /// Only the crops on each tracklet's own ground-truth person (`reid eval mtmc`): tracklets
@@ -50,7 +52,7 @@ pub struct Variant {
 
 impl Variant {
     /// `threshold=0.8,cross=0.7,top=3,margin=0.05,merge=0.7` (or `merge=off`), `overlap=1`
-    /// (seconds), `centre=on`, `pure=on`, `labelled=on` and `join=5` (seconds), any of them.
+    /// (seconds), `agree=0.7`, `centre=on`, `pure=on`, `labelled=on` and `join=5` (seconds), any of them.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v = Variant::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -63,6 +65,7 @@ impl Variant {
                 "merge" => v.merge_threshold = Some(crate::playback::merge_threshold(value)?),
                 "top" => v.linkage_top = Some(value.parse().map_err(|e| format!("top: {e}"))?),
                 "overlap" => v.same_camera_overlap = Some(number(value)?),
+                "agree" => v.crop_agreement = Some(number(value)?),
                 "centre" => v.centre = on_off(key, value)?,
                 "pure" => v.pure = on_off(key, value)?,
                 "labelled" => v.labelled = on_off(key, value)?,
@@ -71,7 +74,7 @@ impl Variant {
                 "stitch_sim" => v.stitch_similarity = Some(number(value)?),
                 other => {
                     return Err(format!(
-                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, centre, pure, labelled, join, stitch, stitch_sim)"
+                        "unknown key `{other}` (threshold, cross, top, margin, merge, overlap, agree, centre, pure, labelled, join, stitch, stitch_sim)"
                     ));
                 }
             }
@@ -100,6 +103,9 @@ impl Variant {
         if let Some(seconds) = self.same_camera_overlap {
             a.same_camera_overlap = std::time::Duration::from_secs_f32(seconds.max(0.0));
         }
+        if let Some(min) = self.crop_agreement {
+            a.crop_agreement = Some(min);
+        }
         a
     }
 }
@@ -114,6 +120,7 @@ impl std::fmt::Display for Variant {
             self.min_margin.map(|m| format!("margin={m}")),
             self.merge_threshold.map(|t| t.map_or_else(|| "merge=off".into(), |t| format!("merge={t}"))),
             self.same_camera_overlap.map(|s| format!("overlap={s}")),
+            self.crop_agreement.map(|t| format!("agree={t}")),
             on(self.centre, "centre"),
             on(self.pure, "pure"),
             on(self.labelled, "labelled"),
@@ -340,6 +347,8 @@ mod tests {
         assert_eq!(a.linkage, Linkage::Average { top: 3 });
         assert_eq!(Variant::parse("").map(|v| v.apply(&base).linkage), Ok(base.linkage), "no key keeps the run's");
         assert_eq!(Variant::parse("top=1").map(|v| v.apply(&base).linkage), Ok(Linkage::Nearest));
+        let agree = Variant::parse("agree=0.7").map(|v| (v.apply(&base).crop_agreement, v.to_string()));
+        assert_eq!(agree, Ok((Some(0.7), "agree=0.7".into())));
         let apart = Variant::parse("overlap=2.5").map(|v| (v.apply(&base).same_camera_overlap, v.to_string()));
         assert_eq!(apart, Ok((std::time::Duration::from_millis(2500), "overlap=2.5".into())));
         assert!(Variant::parse("thresh=0.8").unwrap_err().contains("unknown key"));

@@ -91,6 +91,12 @@ pub struct AssociationConfig {
     /// during it: one person is not two tracks of one camera at once. 0 turns the rule off.
     #[serde(with = "reid_server::duration::millis")]
     pub same_camera_overlap: Duration,
+    /// A tracklet of three crops or more is embedded without the crops that disagree with the
+    /// rest: those whose cosine similarity to the mean of the others is under this (the most
+    /// agreeing half is always kept), so that a crop of someone else, taken while two people
+    /// crossed, does not pull the tracklet towards them. Unset: the match threshold (a crop must
+    /// agree with its own tracklet as a tracklet must with an identity); -1 keeps every crop.
+    pub crop_agreement: Option<f32>,
     /// How a tracklet is scored against an identity's sightings: `{ kind = "average", top = 2 }`
     /// (default: the mean of its two closest sightings), or `{ kind = "nearest" }`, whose single
     /// look-alike sighting draws in the next look-alike (docs/evaluation.md, "Linkage": on four
@@ -231,6 +237,7 @@ impl Default for AssociationConfig {
             hnsw_ef: None,
             transit: Vec::new(),
             same_camera_overlap: Duration::from_secs(1),
+            crop_agreement: None,
             linkage: Linkage::default(),
             merge_threshold: None,
             merge_pass: true,
@@ -263,6 +270,7 @@ impl IdentityConfig {
             ("association.threshold", a.threshold),
             ("association.cross_camera_threshold", a.cross_camera_threshold),
             ("association.merge_threshold", a.merge_threshold),
+            ("association.crop_agreement", a.crop_agreement),
         ] {
             if let Some(t) = threshold {
                 ensure((-1.0..=1.0).contains(&t), key, || format!("{t} is not a cosine similarity in [-1, 1]"))?;

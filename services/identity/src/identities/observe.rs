@@ -31,7 +31,10 @@ impl Identities {
         } else {
             return Err(IdentityError::invalid("every crop must carry an image, or every crop an embedding"));
         };
-        let qualities: Vec<f32> = crops.iter().map(|c| c.quality).collect();
+        let threshold = self.threshold(&gallery, None);
+        let kept = association::agreeing(&vectors, self.config.association.crop_agreement.unwrap_or(threshold));
+        let qualities: Vec<f32> = kept.iter().map(|&i| crops[i].quality).collect();
+        let vectors: Vec<Vec<f32>> = kept.iter().map(|&i| vectors[i].clone()).collect();
         let embedding = association::aggregate(&vectors, &qualities)
             .ok_or_else(|| IdentityError::invalid("the tracklet's embeddings have no common direction"))?;
         let now = now_ms();
@@ -65,7 +68,6 @@ impl Identities {
         let searched_ms = now_ms();
         let seen = Seen { camera: &camera, span: (start, end) };
         let hits = self.candidates(&gallery, &embedding).await?;
-        let threshold = self.threshold(&gallery, None);
         let ranked = self.rank(&gallery, &hits, &seen, threshold).await?;
         let verdict = association::decide(&ranked, threshold, self.config.association.observe_min_margin);
         let (identity, created, score, margin) = match verdict {
