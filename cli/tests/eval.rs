@@ -173,7 +173,7 @@ fn association_alone_is_scored_on_tracklets_cut_from_the_ground_truth() {
     assert_eq!(m["matched_tracklets"], json["run"]["tracklets"], "{m}");
     assert_eq!(m["purity"], 1.0, "{m}");
     // With detection and tracking perfect, the shipped model's association is mostly right
-    // (measured 0.844 / 0.781 with the crops that disagree left out, 0.894 / 0.863 without;
+    // (measured 0.894 / 0.863 with six crops a tracklet and those that disagree left out;
     // docs/evaluation.md).
     let all = &m["all"];
     assert!(all["precision"].as_f64().unwrap() >= 0.8 && all["recall"].as_f64().unwrap() >= 0.75, "{m}");

@@ -71,7 +71,7 @@ pub struct AssociateArgs {
     #[arg(long, default_value_t = 600)]
     max_tracklet_frames: u64,
     /// Crops per tracklet (the ingester's `crops.per_tracklet`).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     per_tracklet: usize,
     /// Boxes shorter than this in the camera's pixels give no crop (the ingester's `crops.min_height`).
     #[arg(long, default_value_t = 48)]

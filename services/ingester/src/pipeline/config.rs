@@ -137,7 +137,9 @@ impl Default for TrackerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CropConfig {
-    /// Best crops kept per tracklet (by size, sharpness, aspect, detector score).
+    /// Best crops kept per tracklet (by size, sharpness, aspect, detector score). Six rather
+    /// than four: enough for the identity service to outvote a crop of someone else
+    /// (`association.crop_agreement`; docs/evaluation.md, "Crops that disagree with their tracklet").
     pub per_tracklet: usize,
     /// Kept crops are at least this many processed frames apart (different poses, not one moment).
     pub min_gap_frames: u64,
@@ -156,7 +158,7 @@ pub struct CropConfig {
 impl Default for CropConfig {
     fn default() -> Self {
         Self {
-            per_tracklet: 4,
+            per_tracklet: 6,
             min_gap_frames: 3,
             min_height: 48,
             padding: 0.05,
