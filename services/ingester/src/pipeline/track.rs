@@ -293,7 +293,7 @@ impl Tracker {
             if track.misses > self.config.max_misses {
                 let track = self.tracks.remove(i);
                 matched_track.remove(i);
-                if self.config.reattaches() && track.hits >= self.config.min_hits && track.external.is_none() {
+                if self.config.reattaches() && track.reattachable(self.config.min_hits) {
                     self.lost.push(track);
                 } else {
                     finished.extend(self.finish(track));
