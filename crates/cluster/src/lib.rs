@@ -2,13 +2,16 @@
 //! the trainer (tracklets clustered into pseudo-identities) and `reid eval`:
 //!
 //! - [`regroup`]: average-linkage agglomerative clustering under cannot-link constraints;
-//! - [`rerank`]: k-reciprocal re-ranking of a distance matrix (Zhong et al., 2017).
+//! - [`rerank`]: k-reciprocal re-ranking of a distance matrix (Zhong et al., 2017);
+//! - [`agreement`]: which of a tracklet's crops agree with the rest of it.
 //!
 //! Pure functions over plain vectors: no model, no store.
 
+pub mod agreement;
 pub mod regroup;
 pub mod rerank;
 
+pub use agreement::{agreeing, normalise};
 pub use regroup::{Tracklet, cosine_similarities, regroup, regroup_by, regroup_from, seen_together};
 pub use rerank::{Rerank, rerank, reranked_similarities};
 

@@ -41,13 +41,14 @@ impl Identities {
         let start = crops.iter().filter_map(|c| c.at_ms).min().unwrap_or(now);
         let end = crops.iter().filter_map(|c| c.at_ms).max().unwrap_or(now);
         // The best crop that carries its picture is the thumbnail (a caller that embedded its
-        // crops sends only that one); without pictures, the best crop.
+        // crops sends only that one), one the embedding kept when there is one; without
+        // pictures, the best crop.
         let by_quality = |a: &(usize, &TrackletCrop), b: &(usize, &TrackletCrop)| a.1.quality.total_cmp(&b.1.quality);
-        let best = crops
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.image.is_some())
+        let pictured = || crops.iter().enumerate().filter(|(_, c)| c.image.is_some());
+        let best = pictured()
+            .filter(|(i, _)| kept.contains(i))
             .max_by(by_quality)
+            .or_else(|| pictured().max_by(by_quality))
             .or_else(|| crops.iter().enumerate().max_by(by_quality))
             .map_or(0, |(i, _)| i);
 

@@ -234,10 +234,14 @@ fn transient(status: &Status) -> bool {
 
 /// The Observe call for a tracklet. Embedded crops carry their embeddings, and only the best
 /// crop its picture (the identity service keeps it as the thumbnail): a crop's JPEG crosses the
-/// network once, to the embedder. Without an embedder every crop carries its picture.
+/// network once, to the embedder. The best among the crops the identity service keeps in the
+/// tracklet's embedding whatever its `crop_agreement` (the most agreeing half), so that the
+/// thumbnail is never a crop of someone else it left out. Without an embedder every crop carries
+/// its picture.
 fn observe_request(p: &Pending) -> pb::ObserveRequest {
     let t = &p.tracklet;
-    let best = t.crops.iter().enumerate().max_by(|a, b| a.1.quality.total_cmp(&b.1.quality)).map(|(i, _)| i);
+    let surely_kept = p.embedded.as_ref().map(|(e, _)| reid_cluster::agreeing(e, f32::INFINITY)).unwrap_or_default();
+    let best = surely_kept.into_iter().max_by(|&a, &b| t.crops[a].quality.total_cmp(&t.crops[b].quality));
     let crops = t
         .crops
         .iter()
@@ -522,6 +526,22 @@ mod tests {
             let exp = (i * (1 << (attempt - 1))).min(m);
             assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
         }
+    }
+
+    #[test]
+    fn the_thumbnail_is_never_the_sharp_crop_of_someone_else() {
+        let mut t = tracklet("a", 4);
+        for (crop, (quality, jpeg)) in t.crops.iter_mut().zip([(0.2, 1u8), (0.5, 2), (0.3, 3), (0.9, 4)]) {
+            crop.quality = quality;
+            crop.jpeg = vec![jpeg];
+        }
+        // Three crops of one person and, the sharpest, one of someone else.
+        let vectors = vec![vec![1.0, 0.1], vec![1.0, -0.1], vec![1.0, 0.0], vec![0.0, 1.0]];
+        let request =
+            observe_request(&Pending { tracklet: t, embedded: Some((vectors, pb::ModelRef::default())), attempts: 0 });
+        let pictured: Vec<usize> = (0..4).filter(|&i| request.crops[i].image.is_some()).collect();
+        // The most agreeing half is crops 2 (the middle of the three) and 0; 2 is the better.
+        assert_eq!(pictured, [2], "the best of the crops surely kept, not the sharpest");
     }
 
     #[test]
