@@ -443,6 +443,14 @@ pub(super) fn print_figures(m: &Mtmc, identities: usize, unobserved: usize, expl
                 );
             }
         }
+        let (pairs, joined) = m.spread.iter().fold((0, 0), |(p, j), s| (p + s.pairs, j + s.joined));
+        println!("  where recall goes: {} of {pairs} pairs of one person not joined", pairs - joined);
+        for s in m.spread.iter().filter(|s| s.joined < s.pairs) {
+            println!(
+                "    person {:>3}: {} tracklets in {} identities, {} of {} pairs joined; outside their identity {} alone, {} with other people",
+                s.person, s.tracklets, s.identities, s.joined, s.pairs, s.apart, s.with_others
+            );
+        }
     }
 }
 

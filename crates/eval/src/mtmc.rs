@@ -16,6 +16,7 @@
 //!   same when the pipeline gave both the same identity, *true* same when both have the same
 //!   person. Precision = true and predicted / predicted, recall = true and predicted / true. The
 //!   same over pairs from different cameras only is what cross-camera re-identification scores.
+//! - **Spread** of each person over identities ([`spread`]): where the recall went.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -81,6 +82,8 @@ pub struct Mtmc {
     /// What each identity holds: its tracklets with a person. An identity of two people is
     /// where precision goes; one person over several identities is where recall goes.
     pub composition: BTreeMap<String, Vec<Member>>,
+    /// Each person's tracklets over the identities that hold them.
+    pub spread: Vec<Spread>,
 }
 
 /// A tracklet with a person, as one identity holds it.
@@ -94,6 +97,60 @@ pub struct Member {
     pub purity: f64,
     /// Its first and last frame.
     pub frames: (u64, u64),
+}
+
+/// How one person's tracklets are spread over identities: the pairs of one person that recall
+/// counts, and where those left out went. The person's identity is the one holding most of their
+/// tracklets (on a tie, the one holding fewest of anyone else's); every other of their tracklets
+/// is either in an identity of this person alone (they were split) or in one that holds other
+/// people too (they were taken for someone else, which costs precision as well).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spread {
+    pub person: i64,
+    pub tracklets: usize,
+    pub identities: usize,
+    /// Pairs of the person's tracklets, and those of them in one identity.
+    pub pairs: usize,
+    pub joined: usize,
+    /// Tracklets outside the person's identity, in identities of this person alone.
+    pub apart: usize,
+    /// Tracklets outside the person's identity, in identities with other people.
+    pub with_others: usize,
+}
+
+/// Each person's [`Spread`] over the identities of `composition`, by person.
+pub fn spread(composition: &BTreeMap<String, Vec<Member>>) -> Vec<Spread> {
+    // Per person, per identity: (their tracklets there, everyone else's there).
+    let mut held: BTreeMap<i64, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
+    for (identity, members) in composition {
+        for m in members {
+            let theirs = members.iter().filter(|o| o.person == m.person).count();
+            held.entry(m.person).or_default().insert(identity.as_str(), (theirs, members.len() - theirs));
+        }
+    }
+    let pairs = |n: usize| n * n.saturating_sub(1) / 2;
+    held.into_iter()
+        .map(|(person, identities)| {
+            // Most of theirs, then fewest of others; the first in identity order on a full tie.
+            let main = identities
+                .iter()
+                .fold(None, |best: Option<(&str, (usize, usize))>, (id, &(theirs, others))| match best {
+                    Some((_, (t, o))) if t > theirs || (t == theirs && o <= others) => best,
+                    _ => Some((*id, (theirs, others))),
+                })
+                .map(|(id, _)| id);
+            let outside = identities.iter().filter(|(id, _)| Some(**id) != main);
+            Spread {
+                person,
+                tracklets: identities.values().map(|(t, _)| t).sum(),
+                identities: identities.len(),
+                pairs: pairs(identities.values().map(|(t, _)| t).sum()),
+                joined: identities.values().map(|(t, _)| pairs(*t)).sum(),
+                apart: outside.clone().filter(|(_, (_, others))| *others == 0).map(|(_, (t, _))| t).sum(),
+                with_others: outside.filter(|(_, (_, others))| *others > 0).map(|(_, (t, _))| t).sum(),
+            }
+        })
+        .collect()
 }
 
 /// The person a box matches in the ground truth, if any.
@@ -164,6 +221,7 @@ pub fn evaluate_mtmc(gt: &Sequence, tracklets: &[Tracklet], iou: f64) -> Mtmc {
         cameras: cameras.len(),
         all: all.finish(),
         cross_camera: cross.finish(),
+        spread: spread(&composition),
         composition,
     }
 }
@@ -244,6 +302,37 @@ mod tests {
         assert_eq!(of("C"), [(3, "west", 6, 6)]);
         assert!((m.composition["B"][0].purity - 2.0 / 3.0).abs() < 1e-12);
         assert!(!m.composition.contains_key("D"), "no box of D is on a person");
+        // Person 3's west tracklet has C to itself; the east one was taken into B with person 2.
+        let person3 = &m.spread[2];
+        assert_eq!((person3.person, person3.tracklets, person3.identities), (3, 2, 2));
+        assert_eq!((person3.pairs, person3.joined, person3.apart, person3.with_others), (1, 0, 0, 1));
+        let (pairs, joined) = m.spread.iter().fold((0, 0), |(p, j), s| (p + s.pairs, j + s.joined));
+        assert_eq!((pairs, joined), (m.all.same_person, m.all.both), "the spread adds up to recall");
+    }
+
+    #[test]
+    fn spread_tells_a_split_person_from_one_taken_for_someone_else() {
+        let member = |person: i64| Member {
+            camera: "west".into(),
+            track: format!("t{person}"),
+            person,
+            purity: 1.0,
+            frames: (1, 1),
+        };
+        let composition: BTreeMap<String, Vec<Member>> = [
+            ("X".to_string(), vec![member(1), member(1), member(2)]),
+            ("Y".to_string(), vec![member(1)]),
+            ("Z".to_string(), vec![member(2), member(2)]),
+        ]
+        .into_iter()
+        .collect();
+        let s = spread(&composition);
+        let row = |s: &Spread| (s.person, s.tracklets, s.identities, s.pairs, s.joined, s.apart, s.with_others);
+        // Person 1: two of three in X, the third alone in Y (a split).
+        assert_eq!(row(&s[0]), (1, 3, 2, 3, 1, 1, 0));
+        // Person 2: two in Z, the third inside X with person 1 (taken for someone else).
+        assert_eq!(row(&s[1]), (2, 3, 2, 3, 1, 0, 1));
+        assert!(spread(&BTreeMap::new()).is_empty());
     }
 
     #[test]
