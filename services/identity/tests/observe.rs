@@ -43,40 +43,50 @@ async fn embedded_crops_need_only_the_thumbnail_s_picture() {
     service.stop().await;
 }
 
+/// A service with `association.crop_agreement` set, its scripted embedder's model "A", and a
+/// time ten minutes ago to date crops from.
+async fn agreeing(dir: &std::path::Path, crop_agreement: Option<f32>) -> (Service, i64) {
+    let mut config = config(dir);
+    config.association.crop_agreement = crop_agreement;
+    let service = Service::start(config, ScriptedEmbedder::new("A")).await;
+    (service, reid_identity::identities::now_ms() - 600_000)
+}
+
+/// A crop of `person` seen from `view`, embedded by model "A", taken at `at_ms`.
+fn embedded(embedder: &ScriptedEmbedder, person: u64, view: u64, quality: f32, at_ms: i64) -> TrackletCrop {
+    TrackletCrop {
+        image: None,
+        embedding: Some(embedder.embedding("A", person, view)),
+        quality,
+        bbox: Some([10.0, 20.0, 64.0, 128.0]),
+        at_ms: Some(at_ms),
+    }
+}
+
+fn of(embedder: &ScriptedEmbedder, camera: &str, track: &str, crops: Vec<TrackletCrop>) -> Tracklet {
+    Tracklet { camera: camera.into(), track: track.into(), crops, model: Some(embedder.key()) }
+}
+
 #[tokio::test]
 async fn a_crop_of_someone_else_does_not_draw_the_tracklet_to_them() {
     // Person 1 and person 2 are known from a tracklet each on the east camera. A west tracklet
     // of person 1 holds one crop of person 2 (taken as they crossed), the sharpest of its four.
     async fn observe_crossing(crop_agreement: Option<f32>) -> (String, String, String) {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config(dir.path());
-        config.association.crop_agreement = crop_agreement;
-        let service = Service::start(config, ScriptedEmbedder::new("A")).await;
+        let (service, t0) = agreeing(dir.path(), crop_agreement).await;
         let embedder = &service.embedder;
-        let t0 = reid_identity::identities::now_ms() - 600_000;
-        let crop = |person: u64, view: u64, quality: f32, at: i64| TrackletCrop {
-            image: None,
-            embedding: Some(embedder.embedding("A", person, view)),
-            quality,
-            bbox: Some([10.0, 20.0, 64.0, 128.0]),
-            at_ms: Some(at),
-        };
-        let tracklet = |camera: &str, track: &str, crops: Vec<TrackletCrop>| Tracklet {
-            camera: camera.into(),
-            track: track.into(),
-            crops,
-            model: Some(embedder.key()),
-        };
         let mut known = Vec::new();
         for person in [1, 2] {
-            let crops = (0..3).map(|v| crop(person, v, 0.5, t0 + 100_000 * person as i64 + v as i64)).collect();
+            let at = |v: u64| t0 + 100_000 * person as i64 + v as i64;
+            let crops = (0..3).map(|v| embedded(embedder, person, v, 0.5, at(v))).collect();
             known.push(
-                service.identities.observe(tracklet("east", &format!("p{person}"), crops)).await.unwrap().identity,
+                service.identities.observe(of(embedder, "east", &format!("p{person}"), crops)).await.unwrap().identity,
             );
         }
-        let mut crossing: Vec<TrackletCrop> = (10..13).map(|v| crop(1, v, 0.2, t0 + 400_000 + v as i64)).collect();
-        crossing.push(crop(2, 13, 1.0, t0 + 400_020));
-        let observed = service.identities.observe(tracklet("west", "x", crossing)).await.unwrap();
+        let mut crossing: Vec<TrackletCrop> =
+            (10..13).map(|v| embedded(embedder, 1, v, 0.2, t0 + 400_000 + v as i64)).collect();
+        crossing.push(embedded(embedder, 2, 13, 1.0, t0 + 400_020));
+        let observed = service.identities.observe(of(embedder, "west", "x", crossing)).await.unwrap();
         service.stop().await;
         (observed.identity, known[0].clone(), known[1].clone())
     }
@@ -84,4 +94,30 @@ async fn a_crop_of_someone_else_does_not_draw_the_tracklet_to_them() {
     assert_eq!(joined, person_1, "the crop that disagrees with the other three is left out");
     let (joined, _, person_2) = observe_crossing(Some(-1.0)).await;
     assert_eq!(joined, person_2, "every crop counted: the sharp one of person 2 decides");
+}
+
+#[tokio::test]
+async fn a_sighting_lasts_as_long_as_the_crops_kept() {
+    // Person 1 is seen by west track a over seconds 0-10. West track b follows them over seconds
+    // 12-20, but its tracker also took a crop of person 2 at second 5, while the two crossed.
+    async fn observe_after(crop_agreement: Option<f32>) -> (String, String, (i64, i64)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, t0) = agreeing(dir.path(), crop_agreement).await;
+        let embedder = &service.embedder;
+        let crop = |person: u64, view: u64, second: i64| embedded(embedder, person, view, 0.5, t0 + 1000 * second);
+        let a = vec![crop(1, 0, 0), crop(1, 1, 5), crop(1, 2, 10)];
+        let a = service.identities.observe(of(embedder, "west", "a", a)).await.unwrap();
+        let b = vec![crop(1, 3, 12), crop(1, 4, 16), crop(1, 5, 20), crop(2, 6, 5)];
+        let b = service.identities.observe(of(embedder, "west", "b", b)).await.unwrap();
+        let query = SightingQuery { identity: b.identity.clone(), ..Default::default() };
+        let sightings = service.identities.sightings(query).await.unwrap();
+        let seen = sightings.iter().find(|s| s.track == "b").map(|s| (s.start_ms - t0, s.end_ms - t0)).unwrap();
+        service.stop().await;
+        (a.identity, b.identity, seen)
+    }
+    let (a, b, seen) = observe_after(None).await;
+    assert_eq!(seen, (12_000, 20_000), "the crop of person 2 is left out, and its time with it");
+    assert_eq!(a, b, "b does not overlap a, so the one-place rule lets it join person 1");
+    let (_, _, seen) = observe_after(Some(-1.0)).await;
+    assert_eq!(seen, (5_000, 20_000), "every crop kept: the sighting spans them all");
 }

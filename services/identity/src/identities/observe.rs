@@ -38,8 +38,11 @@ impl Identities {
         let embedding = association::aggregate(&vectors, &qualities)
             .ok_or_else(|| IdentityError::invalid("the tracklet's embeddings have no common direction"))?;
         let now = now_ms();
-        let start = crops.iter().filter_map(|c| c.at_ms).min().unwrap_or(now);
-        let end = crops.iter().filter_map(|c| c.at_ms).max().unwrap_or(now);
+        // When the person was seen: the times of the crops kept, not of those left out as
+        // someone else's, so that a crop taken while two people crossed does not stretch the
+        // sighting over the other's time (where the one-place rule would then part them).
+        let start = kept.iter().filter_map(|&i| crops[i].at_ms).min().unwrap_or(now);
+        let end = kept.iter().filter_map(|&i| crops[i].at_ms).max().unwrap_or(now);
         // The best crop that carries its picture is the thumbnail (a caller that embedded its
         // crops sends only that one), one the embedding kept when there is one; without
         // pictures, the best crop.
