@@ -123,9 +123,10 @@ pub fn spread(composition: &BTreeMap<String, Vec<Member>>) -> Vec<Spread> {
     // Per person, per identity: (their tracklets there, everyone else's there).
     let mut held: BTreeMap<i64, BTreeMap<&str, (usize, usize)>> = BTreeMap::new();
     for (identity, members) in composition {
-        for m in members {
-            let theirs = members.iter().filter(|o| o.person == m.person).count();
-            held.entry(m.person).or_default().insert(identity.as_str(), (theirs, members.len() - theirs));
+        let mut by_person: BTreeMap<i64, usize> = BTreeMap::new();
+        members.iter().for_each(|m| *by_person.entry(m.person).or_default() += 1);
+        for (person, theirs) in by_person {
+            held.entry(person).or_default().insert(identity.as_str(), (theirs, members.len() - theirs));
         }
     }
     let pairs = |n: usize| n * n.saturating_sub(1) / 2;
@@ -140,11 +141,12 @@ pub fn spread(composition: &BTreeMap<String, Vec<Member>>) -> Vec<Spread> {
                 })
                 .map(|(id, _)| id);
             let outside = identities.iter().filter(|(id, _)| Some(**id) != main);
+            let tracklets = identities.values().map(|(t, _)| t).sum();
             Spread {
                 person,
-                tracklets: identities.values().map(|(t, _)| t).sum(),
+                tracklets,
                 identities: identities.len(),
-                pairs: pairs(identities.values().map(|(t, _)| t).sum()),
+                pairs: pairs(tracklets),
                 joined: identities.values().map(|(t, _)| pairs(*t)).sum(),
                 apart: outside.clone().filter(|(_, (_, others))| *others == 0).map(|(_, (t, _))| t).sum(),
                 with_others: outside.filter(|(_, (_, others))| *others > 0).map(|(_, (t, _))| t).sum(),
