@@ -108,6 +108,11 @@ pub struct ModelCard {
     /// takes one image at a time). Larger batches are run in chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch: Option<u32>,
+    /// Embed each crop together with its mirror image and average the two (test-time flip
+    /// augmentation); the thresholds above are measured with it. Embeddings made with and
+    /// without it are not comparable, so turning it on or off is a new version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
     /// Held-out evaluation figures written by the trainer (`rank1`, `mAP`, ...).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metrics: serde_json::Map<String, serde_json::Value>,

@@ -96,6 +96,39 @@ fn tensorflow_backend_conforms() {
     conformance(model("facenet"), 8);
 }
 
+/// CHW rows mirrored left to right.
+fn mirrored(row: &[f32], width: usize) -> Vec<f32> {
+    row.chunks(width).flat_map(|line| line.iter().rev().copied()).collect()
+}
+
+#[test]
+fn a_card_with_flip_embeds_a_crop_and_its_mirror_image_alike() {
+    // The stock ImageNet weights under a card that asks for test-time flipping.
+    let stock = repo().join("models/mobilenetv2-imagenet");
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stock.join("model.json")).unwrap()).unwrap();
+    card["flip"] = true.into();
+    card["weights"] = stock.join("model.safetensors").to_string_lossy().into_owned().into();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.json"), card.to_string()).unwrap();
+    let flipped = load_model(dir.path(), LoadOptions::default()).unwrap();
+    assert!(flipped.card().flip);
+    conformance(flipped, 8);
+
+    let (mut plain, mut flipped) =
+        (model("mobilenetv2-imagenet"), load_model(dir.path(), LoadOptions::default()).unwrap());
+    let width = plain.card().input.width as usize;
+    let rows = inputs(plain.as_ref(), 2);
+    let mirror = mirrored(&rows[1], width);
+    let unflipped = plain.embed(&[&rows[1], &mirror]).unwrap();
+    assert!(max_abs_diff(&unflipped[0], &unflipped[1]) > 1e-3, "the network alone tells a crop from its mirror");
+    let both = flipped.embed(&[&rows[1], &mirror, &rows[0]]).unwrap();
+    assert!(max_abs_diff(&both[0], &both[1]) < 1e-5, "flipped, a crop and its mirror image are one embedding");
+    // The mean of the two views: nearer each than they are to each other.
+    let (mean, view) = (cosine(&both[0], &unflipped[0]), cosine(&unflipped[0], &unflipped[1]));
+    assert!(mean > view, "{mean} vs {view}");
+}
+
 /// The same weights through another backend give the same embeddings.
 fn agree_with_native(other: &str, tolerance: f32) {
     let mut native = model("mobilenetv2-imagenet");

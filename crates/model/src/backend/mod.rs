@@ -1,10 +1,12 @@
-//! Running a model: the [`EmbeddingModel`] trait and its three backends.
+//! Running a model: the [`EmbeddingModel`] trait and its three backends, and test-time flipping
+//! over any of them.
 //!
 //! A backend takes a batch of pre-processed images and returns one L2-normalised row per image.
 //! Backends are `Send` but used from one thread at a time: the embedder keeps its model on a
 //! dedicated inference thread, off the async runtime.
 
 mod dnn;
+mod flip;
 mod native;
 mod torchscript;
 
@@ -43,11 +45,13 @@ pub fn load_model(path: &Path, options: LoadOptions) -> Result<Box<dyn Embedding
     if !weights.is_file() {
         return Err(ModelError::Weights { path: weights, reason: "file not found".into() });
     }
-    Ok(match card.backend {
+    let flip = card.flip;
+    let model: Box<dyn EmbeddingModel> = match card.backend {
         Backend::Native => Box::new(NativeModel::load(card, &weights, options)?),
         Backend::Torchscript => Box::new(TorchScriptModel::load(card, &weights, options)?),
         Backend::Onnx | Backend::Tensorflow => Box::new(OpenCvDnnModel::load(card, &weights)?),
-    })
+    };
+    Ok(if flip { Box::new(flip::Flipped::new(model)) } else { model })
 }
 
 /// Splits a flat `[n, dim]` output into L2-normalised rows, refusing wrong sizes and NaNs.
