@@ -226,6 +226,11 @@ pub struct TrainingConfig {
     /// --replay merge=T`), written into the card; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_threshold: Option<f64>,
+    /// Serve the model with test-time flip augmentation (the card's `flip`: each crop embedded
+    /// with its mirror image, the two averaged), and evaluate it so. Training and the
+    /// pseudo-labels' clustering are unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flip: bool,
 }
 
 /// The epoch a run keeps as its model.
@@ -253,6 +258,7 @@ impl Default for TrainingConfig {
             keep: Keep::BestMap,
             match_threshold: None,
             merge_threshold: None,
+            flip: false,
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) fn best_card(config: &RunConfig, run: &str, record: &EpochRecord) -> 
         merge_threshold: config.training.merge_threshold.map(|t| t as f32),
         output: None,
         max_batch: None,
+        flip: config.training.flip,
         metrics,
         source: format!("trained by reid-trainer, run {run}"),
     }
@@ -141,11 +142,14 @@ mod tests {
         let mut config = RunConfig::parse("[dataset]\nkind = \"fashion_mnist\"").unwrap();
         assert!((best_card(&config, "r", &record).match_threshold - 0.946).abs() < 1e-6);
         assert_eq!(best_card(&config, "r", &record).merge_threshold, None);
+        assert!(!best_card(&config, "r", &record).flip);
         config.training.match_threshold = Some(0.8);
         config.training.merge_threshold = Some(0.75);
+        config.training.flip = true;
         let card = best_card(&config, "r", &record);
         assert!((card.match_threshold - 0.8).abs() < 1e-6);
         assert_eq!(card.merge_threshold, Some(0.75));
+        assert!(card.flip, "the recipe's test-time flip reaches the card");
         config.training.match_threshold = Some(1.5);
         assert!(config.validate().is_err(), "not a cosine similarity");
     }

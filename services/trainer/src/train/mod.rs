@@ -223,7 +223,7 @@ impl<'a> Run<'a> {
         dataset: &Dataset,
         events: &mut dyn FnMut(Event),
     ) -> Result<(), TrainError> {
-        let embeddings = self.embed_split(&dataset.train, TRAIN)?;
+        let embeddings = self.embed_split(&dataset.train, TRAIN, false)?;
         let dim = embeddings.size()[1] as usize;
         let means = pseudo::tracklet_means(&host(&embeddings), dim, &dataset.train.pids(), dataset.spans.len());
         self.state.groups = pseudo.group(&means, &dataset.spans, &dataset.links);
@@ -440,11 +440,12 @@ impl<'a> Run<'a> {
     }
 
     fn evaluate(&self, dataset: &Dataset, rng: &mut StdRng) -> Result<Evaluation, TrainError> {
-        let query = self.embed_split(&dataset.query, QUERY)?;
+        let flip = self.config.training.flip;
+        let query = self.embed_split(&dataset.query, QUERY, flip)?;
         let gallery = if dataset.protocol == Protocol::LeaveOneOut {
             query.shallow_clone()
         } else {
-            self.embed_split(&dataset.gallery, GALLERY)?
+            self.embed_split(&dataset.gallery, GALLERY, flip)?
         };
         // Cosine distance on unit vectors: what the embedder serves and the identity service uses.
         let dist = host(&(1.0 - query.matmul(&gallery.tr())));
@@ -476,12 +477,21 @@ impl<'a> Run<'a> {
     }
 
     /// L2-normalised embeddings of a whole split, in eval mode.
-    fn embed_split(&self, split: &Split, which: usize) -> Result<Tensor, TrainError> {
+    /// A split's embeddings, L2-normalised; with `flip`, each the mean of the image's and its
+    /// mirror image's, as a card with `flip` serves them.
+    fn embed_split(&self, split: &Split, which: usize, flip: bool) -> Result<Tensor, TrainError> {
         let mut parts = Vec::new();
         let all: Vec<usize> = (0..split.len()).collect();
         for chunk in all.chunks(256) {
             let xs = self.batch(split, which, chunk)?;
-            parts.push(tch::no_grad(|| loss::normalise(&self.model.embed(&xs, false))));
+            parts.push(tch::no_grad(|| {
+                let plain = loss::normalise(&self.model.embed(&xs, false));
+                if flip {
+                    loss::normalise(&(plain + loss::normalise(&self.model.embed(&xs.flip([3]), false))))
+                } else {
+                    plain
+                }
+            }));
         }
         Ok(Tensor::cat(&parts, 0))
     }
