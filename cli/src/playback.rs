@@ -19,9 +19,6 @@ use crate::up::{Pipeline, PipelineConfig};
 
 pub const VTEST: &str = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
 
-/// The cross-camera matching threshold of the demo (the model card's 0.917 is calibrated on pairs
-/// from one view and splits people across two; docs/demo.md).
-pub const DEFAULT_THRESHOLD: f32 = 0.8;
 pub const DEFAULT_MIN_MARGIN: f32 = 0.0;
 
 /// The identity service's merge pass as the demo runs it (docs/demo.md for the choice).
@@ -288,6 +285,13 @@ pub fn ingester_from_file(config: &mut PipelineConfig, file: &Path, model_dir: &
     ingester.sources.file_roots = std::mem::take(&mut config.ingester.sources.file_roots);
     config.ingester = ingester;
     Ok(())
+}
+
+/// The match threshold on the card of `model` under `model_dir`, which the embedder serving it
+/// tells the identity service. The evaluations pass it on themselves: their replays observe
+/// embeddings into identity services that have no embedder to ask.
+pub fn card_threshold(model_dir: &Path, model: &str) -> anyhow::Result<f32> {
+    Ok(reid_model::ModelCard::load(&model_dir.join(model))?.0.match_threshold)
 }
 
 pub async fn pipeline_model(embedder: &str) -> anyhow::Result<pb::ModelInfo> {

@@ -50,9 +50,9 @@ pub struct AssociateArgs {
     model: String,
     #[command(flatten)]
     east: EastCamera,
-    /// Cosine threshold for a match (the demo's when unset).
-    #[arg(long, default_value_t = crate::playback::DEFAULT_THRESHOLD)]
-    threshold: f32,
+    /// Cosine threshold for a match (the model card's `match_threshold` when unset).
+    #[arg(long)]
+    threshold: Option<f32>,
     #[arg(long, default_value_t = crate::playback::DEFAULT_MIN_MARGIN)]
     min_margin: f32,
     /// The merge pass once after the last tracklet, as the demo's does (`off` for none).
@@ -302,8 +302,12 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
 
+    let threshold = match args.threshold {
+        Some(t) => t,
+        None => crate::playback::card_threshold(&args.model_dir, &args.model)?,
+    };
     let association = AssociationConfig {
-        threshold: Some(args.threshold),
+        threshold: Some(threshold),
         min_margin: args.min_margin,
         observe_min_margin: args.min_margin,
         merge_threshold: args.merge_threshold.0,
@@ -337,7 +341,7 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
 
     if args.report.json {
         let run = json!({
-            "model": client.model, "tracklets": runs.len(), "threshold": args.threshold,
+            "model": client.model, "tracklets": runs.len(), "threshold": threshold,
             "merge_threshold": args.merge_threshold.0, "first_frame": args.report.first_frame,
             "boxes": if args.boxes == Boxes::Detector { "detector" } else { "labels" },
         });

@@ -49,9 +49,9 @@ pub struct MtmcArgs {
     /// the ingester's defaults: the pipeline under other tracker or detector settings.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Cosine threshold for a match (the demo's when unset).
-    #[arg(long, default_value_t = crate::playback::DEFAULT_THRESHOLD)]
-    threshold: f32,
+    /// Cosine threshold for a match (the model card's `match_threshold` when unset).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Cosine threshold for a match with an identity seen on the other camera (the identity
     /// service's `association.cross_camera_threshold`); --threshold when unset.
     #[arg(long)]
@@ -122,7 +122,11 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.config {
         crate::playback::ingester_from_file(&mut config, file, &args.model_dir)?;
     }
-    config.identity.association.threshold = Some(args.threshold);
+    let threshold = match args.threshold {
+        Some(t) => t,
+        None => crate::playback::card_threshold(&args.model_dir, &args.model)?,
+    };
+    config.identity.association.threshold = Some(threshold);
     config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;
     config.identity.association.observe_min_margin = args.min_margin;
@@ -320,7 +324,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     if args.report.json {
         let r = played.model.r#ref.clone().unwrap_or_default();
         let run = json!({
-            "model": { "id": r.id, "version": r.version }, "threshold": args.threshold,
+            "model": { "id": r.id, "version": r.version }, "threshold": threshold,
             "cross_camera_threshold": args.cross_camera_threshold, "first_frame": args.report.first_frame,
             "identities_made": played.seen.len(), "unobserved_tracklets": unobserved,
             "regroup_rerank": args.regroup_rerank, "regroup_merge": args.regroup_merge,

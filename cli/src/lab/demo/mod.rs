@@ -13,9 +13,7 @@ use std::time::SystemTime;
 use clap::Args;
 use reid_proto::v1 as pb;
 
-use crate::playback::{
-    DEFAULT_MIN_MARGIN, DEFAULT_THRESHOLD, EastCamera, MergePass, Played, Seen, VTEST, fresh_config, play, secs,
-};
+use crate::playback::{DEFAULT_MIN_MARGIN, EastCamera, MergePass, Played, Seen, VTEST, fresh_config, play, secs};
 use report::Report;
 
 #[derive(Debug, Args)]
@@ -31,9 +29,10 @@ pub struct DemoArgs {
     data: PathBuf,
     #[arg(long, default_value = "models")]
     model_dir: PathBuf,
-    /// Cosine threshold for matching a tracklet to an identity (see docs/demo.md for the choice).
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
-    threshold: f32,
+    /// Cosine threshold for matching a tracklet to an identity (the model card's
+    /// `match_threshold` when unset; docs/demo.md).
+    #[arg(long)]
+    threshold: Option<f32>,
     /// How much better than the runner-up identity the best must be for a match.
     #[arg(long, default_value_t = DEFAULT_MIN_MARGIN)]
     min_margin: f32,
@@ -56,7 +55,7 @@ fn split_by_cameras(seen: &[Seen], t0: SystemTime) -> (Vec<&Seen>, Vec<&Seen>) {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = fresh_config(&args.data, &args.model_dir, &args.model, &args.video)?;
-    config.identity.association.threshold = Some(args.threshold);
+    config.identity.association.threshold = args.threshold;
     config.identity.association.min_margin = args.min_margin;
     config.identity.association.observe_min_margin = args.min_margin;
     args.merge.apply(&mut config);

@@ -63,7 +63,7 @@ impl Report<'_> {
             h,
             "<p>What happened: the four reid services ran in one process on this machine. <code>{video}</code>, \
              a real recording of pedestrians (795 frames of 768x576 at 10 fps), was played as two cameras that each \
-             see a part of the scene, in a different look and with a different clock (below). On each camera a HOG \
+             see a part of the scene, in a different look and with a different clock (below). On each camera a \
              person detector found people, a tracker followed them from frame to frame into <em>tracklets</em>, \
              and the best crops of each tracklet were embedded by the CNN <code>{model} {version}</code> \
              ({dim}-d, {backend} on {device}). The identity service, on Qdrant's embedded engine, gave each tracklet \
@@ -75,7 +75,7 @@ impl Report<'_> {
             dim = r.dimension,
             backend = esc(&self.model.backend),
             device = esc(&self.model.device),
-            threshold = self.args.threshold,
+            threshold = self.args.threshold.unwrap_or(self.model.match_threshold),
             n = self.seen.len(),
             both = both.len(),
         )?;
