@@ -287,11 +287,15 @@ pub fn ingester_from_file(config: &mut PipelineConfig, file: &Path, model_dir: &
     Ok(())
 }
 
-/// The match threshold on the card of `model` under `model_dir`, which the embedder serving it
-/// tells the identity service. The evaluations pass it on themselves: their replays observe
-/// embeddings into identity services that have no embedder to ask.
-pub fn card_threshold(model_dir: &Path, model: &str) -> anyhow::Result<f32> {
-    Ok(reid_model::ModelCard::load(&model_dir.join(model))?.0.match_threshold)
+/// The match threshold `given` on the command line, else the one on the card of `model` under
+/// `model_dir`, which the embedder serving it tells the identity service. The evaluations pass it
+/// on themselves: their replays observe embeddings into identity services that have no embedder
+/// to ask.
+pub fn match_threshold(given: Option<f32>, model_dir: &Path, model: &str) -> anyhow::Result<f32> {
+    match given {
+        Some(t) => Ok(t),
+        None => Ok(reid_model::ModelCard::load(&model_dir.join(model))?.0.match_threshold),
+    }
 }
 
 pub async fn pipeline_model(embedder: &str) -> anyhow::Result<pb::ModelInfo> {

@@ -302,10 +302,7 @@ pub async fn run(args: AssociateArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
 
-    let threshold = match args.threshold {
-        Some(t) => t,
-        None => crate::playback::card_threshold(&args.model_dir, &args.model)?,
-    };
+    let threshold = crate::playback::match_threshold(args.threshold, &args.model_dir, &args.model)?;
     let association = AssociationConfig {
         threshold: Some(threshold),
         min_margin: args.min_margin,

@@ -122,10 +122,7 @@ pub async fn run(args: MtmcArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.config {
         crate::playback::ingester_from_file(&mut config, file, &args.model_dir)?;
     }
-    let threshold = match args.threshold {
-        Some(t) => t,
-        None => crate::playback::card_threshold(&args.model_dir, &args.model)?,
-    };
+    let threshold = crate::playback::match_threshold(args.threshold, &args.model_dir, &args.model)?;
     config.identity.association.threshold = Some(threshold);
     config.identity.association.cross_camera_threshold = args.cross_camera_threshold;
     config.identity.association.min_margin = args.min_margin;

@@ -476,9 +476,8 @@ impl<'a> Run<'a> {
         Ok(Evaluation { retrieval, verification, scatter })
     }
 
-    /// L2-normalised embeddings of a whole split, in eval mode.
-    /// A split's embeddings, L2-normalised; with `flip`, each the mean of the image's and its
-    /// mirror image's, as a card with `flip` serves them.
+    /// L2-normalised embeddings of a whole split, in eval mode; with `flip`, each the mean of the
+    /// image's and its mirror image's, as a card with `flip` serves them.
     fn embed_split(&self, split: &Split, which: usize, flip: bool) -> Result<Tensor, TrainError> {
         let mut parts = Vec::new();
         let all: Vec<usize> = (0..split.len()).collect();
