@@ -102,6 +102,14 @@ pub struct TrackerConfig {
     /// height, plus this many per second of the gap, from anywhere between the lost box and where
     /// its motion would have carried it.
     pub reattach_speed: f32,
+    /// Two confirmed tracks whose boxes (the predicted one of a track left without a detection)
+    /// overlap by at least this IoU are crossing, where a tracker swaps people: each is cut where
+    /// the crossing starts (what it has so far is reported as one tracklet) and keeps no crops
+    /// until the two part, so that a swap puts the two people in two tracklets rather than one,
+    /// and the identity service joins the pieces. 0 turns it off. On vtest.avi 0.3 makes twice
+    /// the tracklets, 99% pure instead of 93%, and association more precise and complete
+    /// (docs/evaluation.md, "Tracks cut where people cross").
+    pub crossing_iou: f32,
 }
 
 impl TrackerConfig {
@@ -129,6 +137,7 @@ impl Default for TrackerConfig {
             reattach_secs: 0.0,
             reattach_appearance: 0.9,
             reattach_speed: 0.25,
+            crossing_iou: 0.3,
         }
     }
 }
