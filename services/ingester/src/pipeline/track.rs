@@ -153,6 +153,13 @@ impl Track {
         BBox::new(cx + vx * dt - w / 2.0, cy + vy * dt - h / 2.0, w, h)
     }
 
+    /// Confirmed (at least `min_hits` detections) and followed by this tracker, not by an edge
+    /// device (edge ids are the device's own association): what re-attaching and the cuts where
+    /// people cross act on.
+    fn confirmed_here(&self, min_hits: u32) -> bool {
+        self.hits >= min_hits && self.external.is_none()
+    }
+
     fn update(&mut self, bbox: BBox, appearance: Option<&Appearance>, frame: u64, at: SystemTime) {
         let dt = frame.saturating_sub(self.last_frame).max(1) as f32;
         let (cx0, cy0) = self.bbox.center();
@@ -299,7 +306,7 @@ impl Tracker {
             if track.misses > self.config.max_misses {
                 let track = self.tracks.remove(i);
                 matched_track.remove(i);
-                if self.config.reattaches() && track.reattachable(self.config.min_hits) {
+                if self.config.reattaches() && track.confirmed_here(self.config.min_hits) {
                     self.lost.push(track);
                 } else {
                     finished.extend(self.finish(track));

@@ -33,11 +33,8 @@ impl Tracker {
         if self.config.crossing_iou <= 0.0 {
             return crossing;
         }
-        let mut boxes: Vec<Option<BBox>> = self
-            .tracks
-            .iter()
-            .map(|t| (t.hits >= self.config.min_hits && t.external.is_none()).then(|| t.predicted(frame)))
-            .collect();
+        let mut boxes: Vec<Option<BBox>> =
+            self.tracks.iter().map(|t| t.confirmed_here(self.config.min_hits).then(|| t.predicted(frame))).collect();
         for (o, slot) in observed.iter().zip(assignment) {
             if let Some(t) = *slot
                 && let Some(b) = boxes[t].as_mut()

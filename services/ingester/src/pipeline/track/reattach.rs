@@ -9,12 +9,6 @@ use crate::pipeline::appearance::Appearance;
 use crate::pipeline::config::CropConfig;
 
 impl Track {
-    /// Whether it can take part in re-attaching, as the lost track or the new one: confirmed, and
-    /// not an edge device's track (edge ids are the device's own association).
-    pub(super) fn reattachable(&self, min_hits: u32) -> bool {
-        self.hits >= min_hits && self.external.is_none()
-    }
-
     /// Takes over `fresh`, a track that continues this one after it was lost: its crops, its
     /// detections and where it is now.
     pub(super) fn absorb(&mut self, mut fresh: Track, crops: &CropConfig) {
@@ -52,9 +46,9 @@ impl Tracker {
         let min_hits = self.config.min_hits;
         let missing = self.tracks.iter().filter(|t| t.misses > 0).chain(&self.lost);
         let mut pairs = Vec::new();
-        for older in missing.filter(|t| t.reattachable(min_hits)) {
+        for older in missing.filter(|t| t.confirmed_here(min_hits)) {
             for fresh in &self.tracks {
-                if !fresh.reattachable(min_hits) || fresh.last_frame != frame {
+                if !fresh.confirmed_here(min_hits) || fresh.last_frame != frame {
                     continue;
                 }
                 if let Some(score) = self.continues(older, fresh) {
